@@ -1,0 +1,441 @@
+// yaml-cpp backend of zerodiff/core/Config.h. yaml-cpp stays out of the public headers.
+#include "zerodiff/core/Config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace zerodiff::config {
+namespace detail {
+
+struct Source {
+  std::string name;  // file name for messages
+  YAML::Node root;
+  // Key paths set on the command line -> the override text ("a.b=1"), for error locations.
+  std::map<std::string, std::string> overrides;
+};
+
+struct NodeRef {
+  YAML::Node node;   // may be undefined/null when the mapping is absent
+  std::string path;  // dotted path of this node ("" for the root)
+  YAML::Mark mark;   // where to report problems with this node (inherited when absent)
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::NodeRef;
+using detail::Source;
+
+std::string join_path(const std::string& base, std::string_view key) {
+  return base.empty() ? std::string(key) : base + "." + std::string(key);
+}
+
+// True when `inner` is `outer` or lies inside it ("a.b" in "a", "a[2]" in "a").
+bool path_within(const std::string& inner, const std::string& outer) {
+  return inner == outer || (inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
+                            (inner[outer.size()] == '.' || inner[outer.size()] == '['));
+}
+
+// The override that set `path`, one of its ancestors or (for a value turned into a mapping by an
+// override) one of its descendants, if any.
+const std::string* override_for(const Source& src, const std::string& path) {
+  for (const auto& [key, text] : src.overrides) {
+    if (path_within(path, key)) return &text;
+  }
+  if (path.empty()) return nullptr;
+  for (const auto& [key, text] : src.overrides) {
+    if (path_within(key, path)) return &text;
+  }
+  return nullptr;
+}
+
+std::string location(const Source& src, const std::string& path, const YAML::Mark& mark) {
+  if (const std::string* text = override_for(src, path)) return str("override '", *text, "'");
+  if (mark.is_null()) return src.name;
+  return str(src.name, ":", mark.line + 1, ":", mark.column + 1);
+}
+
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Undefined:
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Scalar: return str("'", node.Scalar(), "'");
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+  }
+  return "?";
+}
+
+template <class T>
+const char* type_name();
+template <> const char* type_name<bool>() { return "a boolean (true/false)"; }
+template <> const char* type_name<int>() { return "an integer"; }
+template <> const char* type_name<int64_t>() { return "an integer"; }
+template <> const char* type_name<double>() { return "a number"; }
+template <> const char* type_name<float>() { return "a number"; }
+template <> const char* type_name<std::string>() { return "a string"; }
+
+// Converts a scalar node to T; false when the text is not a T.
+template <class T>
+bool convert(const YAML::Node& node, T& out) {
+  if (!node.IsScalar()) return false;
+  if constexpr (std::is_same_v<T, std::string>) {
+    out = node.Scalar();
+    return true;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return YAML::convert<bool>::decode(node, out);
+  } else if constexpr (std::is_same_v<T, int>) {
+    int64_t wide = 0;
+    if (!YAML::convert<int64_t>::decode(node, wide)) return false;
+    if (wide < std::numeric_limits<int>::min() || wide > std::numeric_limits<int>::max()) return false;
+    out = static_cast<int>(wide);
+    return true;
+  } else if constexpr (std::is_same_v<T, float>) {
+    double wide = 0;
+    if (!YAML::convert<double>::decode(node, wide)) return false;
+    out = static_cast<float>(wide);
+    return true;
+  } else {
+    return YAML::convert<T>::decode(node, out);
+  }
+}
+
+[[noreturn]] void type_error(const Source& src, const std::string& path, const YAML::Node& node,
+                             const char* expected) {
+  throw ConfigError(str(location(src, path, node.Mark()), ": key '", path, "' expects ", expected,
+                        ", got ", describe(node)));
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ Reader
+
+Reader::Reader(std::shared_ptr<detail::Source> source, std::shared_ptr<detail::NodeRef> node)
+    : source_(std::move(source)), node_(std::move(node)) {}
+Reader::~Reader() = default;
+Reader::Reader(Reader&&) noexcept = default;
+Reader& Reader::operator=(Reader&&) noexcept = default;
+
+const std::string& Reader::path() const { return node_->path; }
+
+void Reader::declare(std::string_view key) { declared_.emplace_back(key); }
+
+namespace {
+
+// Looks up `key` in the mapping of `ref`; undefined node when absent (or when ref is absent).
+YAML::Node lookup(const NodeRef& ref, std::string_view key) {
+  if (!ref.node.IsDefined() || !ref.node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+  const YAML::Node& map = ref.node;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (it->first.IsScalar() && it->first.Scalar() == key) return it->second;
+  }
+  return YAML::Node(YAML::NodeType::Undefined);
+}
+
+}  // namespace
+
+[[noreturn]] static void missing(const Source& src, const NodeRef& ref, std::string_view key) {
+  const std::string path = join_path(ref.path, key);
+  throw ConfigError(str(location(src, ref.path, ref.mark), ": missing required key '", path, "'"));
+}
+
+std::optional<Reader> Reader::child_map(std::string_view key, bool required) {
+  YAML::Node child = lookup(*node_, key);
+  const std::string path = join_path(node_->path, key);
+  auto ref = std::make_shared<NodeRef>();
+  ref->path = path;
+  if (!child.IsDefined() || child.IsNull()) {
+    if (required) missing(*source_, *node_, key);
+    // Absent optional section: still visited (over nothing) so that required keys inside it are
+    // reported; defaults stay. Problems are reported at the enclosing mapping.
+    ref->mark = node_->mark;
+    return Reader(source_, ref);
+  }
+  if (!child.IsMap()) type_error(*source_, path, child, "a mapping");
+  ref->node = child;
+  ref->mark = child.Mark();
+  return Reader(source_, ref);
+}
+
+std::optional<std::vector<Reader>> Reader::child_list(std::string_view key, bool required) {
+  YAML::Node child = lookup(*node_, key);
+  const std::string path = join_path(node_->path, key);
+  if (!child.IsDefined() || child.IsNull()) {
+    if (required) missing(*source_, *node_, key);
+    return std::nullopt;
+  }
+  if (!child.IsSequence()) type_error(*source_, path, child, "a list of mappings");
+  std::vector<Reader> items;
+  for (size_t i = 0; i < child.size(); ++i) {
+    YAML::Node item = child[i];
+    const std::string item_path = str(path, "[", i, "]");
+    if (!item.IsMap()) type_error(*source_, item_path, item, "a mapping");
+    auto ref = std::make_shared<NodeRef>();
+    ref->node = item;
+    ref->path = item_path;
+    ref->mark = item.Mark();
+    items.emplace_back(source_, ref);
+  }
+  return items;
+}
+
+void Reader::fail_value(std::string_view key, const std::string& message) {
+  YAML::Node child = lookup(*node_, key);
+  const std::string path = join_path(node_->path, key);
+  const YAML::Mark mark = child.IsDefined() ? child.Mark() : node_->mark;
+  throw ConfigError(str(location(*source_, path, mark), ": key '", path, "' ", message));
+}
+
+namespace {
+
+template <class T>
+void read_scalar(const Source& src, const NodeRef& ref, std::string_view key, T& value, bool required) {
+  YAML::Node child = lookup(ref, key);
+  const std::string path = join_path(ref.path, key);
+  if (!child.IsDefined()) {
+    if (required) missing(src, ref, key);
+    return;
+  }
+  if (!convert(child, value)) type_error(src, path, child, type_name<T>());
+}
+
+template <class T>
+void read_optional(const Source& src, const NodeRef& ref, std::string_view key, std::optional<T>& value,
+                   bool required) {
+  YAML::Node child = lookup(ref, key);
+  const std::string path = join_path(ref.path, key);
+  if (!child.IsDefined()) {
+    if (required) missing(src, ref, key);
+    return;
+  }
+  if (child.IsNull()) {
+    value.reset();
+    return;
+  }
+  T parsed{};
+  if (!convert(child, parsed)) type_error(src, path, child, type_name<T>());
+  value = std::move(parsed);
+}
+
+template <class T>
+void read_list(const Source& src, const NodeRef& ref, std::string_view key, std::vector<T>& value,
+               bool required) {
+  YAML::Node child = lookup(ref, key);
+  const std::string path = join_path(ref.path, key);
+  if (!child.IsDefined()) {
+    if (required) missing(src, ref, key);
+    return;
+  }
+  if (!child.IsSequence()) type_error(src, path, child, str("a list of ", type_name<T>()).c_str());
+  std::vector<T> parsed;
+  for (size_t i = 0; i < child.size(); ++i) {
+    T element{};
+    if (!convert(child[i], element)) type_error(src, str(path, "[", i, "]"), child[i], type_name<T>());
+    parsed.push_back(element);
+  }
+  value = std::move(parsed);
+}
+
+}  // namespace
+
+void Reader::read(std::string_view k, bool& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, int& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, int64_t& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, double& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, float& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::string& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::optional<bool>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::optional<int>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::optional<int64_t>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::optional<double>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::optional<std::string>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::vector<bool>& v, bool r) {
+  YAML::Node child = lookup(*node_, k);
+  if (!child.IsDefined()) {
+    if (r) missing(*source_, *node_, k);
+    return;
+  }
+  const std::string path = join_path(node_->path, k);
+  if (!child.IsSequence()) type_error(*source_, path, child, "a list of a boolean (true/false)");
+  std::vector<bool> parsed;
+  for (size_t i = 0; i < child.size(); ++i) {
+    bool b = false;
+    if (!convert(child[i], b)) type_error(*source_, str(path, "[", i, "]"), child[i], type_name<bool>());
+    parsed.push_back(b);
+  }
+  v = std::move(parsed);
+}
+void Reader::read(std::string_view k, std::vector<int>& v, bool r) { read_list(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::vector<int64_t>& v, bool r) { read_list(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::vector<double>& v, bool r) { read_list(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::vector<std::string>& v, bool r) { read_list(*source_, *node_, k, v, r); }
+
+void Reader::choice(std::string_view key, std::string& value, const std::vector<std::string>& choices,
+                    std::string_view doc, bool required) {
+  declare(key);
+  std::string parsed = value;
+  read_scalar(*source_, *node_, key, parsed, required);
+  if (std::find(choices.begin(), choices.end(), parsed) == choices.end()) {
+    std::string list;
+    for (size_t i = 0; i < choices.size(); ++i) list += (i ? ", " : "") + choices[i];
+    std::string message = str("must be one of ", list, "; got '", parsed, "'");
+    const std::string guess = closest_match(parsed, choices);
+    if (!guess.empty()) message += str(" (did you mean '", guess, "'?)");
+    fail_value(key, message);
+  }
+  value = std::move(parsed);
+}
+
+void Reader::finish() {
+  const YAML::Node& map = node_->node;
+  if (!map.IsDefined() || !map.IsMap()) return;
+  std::set<std::string> seen;
+  std::vector<std::string> problems;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    const YAML::Node& k = it->first;
+    const std::string name = k.IsScalar() ? k.Scalar() : describe(k);
+    const std::string path = join_path(node_->path, name);
+    const std::string where = location(*source_, path, k.Mark());
+    if (!seen.insert(name).second) {
+      problems.push_back(str(where, ": duplicate key '", path, "'"));
+      continue;
+    }
+    if (std::find(declared_.begin(), declared_.end(), name) != declared_.end()) continue;
+    std::string message = str(where, ": unknown key '", path, "'");
+    const std::string guess = closest_match(name, declared_);
+    if (!guess.empty()) message += str("; did you mean '", join_path(node_->path, guess), "'?");
+    problems.push_back(std::move(message));
+  }
+  if (!problems.empty()) {
+    std::string all;
+    for (size_t i = 0; i < problems.size(); ++i) all += (i ? "\n" : "") + problems[i];
+    throw ConfigError(all);
+  }
+}
+
+// ------------------------------------------------------------------ opening
+
+namespace {
+
+bool valid_segment(std::string_view s) {
+  if (s.empty()) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+void apply_override(Source& src, const std::string& text) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos) {
+    throw ConfigError(str("override '", text, "': expected key.path=value"));
+  }
+  const std::string path = text.substr(0, eq);
+  std::vector<std::string> segments;
+  for (size_t start = 0;;) {
+    const size_t dot = path.find('.', start);
+    segments.push_back(path.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  for (const auto& s : segments) {
+    if (!valid_segment(s)) {
+      throw ConfigError(str("override '", text, "': invalid key path '", path,
+                            "' (segments of letters, digits, '_' and '-', joined by '.')"));
+    }
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(str("override '", text, "': invalid YAML value: ", e.msg));
+  }
+  if (!src.root.IsDefined() || src.root.IsNull()) src.root = YAML::Node(YAML::NodeType::Map);
+  YAML::Node cur = src.root;
+  std::string walked;
+  for (size_t i = 0; i + 1 < segments.size(); ++i) {
+    walked = join_path(walked, segments[i]);
+    YAML::Node next = cur[segments[i]];
+    if (!next.IsDefined() || next.IsNull()) {
+      cur[segments[i]] = YAML::Node(YAML::NodeType::Map);
+      next = cur[segments[i]];
+    } else if (!next.IsMap()) {
+      throw ConfigError(str("override '", text, "': '", walked, "' is not a mapping (it is ",
+                            describe(next), ")"));
+    }
+    cur.reset(next);
+  }
+  cur[segments.back()] = value;
+  src.overrides[path] = text;
+}
+
+}  // namespace
+
+Reader open_string(std::string_view yaml, std::string_view name, const std::vector<std::string>& overrides) {
+  auto src = std::make_shared<Source>();
+  src->name = std::string(name);
+  try {
+    src->root = YAML::Load(std::string(yaml));
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(str(src->name, ":", e.mark.line + 1, ":", e.mark.column + 1, ": invalid YAML: ", e.msg));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(str(src->name, ": invalid YAML: ", e.msg));
+  }
+  if (src->root.IsDefined() && !src->root.IsNull() && !src->root.IsMap()) {
+    throw ConfigError(str(location(*src, "", src->root.Mark()),
+                          ": the top level must be a mapping of keys, got ", describe(src->root)));
+  }
+  for (const auto& text : overrides) apply_override(*src, text);
+  auto ref = std::make_shared<NodeRef>();
+  ref->node = src->root;
+  ref->mark = YAML::Mark();  // line 0, column 0 -> "file:1:1"
+  return Reader(src, ref);
+}
+
+Reader open_file(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(str(path, ": cannot open config file"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return open_string(text.str(), path, overrides);
+}
+
+// ------------------------------------------------------------------ suggestions
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string closest_match(std::string_view word, const std::vector<std::string>& candidates) {
+  const size_t limit = std::max<size_t>(2, word.size() / 3);
+  std::string best;
+  size_t best_distance = limit + 1;
+  for (const auto& c : candidates) {
+    const size_t d = edit_distance(word, c);
+    if (d < best_distance) {
+      best_distance = d;
+      best = c;
+    }
+  }
+  return best;
+}
+
+}  // namespace zerodiff::config
