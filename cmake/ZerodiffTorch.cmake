@@ -65,3 +65,7 @@ message(STATUS "zerodiff: LibTorch ${Torch_VERSION} from ${TORCH_INSTALL_PREFIX}
 # The torch target carries -D_GLIBCXX_USE_CXX11_ABI and friends in TORCH_CXX_FLAGS; make sure they
 # reach every target that links torch, CUDA sources included.
 separate_arguments(_zd_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+
+# LibTorch is linked by full path, so CMAKE_INSTALL_RPATH_USE_LINK_PATH does not cover it: installed
+# libzerodiff and binaries carry its lib dir explicitly (RUNPATH is not inherited by dependents).
+list(APPEND CMAKE_INSTALL_RPATH "${TORCH_INSTALL_PREFIX}/lib")

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Configure (once) and build zerodiff with Ninja + ccache into $ZERODIFF_BUILD_DIR (default: build/).
+#
+#   bash tools/build.sh [extra cmake -D options...]
+#
+# Environment: ZERODIFF_BUILD_DIR, ZERODIFF_BUILD_TYPE (Release), ZERODIFF_JOBS (nproc),
+# ZERODIFF_TORCH_DIR (use an existing LibTorch instead of the .venv's), ZERODIFF_WITH_CUDA (AUTO).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${ZERODIFF_BUILD_DIR:-$ROOT/build}"
+JOBS="${ZERODIFF_JOBS:-$(nproc)}"
+
+args=(-S "$ROOT" -B "$BUILD" -G Ninja
+      -DCMAKE_BUILD_TYPE="${ZERODIFF_BUILD_TYPE:-Release}"
+      -DZERODIFF_WITH_CUDA="${ZERODIFF_WITH_CUDA:-AUTO}"
+      -DCMAKE_INSTALL_PREFIX="$BUILD/install")
+[[ -n "${ZERODIFF_TORCH_DIR:-}" ]] && args+=(-DTorch_DIR="$ZERODIFF_TORCH_DIR")
+# ccache: a per-user cache shared by every clone, large enough for the LibTorch PCH.
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/zerodiff/ccache}"
+export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+
+if [[ ! -f "$BUILD/build.ninja" || $# -gt 0 ]]; then
+  echo "[build] configuring $BUILD"
+  cmake "${args[@]}" "$@" >"$BUILD.configure.log" 2>&1 || { cat "$BUILD.configure.log"; exit 1; }
+  grep -E "^-- zerodiff:" "$BUILD.configure.log" || true
+fi
+echo "[build] building with $JOBS jobs (first build: about 3 minutes on 2 cores)"
+start=$(date +%s)
+cmake --build "$BUILD" -j "$JOBS"
+echo "[build] done in $(( $(date +%s) - start )) s"
