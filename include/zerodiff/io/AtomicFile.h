@@ -1,0 +1,36 @@
+// zerodiff/io/AtomicFile.h — write a file so that readers see either the old or the complete new one.
+//
+// Bytes go to "<path>.tmp.<pid>.<n>" in the same folder; commit() fsyncs it, renames it over `path` and
+// fsyncs the folder. Destroying an AtomicFile that was not committed removes the temporary file and
+// leaves `path` untouched (a failed or interrupted save never damages the previous file).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace zerodiff::io {
+
+class AtomicFile {
+ public:
+  /// Creates the temporary file next to `path` (the folder must exist). Throws IoError naming `path`.
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  /// Appends `size` bytes. Throws IoError naming `path` on a short write (e.g. a full disk: ENOSPC).
+  void write(const void* data, size_t size);
+  /// fsync + rename over the target + fsync of the folder. Throws IoError on failure.
+  void commit();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, temp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+/// Writes `contents` to `path` atomically (AtomicFile in one call).
+void write_file_atomic(const std::string& path, const std::string& contents);
+
+}  // namespace zerodiff::io
