@@ -8,8 +8,8 @@
 # CUDA: the torch==2.11.0 wheel from PyPI is built against CUDA 13.0, the toolkit on our build
 # machines. When the local toolkit is another 13.x, the build still compiles: Caffe2's cuda.cmake only
 # needs *a* toolkit for headers/nvcc, and our kernels use the runtime API only. When no nvcc exists
-# (or ZERODIFF_WITH_CUDA=OFF), we hide the toolkit from Caffe2 so it configures CPU-only
-# (USE_CUDA off); the CUDA-enabled libtorch still links and runs on the CPU.
+# (or ZERODIFF_WITH_CUDA=OFF), no zerodiff kernel is compiled for CUDA; a CUDA-enabled libtorch still
+# links and runs on the CPU (Caffe2's config is kept from probing the GPU, see below).
 
 if(NOT DEFINED Torch_DIR AND DEFINED ENV{ZERODIFF_TORCH_DIR})
   set(Torch_DIR "$ENV{ZERODIFF_TORCH_DIR}" CACHE PATH "LibTorch CMake package directory")
@@ -36,23 +36,22 @@ if(NOT Torch_DIR)
   list(APPEND CMAKE_PREFIX_PATH "${_zd_torch_prefix}")
 endif()
 
-# Caffe2's config (pulled in by TorchConfig) enables CUDA when it finds a toolkit. Keep it
-# consistent with our own ZERODIFF_WITH_CUDA decision.
-if(NOT ZERODIFF_CUDA_ENABLED)
-  set(CAFFE2_USE_CUDA OFF)
-  set(USE_CUDA OFF)
-endif()
 
 # Caffe2's cuda.cmake appends -gencode flags for a dozen architectures to CMAKE_CUDA_FLAGS (and warns
 # that it ignores CMAKE_CUDA_ARCHITECTURES). Our kernels are built for ZERODIFF_CUDA_ARCHITECTURES only:
 # hand it the same list and restore our CUDA flags afterwards.
-if(ZERODIFF_CUDA_ENABLED AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+# With a CUDA wheel, Caffe2's config enables its CUDA support even when we build without CUDA, and with
+# no arch list it runs a GPU-detection compile (at our C++20, which nvcc rejects): always hand it the list.
+if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
   set(_zd_arch_list "")
   foreach(_a IN LISTS ZERODIFF_CUDA_ARCHITECTURES)
     string(REGEX REPLACE "^([0-9]+)([0-9])$" "\\1.\\2" _a "${_a}")
     list(APPEND _zd_arch_list "${_a}")
   endforeach()
   set(TORCH_CUDA_ARCH_LIST "${_zd_arch_list}")
+endif()
+if(NOT ZERODIFF_CUDA_ENABLED AND NOT DEFINED CMAKE_CUDA_STANDARD)
+  set(CMAKE_CUDA_STANDARD 17)
 endif()
 set(_zd_saved_cuda_flags "${CMAKE_CUDA_FLAGS}")
 set(_zd_saved_cuda_archs "${CMAKE_CUDA_ARCHITECTURES}")
