@@ -40,7 +40,7 @@ at::Tensor count_nonfinite(const at::Tensor& t) {
   ZD_CHECK(err == cudaSuccess, "count_nonfinite: CUDA launch failed: ", cudaGetErrorString(err));
   return out;
 #else
-  throw NotImplementedError(str("count_nonfinite: tensor is on ", t.device(),
+  throw NotImplementedError(zerodiff::str("count_nonfinite: tensor is on ", t.device(),
                                 " but this zerodiff build has no CUDA kernels (ZERODIFF_WITH_CUDA=OFF "
                                 "or no nvcc at build time)"));
 #endif
