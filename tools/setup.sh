@@ -28,6 +28,7 @@ APT_PACKAGES=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libhwy-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libre2-dev libstb-dev libwebp-dev zlib1g-dev
+  fonts-noto-color-emoji
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,61 @@
+// zerodiff/train/TrainingModule.h — what the Trainer trains, in the shape of PyTorch Lightning's
+// LightningModule: the module owns its model(s) and computes its loss; the Trainer owns the loop,
+// optimizer, schedules, EMA, logging, sampling and checkpoints.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <torch/nn/module.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "zerodiff/data/Batch.h"
+
+namespace zerodiff::train {
+
+/// Result of one training (or validation) step.
+struct StepOutput {
+  at::Tensor loss;                     ///< scalar, differentiable (training) — the Trainer calls backward
+  std::map<std::string, double> logs;  ///< extra figures to log (e.g. "mse", "kl")
+};
+
+/// Context the Trainer hands to each step.
+struct StepContext {
+  int64_t global_step = 0;  ///< optimizer steps done before this one
+  at::Generator generator;  ///< the run's CPU generator (timesteps, noise): saved in checkpoints
+  torch::Device device = torch::kCPU;
+};
+
+class TrainingModule {
+ public:
+  virtual ~TrainingModule() = default;
+
+  /// Builds or loads the model(s) and moves them to `device`. Called once by Trainer::fit before anything
+  /// else. Throws on bad config / missing files (nothing has been written yet).
+  virtual void configure_model(const torch::Device& device) = 0;
+
+  /// The root module: its named parameters/buffers are what checkpoints save and restore.
+  virtual torch::nn::Module& model() = 0;
+
+  /// Trainable parameters by name (default: every parameter of model() with requires_grad). The Trainer
+  /// builds AdamW over them (the "configure optimizers" hook: override to train a subset).
+  virtual std::vector<std::pair<std::string, at::Tensor>> trainable_parameters();
+
+  /// Loss for one micro-batch. The Trainer divides by the accumulation count and calls backward.
+  virtual StepOutput training_step(const data::Batch& batch, StepContext& ctx) = 0;
+
+  /// Optional validation on one batch (no gradients). Default: not implemented -> skipped.
+  virtual std::optional<StepOutput> validation_step(const data::Batch& batch, StepContext& ctx) { return std::nullopt; }
+
+  /// Optional sample images for `prompts` ([N, 3, H, W] float in [0, 1]) written as a grid every
+  /// `sample_every` steps. Default: none.
+  virtual std::optional<at::Tensor> sample(const std::vector<std::string>& prompts, int64_t seed) { return std::nullopt; }
+
+  /// Writes the exported weights (e.g. a diffusers folder) into `dir`. Called at the end of fit with the
+  /// EMA weights in place when EMA is on. Default: a safetensors file of model()'s state.
+  virtual void export_to(const std::string& dir);
+};
+
+}  // namespace zerodiff::train

@@ -1,0 +1,136 @@
+#include "zerodiff/io/Checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "zerodiff/core/Error.h"
+#include "zerodiff/io/AtomicFile.h"
+
+namespace fs = std::filesystem;
+
+namespace zerodiff::io {
+
+namespace {
+
+constexpr const char* kStateFile = "trainer_state.json";
+constexpr const char* kPrefix = "checkpoint-";
+
+std::optional<int64_t> step_of(const fs::path& p) {
+  const std::string name = p.filename().string();
+  if (name.rfind(kPrefix, 0) != 0) return std::nullopt;
+  const std::string digits = name.substr(std::string(kPrefix).size());
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
+  return std::stoll(digits);
+}
+
+void fsync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+CheckpointManager::CheckpointManager(std::string dir, int64_t keep_last) : dir_(std::move(dir)), keep_last_(keep_last) {
+  ZD_CHECK(keep_last_ >= 0, "checkpoint keep_last must be >= 0, got ", keep_last_);
+}
+
+std::string CheckpointManager::save(int64_t step, const std::map<std::string, TensorMap>& tensors,
+                                    const nlohmann::json& state) {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) throw IoError(zerodiff::str(dir_, ": cannot create checkpoint folder: ", ec.message()));
+  const fs::path final_path = fs::path(dir_) / zerodiff::str(kPrefix, step);
+  const fs::path temp = fs::path(dir_) / zerodiff::str(".", kPrefix, step, ".tmp-", ::getpid());
+  fs::remove_all(temp, ec);
+  fs::create_directories(temp, ec);
+  if (ec) throw IoError(zerodiff::str(temp.string(), ": cannot create: ", ec.message()));
+  try {
+    for (const auto& [name, map] : tensors) save_safetensors((temp / (name + ".safetensors")).string(), map);
+    nlohmann::json full = state;
+    full["step"] = step;
+    std::vector<std::string> names;
+    for (const auto& [name, _] : tensors) names.push_back(name);
+    full["tensor_files"] = names;
+    write_file_atomic((temp / kStateFile).string(), full.dump(2) + "\n");  // last: marks completeness
+    fsync_path(temp);
+    if (fs::exists(final_path)) {
+      // Re-saving the same step (e.g. after a resume): move the old one aside only now.
+      const fs::path old = fs::path(dir_) / zerodiff::str(".", kPrefix, step, ".old-", ::getpid());
+      fs::rename(final_path, old);
+      fs::rename(temp, final_path);
+      fs::remove_all(old, ec);
+    } else {
+      fs::rename(temp, final_path);
+    }
+    fsync_path(dir_);
+  } catch (...) {
+    fs::remove_all(temp, ec);
+    throw;
+  }
+  if (keep_last_ > 0) {
+    auto all = list();
+    while (static_cast<int64_t>(all.size()) > keep_last_) {
+      fs::remove_all(all.front(), ec);
+      all.erase(all.begin());
+    }
+  }
+  return final_path.string();
+}
+
+std::vector<std::string> CheckpointManager::list() const {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec)) return {};
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const auto step = step_of(entry.path());
+    if (!step || !entry.is_directory()) continue;
+    if (!fs::exists(entry.path() / kStateFile)) continue;  // incomplete (should not happen: rename is atomic)
+    found.emplace_back(*step, entry.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [_, p] : found) out.push_back(std::move(p));
+  return out;
+}
+
+std::optional<std::string> CheckpointManager::latest() const {
+  auto all = list();
+  if (all.empty()) return std::nullopt;
+  return all.back();
+}
+
+Checkpoint CheckpointManager::load(const std::string& path) {
+  if (!fs::is_directory(path)) throw IoError(zerodiff::str(path, ": checkpoint folder does not exist"));
+  const fs::path state_path = fs::path(path) / kStateFile;
+  if (!fs::exists(state_path)) {
+    throw IoError(zerodiff::str(path, ": not a complete checkpoint (no ", kStateFile, ")"));
+  }
+  Checkpoint ck;
+  ck.path = path;
+  std::ifstream in(state_path);
+  try {
+    ck.state = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw IoError(zerodiff::str(state_path.string(), ": invalid JSON: ", e.what()));
+  }
+  if (!ck.state.is_object() || !ck.state.contains("step") || !ck.state["step"].is_number_integer() ||
+      !ck.state.contains("tensor_files") || !ck.state["tensor_files"].is_array()) {
+    throw IoError(zerodiff::str(state_path.string(), ": missing 'step' or 'tensor_files'"));
+  }
+  ck.step = ck.state["step"].get<int64_t>();
+  for (const auto& name : ck.state["tensor_files"]) {
+    const fs::path file = fs::path(path) / (name.get<std::string>() + ".safetensors");
+    if (!fs::exists(file)) throw IoError(zerodiff::str(file.string(), ": missing from the checkpoint"));
+    ck.tensors.emplace(name.get<std::string>(), load_safetensors(file.string()));
+  }
+  return ck;
+}
+
+}  // namespace zerodiff::io

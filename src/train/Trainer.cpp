@@ -1,0 +1,306 @@
+// The training loop. Reference for shape and semantics: PyTorch Lightning's Trainer (fit loop, gradient
+// accumulation, checkpoint/resume) and diffusers' train_text_to_image.py (AdamW, get_scheduler, EMAModel,
+// clip_grad_norm_). Exact resume: the checkpoint holds every parameter and buffer, AdamW's per-parameter
+// state, the EMA shadow, the run's generator state and the loader position; the LR is a function of the step.
+#include "zerodiff/train/Trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <stb/stb_image_write.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "zerodiff/core/Error.h"
+#include "zerodiff/core/Logging.h"
+#include "zerodiff/io/Checkpoint.h"
+#include "zerodiff/io/Diffusers.h"
+#include "zerodiff/optim/LRSchedule.h"
+#include "zerodiff/train/EMA.h"
+
+namespace fs = std::filesystem;
+
+namespace zerodiff::train {
+
+// ------------------------------------------------------------------ TrainingModule defaults
+
+std::vector<std::pair<std::string, at::Tensor>> TrainingModule::trainable_parameters() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& p : model().named_parameters(true)) {
+    if (p.value().requires_grad()) out.emplace_back(p.key(), p.value());
+  }
+  return out;
+}
+
+void TrainingModule::export_to(const std::string& dir) {
+  fs::create_directories(dir);
+  io::save_safetensors((fs::path(dir) / "model.safetensors").string(), io::state_dict(model()));
+}
+
+// ------------------------------------------------------------------ helpers
+
+namespace {
+
+// AdamW state by parameter name: <name>.exp_avg, <name>.exp_avg_sq, <name>.step (int64 scalar).
+io::TensorMap optimizer_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, at::Tensor>>& params) {
+  io::TensorMap out;
+  auto& state = opt.state();
+  for (const auto& [name, p] : params) {
+    auto it = state.find(p.unsafeGetTensorImpl());
+    if (it == state.end()) continue;
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    out[name + ".exp_avg"] = s.exp_avg().detach().cpu();
+    out[name + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
+    out[name + ".step"] = torch::tensor(s.step(), torch::kLong);
+  }
+  return out;
+}
+
+void load_optimizer_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, at::Tensor>>& params,
+                          const io::TensorMap& saved, const std::string& where) {
+  auto& state = opt.state();
+  for (const auto& [name, p] : params) {
+    auto m = saved.find(name + ".exp_avg");
+    if (m == saved.end()) continue;  // parameter had no update yet when saved
+    auto v = saved.find(name + ".exp_avg_sq");
+    auto s = saved.find(name + ".step");
+    if (v == saved.end() || s == saved.end() || m->second.sizes() != p.sizes() || v->second.sizes() != p.sizes()) {
+      throw IoError(zerodiff::str(where, ": optimizer state of '", name, "' is incomplete or has the wrong shape"));
+    }
+    auto st = std::make_unique<torch::optim::AdamWParamState>();
+    st->step(s->second.item<int64_t>());
+    st->exp_avg(m->second.to(p.device(), p.scalar_type()).clone());
+    st->exp_avg_sq(v->second.to(p.device(), p.scalar_type()).clone());
+    state[p.unsafeGetTensorImpl()] = std::move(st);
+  }
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  std::ostringstream os;
+  if (s >= 3600) os << s / 3600 << "h";
+  os << std::setw(s >= 3600 ? 2 : 1) << std::setfill('0') << (s % 3600) / 60 << "m" << std::setw(2) << s % 60 << "s";
+  return os.str();
+}
+
+}  // namespace
+
+void write_image_grid(const at::Tensor& images, const std::string& path, int64_t columns) {
+  ZD_CHECK(images.dim() == 4 && images.size(1) == 3, "write_image_grid: expected [N, 3, H, W], got ",
+           images.sizes());
+  const int64_t n = images.size(0), h = images.size(2), w = images.size(3);
+  ZD_CHECK(n > 0 && columns > 0, "write_image_grid: no images");
+  const int64_t cols = std::min(columns, n), rows = (n + cols - 1) / cols;
+  at::Tensor grid = torch::ones({3, rows * h, cols * w});
+  const at::Tensor src = images.detach().to(torch::kCPU, torch::kFloat).clamp(0, 1);
+  for (int64_t i = 0; i < n; ++i) {
+    grid.slice(1, (i / cols) * h, (i / cols + 1) * h).slice(2, (i % cols) * w, (i % cols + 1) * w).copy_(src[i]);
+  }
+  const at::Tensor bytes = grid.mul(255).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
+  fs::create_directories(fs::path(path).parent_path());
+  const std::string temp = path + ".tmp";
+  if (!stbi_write_png(temp.c_str(), static_cast<int>(cols * w), static_cast<int>(rows * h), 3, bytes.data_ptr(),
+                      static_cast<int>(cols * w * 3))) {
+    throw IoError(zerodiff::str(path, ": cannot write PNG"));
+  }
+  fs::rename(temp, path);
+}
+
+// ------------------------------------------------------------------ Trainer
+
+Trainer::Trainer(TrainerConfig config) : config_(std::move(config)) {
+  if (config_.precision != "32-true") {
+    throw NotImplementedError(zerodiff::str("trainer.precision '", config_.precision,
+                                            "' is not available yet (mixed precision lands with issue 11); use 32-true"));
+  }
+  if (config_.strategy != "single") {
+    throw NotImplementedError(zerodiff::str("trainer.strategy '", config_.strategy,
+                                            "' is not available yet (distributed strategies land with issues 7-9); use single"));
+  }
+  const bool cuda = torch::cuda::is_available();
+  if (config_.accelerator == "cuda") {
+    ZD_CHECK(cuda, "trainer.accelerator is cuda but no CUDA device is available");
+    device_ = torch::Device(torch::kCUDA, 0);
+  } else if (config_.accelerator == "auto" && cuda) {
+    device_ = torch::Device(torch::kCUDA, 0);
+  }
+}
+
+FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const std::string& resume,
+                       int64_t stop_at_step) {
+  const TrainerConfig& c = config_;
+  const fs::path out_dir(c.output_dir);
+  io::CheckpointManager checkpoints((out_dir / "checkpoints").string(), c.keep_last);
+
+  // Resolve and read the checkpoint first: a bad --resume fails before anything is written.
+  std::optional<io::Checkpoint> ckpt;
+  if (resume == "latest") {
+    if (auto latest = checkpoints.latest()) ckpt = io::CheckpointManager::load(*latest);
+  } else if (!resume.empty()) {
+    ckpt = io::CheckpointManager::load(resume);
+  }
+
+  torch::manual_seed(c.seed);
+  module.configure_model(device_);
+  auto params = module.trainable_parameters();
+  ZD_CHECK(!params.empty(), "the training module has no trainable parameters");
+  std::vector<at::Tensor> tensors;
+  for (auto& [_, p] : params) tensors.push_back(p);
+  torch::optim::AdamW optimizer(tensors, torch::optim::AdamWOptions(c.optimizer.lr)
+                                             .betas({c.optimizer.betas[0], c.optimizer.betas[1]})
+                                             .eps(c.optimizer.eps)
+                                             .weight_decay(c.optimizer.weight_decay));
+  optim::LRSchedule schedule{optim::parse_lr_schedule(c.lr_schedule.type), c.optimizer.lr, c.lr_schedule.warmup_steps,
+                             c.max_steps, c.lr_schedule.min_lr_ratio};
+  std::optional<EMA> ema;
+  if (c.ema.enabled) {
+    ema.emplace(module.model(), EMAOptions{c.ema.decay, c.ema.min_decay, c.ema.update_after_step, c.ema.use_warmup,
+                                           c.ema.inv_gamma, c.ema.power});
+  }
+  StepContext ctx;
+  ctx.device = device_;
+  ctx.generator = at::make_generator<at::CPUGeneratorImpl>(c.seed);
+  int64_t step = 0;
+
+  if (ckpt) {
+    const std::string& where = ckpt->path;
+    auto need = [&](const char* name) -> const io::TensorMap& {
+      auto it = ckpt->tensors.find(name);
+      if (it == ckpt->tensors.end()) throw IoError(zerodiff::str(where, ": no ", name, ".safetensors"));
+      return it->second;
+    };
+    io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
+    load_optimizer_state(optimizer, params, need("optimizer"), where + "/optimizer.safetensors");
+    if (ema) ema->load(need("ema"));
+    ctx.generator.set_state(need("rng").at("generator"));
+    if (!ckpt->state.contains("loader")) throw IoError(zerodiff::str(where, ": trainer_state.json has no 'loader'"));
+    loader.load_state(data::LoaderState::from_json(ckpt->state["loader"]));
+    step = ckpt->step;
+    ZD_LOG_INFO("resumed from ", where, " at step ", step);
+  }
+
+  fs::create_directories(out_dir);
+  std::ofstream metrics(out_dir / "metrics.jsonl", std::ios::app);
+  const bool tty = ::isatty(STDERR_FILENO) && log::enabled(log::Level::info);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t start_step = step;
+  double last_loss = 0;
+  int64_t images_seen = 0;
+  std::string last_ckpt;
+
+  auto next_batch = [&]() {
+    for (int tries = 0; tries < 2; ++tries) {
+      if (auto b = loader.next()) return std::move(*b);
+    }
+    throw Error("the data loader yields no batches");
+  };
+  auto save_checkpoint = [&]() {
+    std::map<std::string, io::TensorMap> files;
+    files["model"] = io::state_dict(module.model());
+    files["optimizer"] = optimizer_state(optimizer, params);
+    if (ema) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
+    files["rng"] = {{"generator", ctx.generator.get_state()}};
+    nlohmann::json state = {{"loader", loader.state().to_json()}, {"seed", c.seed}};
+    last_ckpt = checkpoints.save(step, files, state);
+    ZD_LOG_INFO("checkpoint ", last_ckpt);
+  };
+  auto write_samples = [&](const std::string& name) {
+    if (c.sample_prompts.empty()) return;
+    auto images = module.sample(c.sample_prompts, c.sample_seed);
+    if (!images) return;
+    const std::string path = (out_dir / "samples" / name).string();
+    write_image_grid(*images, path);
+    ZD_LOG_INFO("sample grid ", path);
+  };
+
+  const int64_t last_step = stop_at_step > 0 ? std::min(stop_at_step, c.max_steps) : c.max_steps;
+  while (step < last_step) {
+    const double lr = schedule.lr_at(step);
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    optimizer.zero_grad();
+    double loss_sum = 0;
+    std::map<std::string, double> logs;
+    for (int64_t micro = 0; micro < c.gradient_accumulation_steps; ++micro) {
+      data::Batch batch = next_batch();
+      ctx.global_step = step;
+      StepOutput out = module.training_step(batch, ctx);
+      ZD_CHECK(out.loss.defined() && out.loss.numel() == 1, "training_step must return a scalar loss");
+      (out.loss / static_cast<double>(c.gradient_accumulation_steps)).backward();
+      const double value = out.loss.item<double>();
+      ZD_CHECK(std::isfinite(value), "non-finite loss ", value, " at step ", step,
+               " (the last good checkpoint is kept; lower the learning rate or check the data)");
+      loss_sum += value;
+      for (auto& [k, v] : out.logs) logs[k] += v / static_cast<double>(c.gradient_accumulation_steps);
+      images_seen += batch.size();
+    }
+    const double max_norm = c.max_grad_norm > 0 ? c.max_grad_norm : std::numeric_limits<double>::infinity();
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(tensors, max_norm);
+    optimizer.step();
+    ++step;
+    if (ema) ema->update(module.model(), step);
+    last_loss = loss_sum / static_cast<double>(c.gradient_accumulation_steps);
+
+    if (step % c.log_every == 0 || step == c.max_steps) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double ips = elapsed > 0 ? static_cast<double>(images_seen) / elapsed : 0;
+      const double sps = elapsed > 0 ? static_cast<double>(step - start_step) / elapsed : 0;
+      const double eta = sps > 0 ? static_cast<double>(c.max_steps - step) / sps : NAN;
+      nlohmann::json line = {{"step", step}, {"loss", last_loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                             {"images_per_s", ips}, {"elapsed_s", elapsed}};
+      for (auto& [k, v] : logs) line[k] = v;
+      metrics << line.dump() << "\n" << std::flush;
+      std::ostringstream msg;
+      msg << "step " << step << "/" << c.max_steps << " loss " << std::setprecision(4) << last_loss << " lr "
+          << std::setprecision(3) << lr << " grad_norm " << std::setprecision(3) << grad_norm << " "
+          << std::setprecision(3) << ips << " img/s ETA " << format_duration(eta);
+      if (tty) {
+        const int width = 30;
+        const int filled = static_cast<int>(width * step / c.max_steps);
+        std::fprintf(stderr, "\r[%s%s] %s", std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                     msg.str().c_str());
+        if (step == c.max_steps) std::fprintf(stderr, "\n");
+        std::fflush(stderr);
+      } else {
+        ZD_LOG_INFO(msg.str());
+      }
+    }
+    if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0 && step < c.max_steps) save_checkpoint();
+    if (c.sample_every > 0 && step % c.sample_every == 0 && step < c.max_steps) {
+      write_samples(zerodiff::str("step-", step, ".png"));
+    }
+  }
+
+  save_checkpoint();  // periodic saves skip the last step, so this is the only one at `step`
+  FitResult result;
+  result.steps = step;
+  result.last_loss = last_loss;
+  result.last_checkpoint = last_ckpt;
+  if (step < c.max_steps) return result;  // stopped early: resume later
+  result.export_dir = (out_dir / "final").string();
+  if (ema) {
+    // Export (and sample) with the EMA weights, then restore the raw ones.
+    const io::TensorMap raw = [&] {
+      io::TensorMap m;
+      for (auto& [k, v] : io::state_dict(module.model())) m[k] = v.clone();
+      return m;
+    }();
+    ema->copy_to(module.model());
+    write_samples("final.png");
+    module.export_to(result.export_dir);
+    io::load_state_dict(module.model(), raw);
+  } else {
+    write_samples("final.png");
+    module.export_to(result.export_dir);
+  }
+  ZD_LOG_INFO("exported to ", result.export_dir);
+  return result;
+}
+
+}  // namespace zerodiff::train

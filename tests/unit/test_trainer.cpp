@@ -1,0 +1,273 @@
+// Trainer: exact resume, gradient accumulation, LR schedules, EMA, checkpoints and bad input.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "zerodiff/core/Config.h"
+#include "zerodiff/core/Error.h"
+#include "zerodiff/data/DataLoader.h"
+#include "zerodiff/data/SyntheticShapesDataset.h"
+#include "zerodiff/io/Checkpoint.h"
+#include "zerodiff/io/Diffusers.h"
+#include "zerodiff/optim/LRSchedule.h"
+#include "zerodiff/train/EMA.h"
+#include "zerodiff/train/Trainer.h"
+
+namespace fs = std::filesystem;
+namespace zt = zerodiff::train;
+namespace zd = zerodiff::data;
+namespace zio = zerodiff::io;
+
+namespace {
+
+// A small conv net predicting the horizontally flipped image; noise from the run's generator.
+struct ToyNet : torch::nn::Module {
+  ToyNet() {
+    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    norm = register_module("norm", torch::nn::GroupNorm(2, 8));
+    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 3, 3).padding(1)));
+  }
+  torch::Tensor forward(torch::Tensor x) { return conv2(torch::silu(norm(conv1(x)))); }
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  torch::nn::GroupNorm norm{nullptr};
+};
+
+struct ToyModule : zt::TrainingModule {
+  std::shared_ptr<ToyNet> net;
+  void configure_model(const torch::Device& device) override {
+    net = std::make_shared<ToyNet>();
+    net->to(device);
+  }
+  torch::nn::Module& model() override { return *net; }
+  zt::StepOutput training_step(const zd::Batch& batch, zt::StepContext& ctx) override {
+    auto noise = at::randn(batch.images.sizes(), ctx.generator) * 0.1;
+    auto pred = net->forward(batch.images + noise);
+    return {torch::mse_loss(pred, batch.images.flip(-1)), {}};
+  }
+};
+
+std::shared_ptr<zd::SyntheticShapesDataset> shapes() {
+  return std::make_shared<zd::SyntheticShapesDataset>(zd::SyntheticShapesOptions{.size = 12, .image_size = 16, .seed = 3});
+}
+
+zd::DataLoaderOptions loader_options(int64_t batch) {
+  zd::DataLoaderOptions o;
+  o.batch_size = batch;
+  o.num_workers = 1;
+  o.seed = 5;
+  o.image.resolution = 16;
+  o.image.random_flip = true;
+  return o;
+}
+
+zt::TrainerConfig config(const std::string& dir, int64_t steps) {
+  zt::TrainerConfig c;
+  c.output_dir = dir;
+  c.max_steps = steps;
+  c.accelerator = "cpu";
+  c.log_every = 2;
+  c.optimizer.lr = 1e-2;
+  c.lr_schedule.type = "cosine";
+  c.lr_schedule.warmup_steps = 2;
+  c.ema.enabled = true;
+  c.ema.decay = 0.9;
+  c.gradient_accumulation_steps = 2;
+  return c;
+}
+
+std::string fresh(const std::string& name) {
+  const auto dir = fs::path(testing::TempDir()) / "zd_trainer" / name;
+  fs::remove_all(dir);
+  return dir.string();
+}
+
+zio::TensorMap final_weights(const std::string& dir) { return zio::load_safetensors(dir + "/final/model.safetensors"); }
+
+}  // namespace
+
+TEST(Trainer, ResumeContinuesExactly) {
+  torch::set_num_threads(1);
+  const std::string a = fresh("a"), b = fresh("b");
+  {
+    ToyModule m;
+    zd::DataLoader loader(shapes(), loader_options(2));
+    zt::Trainer(config(a, 8)).fit(m, loader);
+  }
+  {
+    ToyModule m;
+    zd::DataLoader loader(shapes(), loader_options(2));
+    const auto r = zt::Trainer(config(b, 8)).fit(m, loader, "", /*stop_at_step=*/3);
+    EXPECT_EQ(r.steps, 3);
+    EXPECT_FALSE(fs::exists(b + "/final"));
+  }
+  {
+    ToyModule m;  // a new process would start from scratch like this
+    zd::DataLoader loader(shapes(), loader_options(2));
+    const auto r = zt::Trainer(config(b, 8)).fit(m, loader, "latest");
+    EXPECT_EQ(r.steps, 8);
+  }
+  const auto wa = final_weights(a), wb = final_weights(b);
+  ASSERT_EQ(wa.size(), wb.size());
+  for (const auto& [name, t] : wa) EXPECT_TRUE(torch::equal(t, wb.at(name))) << name << " differs after resume";
+  // The metrics of both runs agree on the last step's loss.
+  auto last_line = [](const std::string& dir) {
+    std::ifstream in(dir + "/metrics.jsonl");
+    std::string line, last;
+    while (std::getline(in, line)) last = line;
+    return nlohmann::json::parse(last);
+  };
+  EXPECT_EQ(last_line(a)["loss"], last_line(b)["loss"]);
+  EXPECT_EQ(last_line(a)["step"], 8);
+}
+
+TEST(Trainer, GradientAccumulationMatchesOneLargeBatch) {
+  torch::set_num_threads(1);
+  auto run = [](int64_t batch, int64_t accum, const std::string& dir) {
+    auto c = config(dir, 3);
+    c.gradient_accumulation_steps = accum;
+    c.ema.enabled = false;
+    ToyModule m;
+    struct Deterministic : ToyModule {
+      zt::StepOutput training_step(const zd::Batch& b, zt::StepContext&) override {
+        return {torch::mse_loss(net->forward(b.images), b.images.flip(-1)), {}};
+      }
+    } det;
+    auto o = loader_options(batch);
+    o.image.random_flip = false;
+    zd::DataLoader loader(shapes(), o);
+    zt::Trainer(c).fit(det, loader);
+    return final_weights(dir);
+  };
+  const auto big = run(4, 1, fresh("big")), small = run(2, 2, fresh("small"));
+  for (const auto& [name, t] : big) {
+    EXPECT_TRUE(torch::allclose(t, small.at(name), 1e-5, 1e-6)) << name << " max diff "
+                                                                << (t - small.at(name)).abs().max().item<double>();
+  }
+}
+
+TEST(Trainer, BadResumeFailsBeforeWritingAnything) {
+  const std::string dir = fresh("badresume");
+  ToyModule m;
+  zd::DataLoader loader(shapes(), loader_options(2));
+  try {
+    zt::Trainer(config(dir, 2)).fit(m, loader, dir + "/nope");
+    FAIL();
+  } catch (const zerodiff::IoError& e) {
+    EXPECT_EQ(std::string(e.what()), dir + "/nope: checkpoint folder does not exist");
+  }
+  EXPECT_FALSE(fs::exists(dir));
+  // A corrupt checkpoint (truncated tensor file) is refused with the file named.
+  {
+    ToyModule m2;
+    zd::DataLoader l2(shapes(), loader_options(2));
+    zt::Trainer(config(dir, 2)).fit(m2, l2, "", 1);
+  }
+  const std::string ck = dir + "/checkpoints/checkpoint-1";
+  fs::resize_file(ck + "/model.safetensors", 20);
+  const auto before = fs::file_size(dir + "/metrics.jsonl");
+  try {
+    zt::Trainer(config(dir, 2)).fit(m, loader, "latest");
+    FAIL();
+  } catch (const zerodiff::IoError& e) {
+    EXPECT_NE(std::string(e.what()).find(ck + "/model.safetensors: "), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(fs::file_size(dir + "/metrics.jsonl"), before);
+}
+
+TEST(Trainer, UnsupportedModesFailLoudly) {
+  auto c = config("/tmp/unused", 1);
+  c.precision = "16-mixed";
+  EXPECT_THROW(zt::Trainer{c}, zerodiff::NotImplementedError);
+  c.precision = "32-true";
+  c.strategy = "zero3";
+  EXPECT_THROW(zt::Trainer{c}, zerodiff::NotImplementedError);
+}
+
+TEST(Trainer, ConfigErrorsNameTheKey) {
+  try {
+    zerodiff::config::load_string<zt::TrainerConfig>("output_dir: x\nmax_steps: 10\noptimizer:\n  lr: -1\n", "t.yaml");
+    FAIL();
+  } catch (const zerodiff::ConfigError& e) {
+    EXPECT_STREQ(e.what(), "t.yaml:4:7: key 'optimizer.lr' must be > 0, got -1");
+  }
+  try {
+    zerodiff::config::load_string<zt::TrainerConfig>("output_dir: x\nmax_steps: 10\nlr_schedule:\n  type: cosin\n", "t.yaml");
+    FAIL();
+  } catch (const zerodiff::ConfigError& e) {
+    EXPECT_STREQ(e.what(),
+                 "t.yaml:4:9: key 'lr_schedule.type' must be one of constant, linear, cosine; got 'cosin' (did you mean "
+                 "'cosine'?)");
+  }
+}
+
+TEST(LRSchedule, MatchesTheReferenceFormulas) {
+  namespace zo = zerodiff::optim;
+  zo::LRSchedule s{zo::LRScheduleType::cosine, 1.0, 10, 110, 0.0};
+  EXPECT_DOUBLE_EQ(s.lr_at(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.lr_at(5), 0.5);
+  EXPECT_DOUBLE_EQ(s.lr_at(10), 1.0);
+  EXPECT_NEAR(s.lr_at(60), 0.5, 1e-12);   // half way through the cosine
+  EXPECT_NEAR(s.lr_at(110), 0.0, 1e-12);
+  s.type = zo::LRScheduleType::linear;
+  EXPECT_DOUBLE_EQ(s.lr_at(35), 0.75);
+  EXPECT_DOUBLE_EQ(s.lr_at(200), 0.0);
+  s.type = zo::LRScheduleType::constant;
+  EXPECT_DOUBLE_EQ(s.lr_at(3), 0.3);
+  EXPECT_DOUBLE_EQ(s.lr_at(500), 1.0);
+  EXPECT_THROW(zo::parse_lr_schedule("step"), zerodiff::ConfigError);
+}
+
+TEST(EMA, DecayAndUpdateFollowDiffusersEMAModel) {
+  torch::nn::Linear lin(2, 1);
+  zt::EMA ema(*lin, {.decay = 0.999});
+  EXPECT_DOUBLE_EQ(ema.decay_at(1), 0.0);              // s = 0
+  EXPECT_DOUBLE_EQ(ema.decay_at(2), 2.0 / 11.0);       // s = 1: (1 + 1) / (10 + 1)
+  EXPECT_DOUBLE_EQ(ema.decay_at(100000), 0.999);       // capped
+  const auto start = ema.shadow().at("weight").clone();
+  {
+    torch::NoGradGuard g;
+    lin->weight.add_(1.0);
+  }
+  ema.update(*lin, 2);  // shadow -= (1 - 2/11) * (shadow - param)
+  EXPECT_TRUE(torch::allclose(ema.shadow().at("weight"), start + 9.0 / 11.0));
+  torch::nn::Linear other(2, 1);
+  ema.copy_to(*other);
+  EXPECT_TRUE(torch::equal(other->weight, ema.shadow().at("weight")));
+}
+
+TEST(Checkpoints, KeepLastLatestAndAtomicity) {
+  const std::string dir = fresh("ckpt");
+  zio::CheckpointManager m(dir, 2);
+  for (int64_t s : {1, 2, 3}) m.save(s, {{"model", {{"w", torch::full({2}, static_cast<double>(s))}}}}, {{"x", s}});
+  ASSERT_EQ(m.list().size(), 2u);
+  EXPECT_EQ(*m.latest(), dir + "/checkpoint-3");
+  const auto ck = zio::CheckpointManager::load(*m.latest());
+  EXPECT_EQ(ck.step, 3);
+  EXPECT_EQ(ck.state["x"], 3);
+  EXPECT_TRUE(torch::equal(ck.tensors.at("model").at("w"), torch::full({2}, 3.0)));
+  // A write failure (file-size limit, as a full disk) leaves no new checkpoint and the old ones intact.
+  std::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  rlimit small = old;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  EXPECT_THROW(m.save(4, {{"model", {{"w", torch::zeros({1 << 16})}}}}, {}), zerodiff::IoError);
+  setrlimit(RLIMIT_FSIZE, &old);
+  EXPECT_EQ(*m.latest(), dir + "/checkpoint-3");
+  EXPECT_EQ(m.list().size(), 2u);
+  for (const auto& e : fs::directory_iterator(dir)) EXPECT_EQ(e.path().filename().string()[0], 'c') << e.path();
+  // A folder without trainer_state.json is not a checkpoint.
+  fs::create_directories(dir + "/checkpoint-9");
+  EXPECT_EQ(*m.latest(), dir + "/checkpoint-3");
+  try {
+    zio::CheckpointManager::load(dir + "/checkpoint-9");
+    FAIL();
+  } catch (const zerodiff::IoError& e) {
+    EXPECT_EQ(std::string(e.what()), dir + "/checkpoint-9: not a complete checkpoint (no trainer_state.json)");
+  }
+}
