@@ -68,6 +68,15 @@ if [[ ! -f "$STAMP" ]]; then
 else
   log "virtualenv $VENV: up to date"
 fi
+# The original CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz, 49,408 tokens) ships inside open-clip-torch;
+# install that package alone (--no-deps: reading one data file needs none of its dependencies). Idempotent: skipped
+# when the pinned version is already there.
+OPEN_CLIP_VERSION=3.3.0
+if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("open-clip-torch") != sys.argv[1])' \
+    "$OPEN_CLIP_VERSION" 2>/dev/null; then
+  log "pip install --no-deps open-clip-torch==$OPEN_CLIP_VERSION (the CLIP BPE vocabulary)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "open-clip-torch==$OPEN_CLIP_VERSION"
+fi
 if [[ "$(readlink .venv 2>/dev/null || true)" != "$VENV" ]]; then
   if [[ -e .venv && ! -L .venv ]]; then
     log "keeping existing .venv directory (not a symlink); using it as is"

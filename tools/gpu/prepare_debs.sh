@@ -25,7 +25,7 @@ MAX_MIB="${ZERODIFF_DEBS_MAX_MIB:-50}"
 
 SEEDS=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libhwy-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libre2-dev libstb-dev libwebp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libre2-dev libstb-dev libwebp-dev zlib1g-dev
   ninja-build
 )
 # Assumed on any recent glibc Linux host (or irrelevant to the build): never downloaded.
