@@ -129,6 +129,14 @@ const std::string& Reader::path() const { return node_->path; }
 
 void Reader::declare(std::string_view key) { declared_.emplace_back(key); }
 
+bool Reader::is_missing(std::string_view key) const {
+  const std::string needle = str("missing required key '", join_path(node_->path, key), "'");
+  for (const auto& p : pending_) {
+    if (p.size() >= needle.size() && p.compare(p.size() - needle.size(), needle.size(), needle) == 0) return true;
+  }
+  return false;
+}
+
 namespace {
 
 // Looks up `key` in the mapping of `ref`; undefined node when absent (or when ref is absent).
@@ -143,9 +151,15 @@ YAML::Node lookup(const NodeRef& ref, std::string_view key) {
 
 }  // namespace
 
+// A missing required key. Readers record it and report it in finish(), after unknown keys: a misspelled
+// key then shows up first, with its suggestion, instead of only "missing required key".
+struct MissingKey : ConfigError {
+  using ConfigError::ConfigError;
+};
+
 [[noreturn]] static void missing(const Source& src, const NodeRef& ref, std::string_view key) {
   const std::string path = join_path(ref.path, key);
-  throw ConfigError(str(location(src, ref.path, ref.mark), ": missing required key '", path, "'"));
+  throw MissingKey(str(location(src, ref.path, ref.mark), ": missing required key '", path, "'"));
 }
 
 std::optional<Reader> Reader::child_map(std::string_view key, bool required) {
@@ -154,7 +168,14 @@ std::optional<Reader> Reader::child_map(std::string_view key, bool required) {
   auto ref = std::make_shared<NodeRef>();
   ref->path = path;
   if (!child.IsDefined() || child.IsNull()) {
-    if (required) missing(*source_, *node_, key);
+    if (required) {
+      try {
+        missing(*source_, *node_, key);
+      } catch (const MissingKey& e) {
+        pending_.emplace_back(e.what());
+        return std::nullopt;
+      }
+    }
     // Absent optional section: still visited (over nothing) so that required keys inside it are
     // reported; defaults stay. Problems are reported at the enclosing mapping.
     ref->mark = node_->mark;
@@ -170,7 +191,13 @@ std::optional<std::vector<Reader>> Reader::child_list(std::string_view key, bool
   YAML::Node child = lookup(*node_, key);
   const std::string path = join_path(node_->path, key);
   if (!child.IsDefined() || child.IsNull()) {
-    if (required) missing(*source_, *node_, key);
+    if (required) {
+      try {
+        missing(*source_, *node_, key);
+      } catch (const MissingKey& e) {
+        pending_.emplace_back(e.what());
+      }
+    }
     return std::nullopt;
   }
   if (!child.IsSequence()) type_error(*source_, path, child, "a list of mappings");
@@ -247,21 +274,88 @@ void read_list(const Source& src, const NodeRef& ref, std::string_view key, std:
 
 }  // namespace
 
-void Reader::read(std::string_view k, bool& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, int& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, int64_t& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, double& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, float& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::string& v, bool r) { read_scalar(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::optional<bool>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::optional<int>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::optional<int64_t>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::optional<double>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::optional<std::string>& v, bool r) { read_optional(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, bool& v, bool r) {
+  try {
+    read_scalar(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, int& v, bool r) {
+  try {
+    read_scalar(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, int64_t& v, bool r) {
+  try {
+    read_scalar(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, double& v, bool r) {
+  try {
+    read_scalar(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, float& v, bool r) {
+  try {
+    read_scalar(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::string& v, bool r) {
+  try {
+    read_scalar(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::optional<bool>& v, bool r) {
+  try {
+    read_optional(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::optional<int>& v, bool r) {
+  try {
+    read_optional(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::optional<int64_t>& v, bool r) {
+  try {
+    read_optional(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::optional<double>& v, bool r) {
+  try {
+    read_optional(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::optional<std::string>& v, bool r) {
+  try {
+    read_optional(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
 void Reader::read(std::string_view k, std::vector<bool>& v, bool r) {
   YAML::Node child = lookup(*node_, k);
   if (!child.IsDefined()) {
-    if (r) missing(*source_, *node_, k);
+    if (r) pending_.push_back(str(location(*source_, node_->path, node_->mark), ": missing required key '",
+                                  join_path(node_->path, k), "'"));
     return;
   }
   const std::string path = join_path(node_->path, k);
@@ -274,16 +368,45 @@ void Reader::read(std::string_view k, std::vector<bool>& v, bool r) {
   }
   v = std::move(parsed);
 }
-void Reader::read(std::string_view k, std::vector<int>& v, bool r) { read_list(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::vector<int64_t>& v, bool r) { read_list(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::vector<double>& v, bool r) { read_list(*source_, *node_, k, v, r); }
-void Reader::read(std::string_view k, std::vector<std::string>& v, bool r) { read_list(*source_, *node_, k, v, r); }
+void Reader::read(std::string_view k, std::vector<int>& v, bool r) {
+  try {
+    read_list(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::vector<int64_t>& v, bool r) {
+  try {
+    read_list(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::vector<double>& v, bool r) {
+  try {
+    read_list(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
+void Reader::read(std::string_view k, std::vector<std::string>& v, bool r) {
+  try {
+    read_list(*source_, *node_, k, v, r);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+  }
+}
 
 void Reader::choice(std::string_view key, std::string& value, const std::vector<std::string>& choices,
                     std::string_view doc, bool required) {
   declare(key);
   std::string parsed = value;
-  read_scalar(*source_, *node_, key, parsed, required);
+  try {
+    read_scalar(*source_, *node_, key, parsed, required);
+  } catch (const MissingKey& e) {
+    pending_.emplace_back(e.what());
+    return;
+  }
   if (std::find(choices.begin(), choices.end(), parsed) == choices.end()) {
     std::string list;
     for (size_t i = 0; i < choices.size(); ++i) list += (i ? ", " : "") + choices[i];
@@ -297,24 +420,26 @@ void Reader::choice(std::string_view key, std::string& value, const std::vector<
 
 void Reader::finish() {
   const YAML::Node& map = node_->node;
-  if (!map.IsDefined() || !map.IsMap()) return;
   std::set<std::string> seen;
   std::vector<std::string> problems;
-  for (auto it = map.begin(); it != map.end(); ++it) {
-    const YAML::Node& k = it->first;
-    const std::string name = k.IsScalar() ? k.Scalar() : describe(k);
-    const std::string path = join_path(node_->path, name);
-    const std::string where = location(*source_, path, k.Mark());
-    if (!seen.insert(name).second) {
-      problems.push_back(str(where, ": duplicate key '", path, "'"));
-      continue;
+  if (map.IsDefined() && map.IsMap()) {
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const YAML::Node& k = it->first;
+      const std::string name = k.IsScalar() ? k.Scalar() : describe(k);
+      const std::string path = join_path(node_->path, name);
+      const std::string where = location(*source_, path, k.Mark());
+      if (!seen.insert(name).second) {
+        problems.push_back(str(where, ": duplicate key '", path, "'"));
+        continue;
+      }
+      if (std::find(declared_.begin(), declared_.end(), name) != declared_.end()) continue;
+      std::string message = str(where, ": unknown key '", path, "'");
+      const std::string guess = closest_match(name, declared_);
+      if (!guess.empty()) message += str("; did you mean '", join_path(node_->path, guess), "'?");
+      problems.push_back(std::move(message));
     }
-    if (std::find(declared_.begin(), declared_.end(), name) != declared_.end()) continue;
-    std::string message = str(where, ": unknown key '", path, "'");
-    const std::string guess = closest_match(name, declared_);
-    if (!guess.empty()) message += str("; did you mean '", join_path(node_->path, guess), "'?");
-    problems.push_back(std::move(message));
   }
+  problems.insert(problems.end(), pending_.begin(), pending_.end());
   if (!problems.empty()) {
     std::string all;
     for (size_t i = 0; i < problems.size(); ++i) all += (i ? "\n" : "") + problems[i];
@@ -436,6 +561,33 @@ std::string closest_match(std::string_view word, const std::vector<std::string>&
     }
   }
   return best;
+}
+
+}  // namespace zerodiff::config
+
+namespace zerodiff::config {
+
+std::string markdown_table(const std::vector<KeyDoc>& keys) {
+  auto escape = [](const std::string& s) {
+    std::string r;
+    for (char c : s) {
+      if (c == '|') r.push_back('\\');
+      r.push_back(c);
+    }
+    return r;
+  };
+  std::ostringstream out;
+  out << "| key | type | default | description |\n| --- | --- | --- | --- |\n";
+  for (const auto& k : keys) {
+    out << "| `" << k.path << "` | " << escape(k.type) << " | ";
+    if (k.required) {
+      out << "required";
+    } else {
+      out << '`' << escape(k.default_value) << '`';
+    }
+    out << " | " << escape(k.doc) << " |\n";
+  }
+  return out.str();
 }
 
 }  // namespace zerodiff::config

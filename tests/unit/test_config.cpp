@@ -210,3 +210,23 @@ TEST(Config, Suggestions) {
   EXPECT_EQ(zc::closest_match("lerning_rate", {"lr", "learning_rate", "betas"}), "learning_rate");
   EXPECT_EQ(zc::closest_match("zzz", {"lr", "learning_rate"}), "");
 }
+
+TEST(Config, DocumenterListsEveryKeyWithTypeDefaultAndDoc) {
+  const auto keys = zc::document<TrainCfg>();
+  std::vector<std::string> paths;
+  for (const auto& k : keys) paths.push_back(k.path);
+  EXPECT_EQ(paths, (std::vector<std::string>{"model", "model.pretrained", "model.resolution", "optimizer", "optimizer.name",
+                                             "optimizer.lr", "optimizer.betas", "max_steps", "ema", "noise_offset", "seed",
+                                             "tags", "prompts", "prompts[].text", "prompts[].seed"}));
+  EXPECT_TRUE(keys[1].required);
+  EXPECT_EQ(keys[1].doc, "diffusers folder");
+  EXPECT_EQ(keys[2].type, "integer");
+  EXPECT_EQ(keys[2].default_value, "512");
+  EXPECT_EQ(keys[4].type, "one of adamw | adam | sgd");
+  EXPECT_EQ(keys[6].default_value, "[0.9, 0.999]");
+  EXPECT_EQ(keys[10].type, "integer or null");
+  EXPECT_EQ(keys[10].default_value, "null");
+  const std::string md = zc::markdown_table(keys);
+  EXPECT_NE(md.find("| `optimizer.lr` | number | `0.0001` | peak learning rate |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| `model.pretrained` | string | required | diffusers folder |"), std::string::npos) << md;
+}

@@ -87,9 +87,10 @@ class Reader {
   /// Semantic check after reading: throws "<loc>: key '<path>' <message>" when !ok.
   template <class... Args>
   void check(bool ok, std::string_view key, const Args&... message) {
-    if (!ok) fail_value(key, zerodiff::str(message...));
+    if (!ok && !is_missing(key)) fail_value(key, zerodiff::str(message...));
   }
-  /// Rejects keys present in the YAML mapping that `visit` did not declare (with a suggestion).
+  /// Rejects keys present in the YAML mapping that `visit` did not declare (with a suggestion), then
+  /// reports missing required keys (recorded while visiting). All problems of the mapping in one error.
   void finish();
 
   /// Dotted path of this mapping ("" for the document root).
@@ -120,6 +121,7 @@ class Reader {
   }
 
   void declare(std::string_view key);
+  bool is_missing(std::string_view key) const;  // a required key already reported missing
   std::optional<Reader> child_map(std::string_view key, bool required);
   std::optional<std::vector<Reader>> child_list(std::string_view key, bool required);
   [[noreturn]] void fail_value(std::string_view key, const std::string& message);
@@ -144,6 +146,7 @@ class Reader {
   std::shared_ptr<detail::Source> source_;
   std::shared_ptr<detail::NodeRef> node_;
   std::vector<std::string> declared_;
+  std::vector<std::string> pending_;  // missing required keys, reported by finish() after unknown keys
 };
 
 /// Parses YAML text and applies `overrides` ("a.b.c=value", value parsed as YAML); returns the
@@ -182,5 +185,101 @@ size_t edit_distance(std::string_view a, std::string_view b);
 /// The candidate closest to `word` when it is plausibly a typo of it (distance <= max(2, |word|/3)),
 /// else "".
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
+
+}  // namespace zerodiff::config
+
+namespace zerodiff::config {
+
+/// One documented key of a config struct.
+struct KeyDoc {
+  std::string path;           ///< dotted key path ("trainer.optimizer.lr"; list items as "prompts[]")
+  std::string type;           ///< "integer", "number", "boolean", "string", "list of ...", "mapping", "one of a | b"
+  std::string default_value;  ///< YAML text of the default ("" for required keys)
+  bool required = false;
+  std::string doc;            ///< the description given in `visit`
+};
+
+/// Visitor that lists every key of a config struct with its type, default and description — the same
+/// `visit` that loads the struct, so the reference cannot drift from the code.
+class Documenter {
+ public:
+  explicit Documenter(std::string prefix = {}) : prefix_(std::move(prefix)) {}
+
+  template <class T>
+  void operator()(std::string_view key, T& value, std::string_view doc = {}) {
+    add(key, value, doc, false);
+  }
+  template <class T>
+  void required(std::string_view key, T& value, std::string_view doc = {}) {
+    add(key, value, doc, true);
+  }
+  void choice(std::string_view key, std::string& value, const std::vector<std::string>& choices,
+              std::string_view doc = {}, bool required = false) {
+    std::string type = "one of ";
+    for (size_t i = 0; i < choices.size(); ++i) type += (i ? " | " : "") + choices[i];
+    keys_.push_back({join(key), type, required ? "" : value, required, std::string(doc)});
+  }
+  template <class... Args>
+  void check(bool, std::string_view, const Args&...) {}
+
+  const std::vector<KeyDoc>& keys() const { return keys_; }
+
+ private:
+  std::string join(std::string_view key) const {
+    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
+  }
+  template <class T>
+  static std::string scalar_type() {
+    if constexpr (std::is_same_v<T, bool>) return "boolean";
+    else if constexpr (std::is_integral_v<T>) return "integer";
+    else if constexpr (std::is_floating_point_v<T>) return "number";
+    else return "string";
+  }
+  template <class T>
+  static std::string text(const T& v) {
+    if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+    else if constexpr (std::is_same_v<T, std::string>) return v.empty() ? "\"\"" : v;
+    else return zerodiff::str(v);
+  }
+  template <class T>
+  void add(std::string_view key, T& value, std::string_view doc, bool required) {
+    if constexpr (detail::is_visitable<T>::value) {
+      keys_.push_back({join(key), "mapping", "", required, std::string(doc)});
+      Documenter child(join(key));
+      value.visit(child);
+      keys_.insert(keys_.end(), child.keys_.begin(), child.keys_.end());
+    } else if constexpr (detail::is_list_of_structs<T>::value) {
+      keys_.push_back({join(key), "list of mappings", "[]", required, std::string(doc)});
+      typename T::value_type item{};
+      Documenter child(join(key) + "[]");
+      item.visit(child);
+      keys_.insert(keys_.end(), child.keys_.begin(), child.keys_.end());
+    } else if constexpr (detail::is_vector<T>::value) {
+      std::string def = "[";
+      for (size_t i = 0; i < value.size(); ++i) def += (i ? ", " : "") + text(static_cast<typename T::value_type>(value[i]));
+      keys_.push_back({join(key), "list of " + scalar_type<typename T::value_type>(), def + "]", required, std::string(doc)});
+    } else if constexpr (detail::is_optional<T>::value) {
+      keys_.push_back({join(key), scalar_type<typename T::value_type>() + " or null",
+                       value ? text(*value) : "null", required, std::string(doc)});
+    } else {
+      keys_.push_back({join(key), scalar_type<T>(), required ? "" : text(value), required, std::string(doc)});
+    }
+  }
+
+  std::string prefix_;
+  std::vector<KeyDoc> keys_;
+};
+
+/// Every key of config struct T, in declaration order.
+template <class T>
+std::vector<KeyDoc> document() {
+  T value{};
+  Documenter d;
+  value.visit(d);
+  return d.keys();
+}
+
+/// The keys as a Markdown table (| key | type | default | description |).
+std::string markdown_table(const std::vector<KeyDoc>& keys);
 
 }  // namespace zerodiff::config

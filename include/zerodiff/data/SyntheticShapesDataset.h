@@ -2,7 +2,7 @@
 // a tiny, exact text-to-image task for tests and smoke runs (no files needed).
 //
 // Sample i is a function of (seed, i) only: one of circle / square / triangle in one of 8 named colours on a
-// background of a different named colour, with a random size (radius 20–35 % of the side) and position
+// background of a different named colour, with a random size (radius 25–35 % of the side) and a position within 5 % of the centre
 // (the shape lies fully inside the image). Edges are anti-aliased with 4x4 supersampling. The caption is
 // exact: "a red circle on a blue background".
 #pragma once

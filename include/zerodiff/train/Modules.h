@@ -1,0 +1,124 @@
+// zerodiff/train/Modules.h — the built-in TrainingModules:
+//   TextToImageModule  latent diffusion (UNet denoiser on VAE latents, conditioned on CLIP text embeddings),
+//                      as diffusers' examples/text_to_image/train_text_to_image.py;
+//   AutoencoderModule  an AutoencoderKL trained from scratch or fine-tuned (reconstruction + KL), as the
+//                      LDM paper's first stage without the perceptual/adversarial terms.
+// Paths in these configs are relative to the working directory.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "zerodiff/models/LatentDiffusion.h"
+#include "zerodiff/models/clip/CLIPTextModel.h"
+#include "zerodiff/models/clip/CLIPTokenizer.h"
+#include "zerodiff/models/schedulers/NoiseScheduler.h"
+#include "zerodiff/models/unet/UNet2DConditionModel.h"
+#include "zerodiff/models/vae/AutoencoderKL.h"
+#include "zerodiff/train/TrainingModule.h"
+
+namespace zerodiff::train {
+
+struct TextToImageConfig {
+  std::string pretrained;    ///< a diffusers Stable Diffusion folder (all components); or the fields below
+  std::string unet;          ///< folder with config.json (+ weights to fine-tune) or a config.json (from scratch)
+  std::string vae;           ///< folder with config.json + weights (frozen)
+  std::string text_encoder;  ///< folder with config.json (+ weights) or a config.json (from scratch)
+  std::string tokenizer;     ///< tokenizer folder (vocab.json + merges.txt)
+  std::string scheduler;     ///< scheduler_config.json; "" = DDPM with SD's scaled_linear 0.00085..0.012 betas
+  bool train_text_encoder = false;
+  std::string prediction_type;  ///< "" = the scheduler's; epsilon | v_prediction
+  double noise_offset = 0.0;
+  double snr_gamma = 0.0;       ///< min-SNR-gamma weighting; 0 = off
+  std::optional<int64_t> clip_skip;
+  int64_t sample_steps = 25;
+  double sample_guidance_scale = 7.5;
+  std::string sample_scheduler = "DDIMScheduler";
+
+  template <class V>
+  void visit(V& v) {
+    v("pretrained", pretrained, "Diffusers Stable Diffusion folder to fine-tune (all components)");
+    v("unet", unet, "UNet folder (config.json + weights) or config.json to train from scratch");
+    v("vae", vae, "VAE folder (config.json + weights), frozen");
+    v("text_encoder", text_encoder, "Text encoder folder or config.json");
+    v("tokenizer", tokenizer, "CLIP tokenizer folder (vocab.json + merges.txt)");
+    v("scheduler", scheduler, "Noise scheduler config (scheduler_config.json)");
+    v("train_text_encoder", train_text_encoder, "Train the text encoder with the UNet");
+    v("prediction_type", prediction_type, "epsilon or v_prediction; empty = the scheduler's");
+    v("noise_offset", noise_offset, "Offset noise strength (0 = off)");
+    v("snr_gamma", snr_gamma, "Min-SNR-gamma loss weighting (0 = off; 5 is the paper's)");
+    v("clip_skip", clip_skip, "Text encoder layers skipped from the end");
+    v("sample_steps", sample_steps, "Sampling steps of the sample grids");
+    v("sample_guidance_scale", sample_guidance_scale, "Classifier-free guidance scale of the sample grids");
+    v.choice("sample_scheduler", sample_scheduler, {"DDIMScheduler", "EulerDiscreteScheduler", "DDPMScheduler"},
+             "Sampler of the sample grids");
+    v.check(noise_offset >= 0, "noise_offset", "must be >= 0, got ", noise_offset);
+    v.check(snr_gamma >= 0, "snr_gamma", "must be >= 0, got ", snr_gamma);
+    v.check(prediction_type.empty() || prediction_type == "epsilon" || prediction_type == "v_prediction",
+            "prediction_type", "must be epsilon or v_prediction, got '", prediction_type, "'");
+    v.check(sample_steps >= 1, "sample_steps", "must be >= 1, got ", sample_steps);
+  }
+};
+
+class TextToImageModule : public TrainingModule {
+ public:
+  /// Throws ConfigError when neither `pretrained` nor (unet, vae, text_encoder, tokenizer) are given.
+  explicit TextToImageModule(TextToImageConfig config);
+  void configure_model(const torch::Device& device) override;
+  torch::nn::Module& model() override { return *root_; }
+  std::vector<std::pair<std::string, at::Tensor>> trainable_parameters() override;
+  StepOutput training_step(const data::Batch& batch, StepContext& ctx) override;
+  std::optional<at::Tensor> sample(const std::vector<std::string>& prompts, int64_t seed) override;
+  /// A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+  void export_to(const std::string& dir) override;
+
+  models::UNet2DConditionModel& unet() { return unet_; }
+
+ private:
+  TextToImageConfig config_;
+  std::shared_ptr<torch::nn::Module> root_;
+  models::UNet2DConditionModel unet_{nullptr};
+  models::AutoencoderKL vae_{nullptr};
+  models::CLIPTextModel text_encoder_{nullptr};
+  std::optional<models::CLIPTokenizer> tokenizer_;
+  std::unique_ptr<models::NoiseScheduler> scheduler_;
+  models::DiffusionLossOptions loss_options_;
+};
+
+struct AutoencoderConfig {
+  std::string vae;                     ///< folder (config.json + weights) or config.json (from scratch)
+  std::string reconstruction = "l1";   ///< l1 | mse
+  double kl_weight = 1e-6;
+  int64_t sample_images = 8;           ///< reconstructions shown in the sample grid
+  template <class V>
+  void visit(V& v) {
+    v("vae", vae, "VAE folder (config.json + weights) or config.json to train from scratch");
+    v.choice("reconstruction", reconstruction, {"l1", "mse"}, "Reconstruction loss");
+    v("kl_weight", kl_weight, "Weight of the KL term (per-pixel normalised)");
+    v("sample_images", sample_images, "Images reconstructed in the sample grid");
+    v.check(kl_weight >= 0, "kl_weight", "must be >= 0, got ", kl_weight);
+  }
+};
+
+class AutoencoderModule : public TrainingModule {
+ public:
+  /// Throws ConfigError when `vae` is empty.
+  explicit AutoencoderModule(AutoencoderConfig config);
+  void configure_model(const torch::Device& device) override;
+  torch::nn::Module& model() override { return *vae_; }
+  /// loss = rec(x, decode(z)) + kl_weight * KL(q(z|x) || N(0, I)) / (C * H * W), z ~ q(z|x) from ctx.generator.
+  StepOutput training_step(const data::Batch& batch, StepContext& ctx) override;
+  /// The first sample_images training images (row 1) above their reconstructions (row 2); prompts unused.
+  std::optional<at::Tensor> sample(const std::vector<std::string>& prompts, int64_t seed) override;
+  /// Writes the VAE folder with scaling_factor = 1 / std of the latents seen in training (LDM, Sec. 4.3.2).
+  void export_to(const std::string& dir) override;
+
+ private:
+  AutoencoderConfig config_;
+  models::AutoencoderKL vae_{nullptr};
+  double latent_sum_ = 0, latent_sq_sum_ = 0, latent_count_ = 0;
+  at::Tensor sample_batch_;  // [N, 3, H, W] in [-1, 1], the first images seen
+};
+
+}  // namespace zerodiff::train

@@ -1,0 +1,254 @@
+// TextToImageModule and AutoencoderModule. References: diffusers examples/text_to_image/
+// train_text_to_image.py (frozen VAE and text encoder, latents = posterior sample * scaling_factor, the
+// objective in models/LatentDiffusion) and the LDM first-stage objective (Rombach et al. 2022, §3 and App. G)
+// without its perceptual and adversarial terms.
+#include "zerodiff/train/Modules.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "zerodiff/core/Error.h"
+#include "zerodiff/core/Logging.h"
+#include "zerodiff/io/Diffusers.h"
+#include "zerodiff/models/Txt2ImgPipeline.h"
+
+namespace fs = std::filesystem;
+
+namespace zerodiff::train {
+
+namespace {
+
+// "dir/config.json" for a folder, the file itself for a .json path.
+nlohmann::json read_json_path(const std::string& path, const std::string& key) {
+  if (path.empty()) throw ConfigError(zerodiff::str("model config: '", key, "' is required"));
+  if (fs::is_directory(path)) return io::read_config_json(path);
+  if (!fs::exists(path)) throw IoError(zerodiff::str(path, ": does not exist (", key, ")"));
+  std::ifstream in(path);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw IoError(zerodiff::str(path, ": invalid JSON: ", e.what()));
+  }
+}
+
+bool has_weights(const std::string& path, const std::string& base) {
+  if (!fs::is_directory(path)) return false;
+  return fs::exists(fs::path(path) / (base + ".safetensors")) ||
+         fs::exists(fs::path(path) / (base + ".safetensors.index.json"));
+}
+
+models::UNet2DConditionModel load_unet(const std::string& path) {
+  if (has_weights(path, io::kDiffusersWeightsName)) return models::unet_from_pretrained(path);
+  ZD_LOG_INFO("UNet from config ", path, " (random initialisation)");
+  return models::UNet2DConditionModel(models::UNet2DConditionOptions::from_json(read_json_path(path, "unet")));
+}
+
+models::AutoencoderKL load_vae(const std::string& path, bool weights_required) {
+  if (has_weights(path, io::kDiffusersWeightsName)) return models::vae_from_pretrained(path);
+  if (weights_required) {
+    throw IoError(zerodiff::str(path.empty() ? std::string("model config: 'vae'") : path,
+                                ": a trained VAE folder (config.json + diffusion_pytorch_model.safetensors) is required; "
+                                "train one with task: autoencoder first"));
+  }
+  ZD_LOG_INFO("VAE from config ", path, " (random initialisation)");
+  return models::AutoencoderKL(models::AutoencoderKLOptions::from_json(read_json_path(path, "vae")));
+}
+
+models::CLIPTextModel load_text_encoder(const std::string& path) {
+  if (has_weights(path, io::kTransformersWeightsName)) return models::clip_text_model_from_pretrained(path);
+  ZD_LOG_INFO("text encoder from config ", path, " (random initialisation)");
+  return models::CLIPTextModel(models::CLIPTextOptions::from_json(read_json_path(path, "text_encoder")));
+}
+
+models::SchedulerConfig sd_training_scheduler() {
+  models::SchedulerConfig c = models::SchedulerConfig::defaults_for("DDPMScheduler");
+  c.beta_schedule = "scaled_linear";
+  c.beta_start = 0.00085;
+  c.beta_end = 0.012;
+  c.steps_offset = 1;
+  c.clip_sample = false;
+  return c;
+}
+
+void freeze(torch::nn::Module& m) {
+  for (auto& p : m.parameters()) p.set_requires_grad(false);
+  m.eval();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ TextToImageModule
+
+TextToImageModule::TextToImageModule(TextToImageConfig config) : config_(std::move(config)) {
+  const auto& c = config_;
+  if (c.pretrained.empty()) {
+    for (auto [key, value] : {std::pair{"unet", &c.unet}, {"vae", &c.vae}, {"text_encoder", &c.text_encoder},
+                              {"tokenizer", &c.tokenizer}}) {
+      if (value->empty()) {
+        throw ConfigError(zerodiff::str("text_to_image.", key, " is required when text_to_image.pretrained is not set"));
+      }
+    }
+  }
+}
+
+void TextToImageModule::configure_model(const torch::Device& device) {
+  const auto& c = config_;
+  models::SchedulerConfig sched;
+  if (!c.pretrained.empty()) {
+    const fs::path root(c.pretrained);
+    if (!fs::is_directory(root)) throw IoError(zerodiff::str(c.pretrained, ": pretrained folder does not exist"));
+    unet_ = models::unet_from_pretrained((root / "unet").string());
+    vae_ = models::vae_from_pretrained((root / "vae").string());
+    text_encoder_ = models::clip_text_model_from_pretrained((root / "text_encoder").string());
+    tokenizer_ = models::CLIPTokenizer::from_pretrained((root / "tokenizer").string());
+    sched = models::SchedulerConfig::from_json(read_json_path((root / "scheduler" / "scheduler_config.json").string(),
+                                                              "scheduler"));
+    if (sched.class_name != "DDPMScheduler") {
+      // Training uses the DDPM forward process with the folder's betas, as diffusers' scripts do.
+      nlohmann::json j = sched.to_json();
+      j["_class_name"] = "DDPMScheduler";
+      for (const char* k : {"set_alpha_to_one", "interpolation_type", "use_karras_sigmas", "final_sigmas_type",
+                            "timestep_type"}) {
+        j.erase(k);
+      }
+      sched = models::SchedulerConfig::from_json(j);
+    }
+  } else {
+    unet_ = load_unet(c.unet);
+    vae_ = load_vae(c.vae, /*weights_required=*/true);
+    text_encoder_ = load_text_encoder(c.text_encoder);
+    tokenizer_ = models::CLIPTokenizer::from_pretrained(c.tokenizer);
+    sched = c.scheduler.empty() ? sd_training_scheduler()
+                                : models::SchedulerConfig::from_json(read_json_path(c.scheduler, "scheduler"));
+  }
+  if (!c.prediction_type.empty()) sched.prediction_type = c.prediction_type;
+  scheduler_ = models::NoiseScheduler::create(sched);
+  loss_options_.prediction_type = sched.prediction_type;
+  loss_options_.noise_offset = c.noise_offset;
+  if (c.snr_gamma > 0) loss_options_.snr_gamma = c.snr_gamma;
+
+  root_ = std::make_shared<torch::nn::Module>("TextToImage");
+  root_->register_module("unet", unet_);
+  root_->register_module("vae", vae_);
+  root_->register_module("text_encoder", text_encoder_);
+  freeze(*vae_);
+  if (!c.train_text_encoder) freeze(*text_encoder_);
+  unet_->train();
+  root_->to(device);
+  int64_t trainable = 0;
+  for (auto& [_, p] : trainable_parameters()) trainable += p.numel();
+  ZD_LOG_INFO("text-to-image: UNet ", unet_->parameters().size(), " tensors; trainable parameters ", trainable,
+              "; prediction ", sched.prediction_type);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> TextToImageModule::trainable_parameters() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (auto& p : unet_->named_parameters(true)) out.emplace_back("unet." + p.key(), p.value());
+  if (config_.train_text_encoder) {
+    for (auto& p : text_encoder_->named_parameters(true)) out.emplace_back("text_encoder." + p.key(), p.value());
+  }
+  return out;
+}
+
+StepOutput TextToImageModule::training_step(const data::Batch& batch, StepContext& ctx) {
+  const auto tokens = (*tokenizer_)(batch.captions);
+  const at::Tensor ids = tokens.input_ids.to(ctx.device);
+  at::Tensor text;
+  if (config_.train_text_encoder) {
+    text = text_encoder_->encode(ids, config_.clip_skip);
+  } else {
+    torch::NoGradGuard no_grad;
+    text = text_encoder_->encode(ids, config_.clip_skip);
+  }
+  at::Tensor latents;
+  {
+    torch::NoGradGuard no_grad;
+    const auto posterior = vae_->encode(batch.images.to(ctx.device));
+    latents = vae_->scale_latents(posterior.sample(ctx.generator));
+  }
+  auto out = models::diffusion_loss(unet_, *scheduler_, latents, text, ctx.generator, loss_options_);
+  return {out.loss, {}};
+}
+
+std::optional<at::Tensor> TextToImageModule::sample(const std::vector<std::string>& prompts, int64_t seed) {
+  const bool was_training = unet_->is_training();
+  unet_->eval();
+  text_encoder_->eval();
+  models::SchedulerConfig sched = scheduler_->config();
+  models::Txt2ImgPipeline pipe(unet_, vae_, text_encoder_, *tokenizer_, sched);
+  models::GenerateOptions o;
+  o.prompts = prompts;
+  o.num_inference_steps = config_.sample_steps;
+  o.guidance_scale = config_.sample_guidance_scale;
+  o.scheduler = config_.sample_scheduler;
+  o.seed = seed;
+  o.clip_skip = config_.clip_skip;
+  at::Tensor images = pipe.generate(o);
+  if (was_training) unet_->train();
+  if (config_.train_text_encoder && was_training) text_encoder_->train();
+  return images;
+}
+
+void TextToImageModule::export_to(const std::string& dir) {
+  models::Txt2ImgPipeline pipe(unet_, vae_, text_encoder_, *tokenizer_, scheduler_->config());
+  pipe.save_pretrained(dir);
+}
+
+// ------------------------------------------------------------------ AutoencoderModule
+
+AutoencoderModule::AutoencoderModule(AutoencoderConfig config) : config_(std::move(config)) {
+  if (config_.vae.empty()) throw ConfigError("autoencoder.vae is required (a VAE folder or config.json)");
+}
+
+void AutoencoderModule::configure_model(const torch::Device& device) {
+  vae_ = load_vae(config_.vae, /*weights_required=*/false);
+  vae_->train();
+  vae_->to(device);
+}
+
+StepOutput AutoencoderModule::training_step(const data::Batch& batch, StepContext& ctx) {
+  const at::Tensor x = batch.images.to(ctx.device);
+  if (!sample_batch_.defined()) {
+    sample_batch_ = x.slice(0, 0, std::min<int64_t>(config_.sample_images, x.size(0))).detach().clone();
+  }
+  const auto posterior = vae_->encode(x);
+  const at::Tensor z = posterior.sample(ctx.generator);
+  {
+    // Running moments of the latents: the exported scaling_factor is 1 / std (LDM paper, Sec. 4.3.2).
+    torch::NoGradGuard no_grad;
+    latent_sum_ += z.sum().item<double>();
+    latent_sq_sum_ += z.pow(2).sum().item<double>();
+    latent_count_ += static_cast<double>(z.numel());
+  }
+  const at::Tensor rec = vae_->decode(z);
+  const at::Tensor rec_loss = config_.reconstruction == "l1" ? torch::l1_loss(rec, x) : torch::mse_loss(rec, x);
+  const double pixels = static_cast<double>(x.size(1) * x.size(2) * x.size(3));
+  const at::Tensor kl = posterior.kl().mean() / pixels;
+  return {rec_loss + config_.kl_weight * kl, {{"rec", rec_loss.item<double>()}, {"kl", kl.item<double>() * pixels}}};
+}
+
+std::optional<at::Tensor> AutoencoderModule::sample(const std::vector<std::string>&, int64_t) {
+  if (!sample_batch_.defined()) return std::nullopt;
+  torch::NoGradGuard no_grad;
+  const bool was_training = vae_->is_training();
+  vae_->eval();
+  const at::Tensor rec = vae_->decode(vae_->encode(sample_batch_).mode());
+  if (was_training) vae_->train();
+  return torch::cat({sample_batch_, rec}).add(1).div(2).clamp(0, 1).cpu();
+}
+
+void AutoencoderModule::export_to(const std::string& dir) {
+  if (latent_count_ > 0) {
+    const double mean = latent_sum_ / latent_count_;
+    const double var = latent_sq_sum_ / latent_count_ - mean * mean;
+    if (var > 0) {
+      vae_->options.scaling_factor(1.0 / std::sqrt(var));
+      ZD_LOG_INFO("VAE latent std ", std::sqrt(var), " over training: scaling_factor set to ", 1.0 / std::sqrt(var));
+    }
+  }
+  models::save_pretrained(vae_, dir);
+}
+
+}  // namespace zerodiff::train
