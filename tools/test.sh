@@ -27,4 +27,13 @@ cmake -S "$ROOT/tests/consumer" -B "$CONSUMER" -G Ninja -DCMAKE_BUILD_TYPE=Relea
 cmake --build "$CONSUMER" >/dev/null
 "$CONSUMER/zerodiff_consumer"
 
+echo "[test] examples/custom_module: a custom TrainingModule built against the installed package"
+CUSTOM="$BUILD/custom_module"
+cmake -S "$ROOT/examples/custom_module" -B "$CUSTOM" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_PREFIX_PATH="$BUILD/install" >"$CUSTOM.configure.log" 2>&1 \
+  || { cat "$CUSTOM.configure.log"; exit 1; }
+cmake --build "$CUSTOM" >/dev/null
+rm -rf "$CUSTOM/run"
+"$CUSTOM/train_denoiser" "$CUSTOM/run" 100
+
 echo "[test] all done in $(( $(date +%s) - start )) s"
