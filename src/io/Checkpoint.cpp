@@ -48,7 +48,12 @@ std::string CheckpointManager::save(int64_t step, const std::map<std::string, Te
   if (ec) throw IoError(zerodiff::str(dir_, ": cannot create checkpoint folder: ", ec.message()));
   const fs::path final_path = fs::path(dir_) / zerodiff::str(kPrefix, step);
   const fs::path temp = fs::path(dir_) / zerodiff::str(".", kPrefix, step, ".tmp-", ::getpid());
-  fs::remove_all(temp, ec);
+  // Leftovers of an interrupted save or prune (kill -9, full disk): hidden, never complete; one writer per
+  // folder, so they can go.
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(std::string(".") + kPrefix, 0) == 0 || name.rfind(".deleting-", 0) == 0) fs::remove_all(entry.path(), ec);
+  }
   fs::create_directories(temp, ec);
   if (ec) throw IoError(zerodiff::str(temp.string(), ": cannot create: ", ec.message()));
   try {
@@ -74,11 +79,21 @@ std::string CheckpointManager::save(int64_t step, const std::map<std::string, Te
     fs::remove_all(temp, ec);
     throw;
   }
+  // Prune: checkpoints past this step belong to an abandoned timeline (we resumed from an earlier one) and
+  // go first; then the oldest beyond keep_last. The one just written is never removed. Each goes through a
+  // hidden name first, so a kill mid-removal never leaves a half-deleted folder that looks complete.
+  auto remove = [&](const std::string& path) {
+    const fs::path hidden = fs::path(dir_) / zerodiff::str(".deleting-", fs::path(path).filename().string());
+    fs::rename(path, hidden, ec);
+    if (!ec) fs::remove_all(hidden, ec);
+  };
+  for (const auto& path : list()) {
+    if (auto s = step_of(path); s && *s > step) remove(path);
+  }
   if (keep_last_ > 0) {
     auto all = list();
-    while (static_cast<int64_t>(all.size()) > keep_last_) {
-      fs::remove_all(all.front(), ec);
-      all.erase(all.begin());
+    for (size_t i = 0; static_cast<int64_t>(all.size() - i) > keep_last_ && i < all.size(); ++i) {
+      if (all[i] != final_path.string()) remove(all[i]);
     }
   }
   return final_path.string();
@@ -126,6 +141,7 @@ Checkpoint CheckpointManager::load(const std::string& path) {
   }
   ck.step = ck.state["step"].get<int64_t>();
   for (const auto& name : ck.state["tensor_files"]) {
+    if (!name.is_string()) throw IoError(zerodiff::str(state_path.string(), ": 'tensor_files' must list names"));
     const fs::path file = fs::path(path) / (name.get<std::string>() + ".safetensors");
     if (!fs::exists(file)) throw IoError(zerodiff::str(file.string(), ": missing from the checkpoint"));
     ck.tensors.emplace(name.get<std::string>(), load_safetensors(file.string()));

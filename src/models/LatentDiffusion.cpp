@@ -44,6 +44,9 @@ DiffusionLossOutput diffusion_loss(UNet2DConditionModel& unet, const NoiseSchedu
     const at::Tensor snr = compute_snr(scheduler.alphas_cumprod(), timesteps).to(latents.device());
     at::Tensor weights = at::minimum(snr, at::full_like(snr, *options.snr_gamma));
     weights = p == "epsilon" ? weights / snr : weights / (snr + 1);
+    // SNR = 0 (the last timestep of a zero-terminal-SNR schedule) gives 0/0 for epsilon: weight 1 there, as
+    // diffusers' newer training scripts do.
+    weights = at::where(snr == 0, at::ones_like(weights), weights);
     const at::Tensor per_sample = at::mse_loss(pred.to(at::kFloat), target.to(at::kFloat), at::Reduction::None)
                                       .mean({1, 2, 3});
     loss = (per_sample * weights).mean();

@@ -97,24 +97,17 @@ void TextToImageModule::configure_model(const torch::Device& device) {
   const auto& c = config_;
   models::SchedulerConfig sched;
   if (!c.pretrained.empty()) {
-    const fs::path root(c.pretrained);
-    if (!fs::is_directory(root)) throw IoError(zerodiff::str(c.pretrained, ": pretrained folder does not exist"));
-    unet_ = models::unet_from_pretrained((root / "unet").string());
-    vae_ = models::vae_from_pretrained((root / "vae").string());
-    text_encoder_ = models::clip_text_model_from_pretrained((root / "text_encoder").string());
-    tokenizer_ = models::CLIPTokenizer::from_pretrained((root / "tokenizer").string());
-    sched = models::SchedulerConfig::from_json(read_json_path((root / "scheduler" / "scheduler_config.json").string(),
-                                                              "scheduler"));
-    if (sched.class_name != "DDPMScheduler") {
-      // Training uses the DDPM forward process with the folder's betas, as diffusers' scripts do.
-      nlohmann::json j = sched.to_json();
-      j["_class_name"] = "DDPMScheduler";
-      for (const char* k : {"set_alpha_to_one", "interpolation_type", "use_karras_sigmas", "final_sigmas_type",
-                            "timestep_type"}) {
-        j.erase(k);
-      }
-      sched = models::SchedulerConfig::from_json(j);
-    }
+    if (!fs::is_directory(c.pretrained)) throw IoError(zerodiff::str(c.pretrained, ": pretrained folder does not exist"));
+    // The pipeline loader reads every component and maps unsupported samplers (SD 1.5's PNDMScheduler) to DDIM
+    // with the same betas. Training uses the DDPM forward process with those betas, as diffusers' scripts do;
+    // the folder's own sampler config is kept for sample grids and the export.
+    auto pipe = models::Txt2ImgPipeline::from_pretrained(c.pretrained);
+    unet_ = pipe.unet();
+    vae_ = pipe.vae();
+    text_encoder_ = pipe.text_encoder();
+    tokenizer_ = pipe.tokenizer();
+    export_scheduler_ = pipe.scheduler_config();
+    sched = models::convert_scheduler_config(*export_scheduler_, "DDPMScheduler");
   } else {
     unet_ = load_unet(c.unet);
     vae_ = load_vae(c.vae, /*weights_required=*/true);
@@ -122,8 +115,12 @@ void TextToImageModule::configure_model(const torch::Device& device) {
     tokenizer_ = models::CLIPTokenizer::from_pretrained(c.tokenizer);
     sched = c.scheduler.empty() ? sd_training_scheduler()
                                 : models::SchedulerConfig::from_json(read_json_path(c.scheduler, "scheduler"));
+    export_scheduler_ = sched;
   }
-  if (!c.prediction_type.empty()) sched.prediction_type = c.prediction_type;
+  if (!c.prediction_type.empty()) {
+    sched.prediction_type = c.prediction_type;
+    export_scheduler_->prediction_type = c.prediction_type;
+  }
   scheduler_ = models::NoiseScheduler::create(sched);
   loss_options_.prediction_type = sched.prediction_type;
   loss_options_.noise_offset = c.noise_offset;
@@ -176,8 +173,7 @@ std::optional<at::Tensor> TextToImageModule::sample(const std::vector<std::strin
   const bool was_training = unet_->is_training();
   unet_->eval();
   text_encoder_->eval();
-  models::SchedulerConfig sched = scheduler_->config();
-  models::Txt2ImgPipeline pipe(unet_, vae_, text_encoder_, *tokenizer_, sched);
+  models::Txt2ImgPipeline pipe(unet_, vae_, text_encoder_, *tokenizer_, *export_scheduler_);
   models::GenerateOptions o;
   o.prompts = prompts;
   o.num_inference_steps = config_.sample_steps;
@@ -192,7 +188,7 @@ std::optional<at::Tensor> TextToImageModule::sample(const std::vector<std::strin
 }
 
 void TextToImageModule::export_to(const std::string& dir) {
-  models::Txt2ImgPipeline pipe(unet_, vae_, text_encoder_, *tokenizer_, scheduler_->config());
+  models::Txt2ImgPipeline pipe(unet_, vae_, text_encoder_, *tokenizer_, *export_scheduler_);
   pipe.save_pretrained(dir);
 }
 
@@ -237,6 +233,24 @@ std::optional<at::Tensor> AutoencoderModule::sample(const std::vector<std::strin
   const at::Tensor rec = vae_->decode(vae_->encode(sample_batch_).mode());
   if (was_training) vae_->train();
   return torch::cat({sample_batch_, rec}).add(1).div(2).clamp(0, 1).cpu();
+}
+
+std::map<std::string, at::Tensor> AutoencoderModule::extra_state() {
+  std::map<std::string, at::Tensor> out = {
+      {"latent_moments", torch::tensor({latent_sum_, latent_sq_sum_, latent_count_}, torch::kDouble)}};
+  if (sample_batch_.defined()) out["sample_batch"] = sample_batch_.cpu();
+  return out;
+}
+
+void AutoencoderModule::load_extra_state(const std::map<std::string, at::Tensor>& state) {
+  auto it = state.find("latent_moments");
+  if (it == state.end() || it->second.numel() != 3) throw IoError("autoencoder checkpoint state: no latent_moments");
+  const at::Tensor m = it->second.to(torch::kDouble).contiguous();
+  latent_sum_ = m[0].item<double>();
+  latent_sq_sum_ = m[1].item<double>();
+  latent_count_ = m[2].item<double>();
+  auto sb = state.find("sample_batch");
+  if (sb != state.end()) sample_batch_ = sb->second.clone();
 }
 
 void AutoencoderModule::export_to(const std::string& dir) {

@@ -19,6 +19,7 @@
 
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
+#include "zerodiff/io/AtomicFile.h"
 #include "zerodiff/io/Checkpoint.h"
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/optim/LRSchedule.h"
@@ -104,7 +105,7 @@ void write_image_grid(const at::Tensor& images, const std::string& path, int64_t
     grid.slice(1, (i / cols) * h, (i / cols + 1) * h).slice(2, (i % cols) * w, (i % cols + 1) * w).copy_(src[i]);
   }
   const at::Tensor bytes = grid.mul(255).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
-  fs::create_directories(fs::path(path).parent_path());
+  if (const auto parent = fs::path(path).parent_path(); !parent.empty()) fs::create_directories(parent);
   const std::string temp = path + ".tmp";
   if (!stbi_write_png(temp.c_str(), static_cast<int>(cols * w), static_cast<int>(rows * h), 3, bytes.data_ptr(),
                       static_cast<int>(cols * w * 3))) {
@@ -146,6 +147,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
   } else if (!resume.empty()) {
     ckpt = io::CheckpointManager::load(resume);
   }
+  if (resume.empty()) {
+    if (auto existing = checkpoints.latest()) {
+      throw Error(zerodiff::str(c.output_dir, " already holds checkpoints of an earlier run (newest: ", *existing,
+                                "); resume it with --resume latest, or choose another trainer.output_dir"));
+    }
+  }
 
   torch::manual_seed(c.seed);
   module.configure_model(device_);
@@ -179,21 +186,49 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
     io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
     load_optimizer_state(optimizer, params, need("optimizer"), where + "/optimizer.safetensors");
     if (ema) ema->load(need("ema"));
-    ctx.generator.set_state(need("rng").at("generator"));
+    const auto& rng = need("rng");
+    if (!rng.count("generator") || !rng.count("torch_default")) {
+      throw IoError(zerodiff::str(where, "/rng.safetensors: missing generator states"));
+    }
+    ctx.generator.set_state(rng.at("generator"));
+    at::Generator default_gen = at::detail::getDefaultCPUGenerator();
+    default_gen.set_state(rng.at("torch_default"));
+    if (ckpt->tensors.count("module")) module.load_extra_state(ckpt->tensors.at("module"));
     if (!ckpt->state.contains("loader")) throw IoError(zerodiff::str(where, ": trainer_state.json has no 'loader'"));
     loader.load_state(data::LoaderState::from_json(ckpt->state["loader"]));
     step = ckpt->step;
     ZD_LOG_INFO("resumed from ", where, " at step ", step);
   }
+  const int64_t resumed_step = step;
+  const std::string resumed_path = ckpt ? ckpt->path : std::string();
+  ckpt.reset();  // everything is copied; release the mapped checkpoint files
 
   fs::create_directories(out_dir);
-  std::ofstream metrics(out_dir / "metrics.jsonl", std::ios::app);
+  // metrics.jsonl continues exactly: a fresh run starts it anew; a resume keeps the lines up to its step.
+  const fs::path metrics_path = out_dir / "metrics.jsonl";
+  {
+    std::string kept;
+    if (resumed_step > 0 && fs::exists(metrics_path)) {
+      std::ifstream in(metrics_path);
+      std::string line;
+      while (std::getline(in, line)) {
+        try {
+          if (nlohmann::json::parse(line).value("step", int64_t{0}) <= resumed_step) kept += line + "\n";
+        } catch (const nlohmann::json::exception&) {
+          // a line cut by the interruption: dropped
+        }
+      }
+    }
+    io::write_file_atomic(metrics_path.string(), kept);
+  }
+  std::ofstream metrics(metrics_path, std::ios::app);
   const bool tty = ::isatty(STDERR_FILENO) && log::enabled(log::Level::info);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start_step = step;
   double last_loss = 0;
   int64_t images_seen = 0;
-  std::string last_ckpt;
+  std::string last_ckpt = resumed_path;
+  int64_t last_saved_step = -1;
 
   auto next_batch = [&]() {
     for (int tries = 0; tries < 2; ++tries) {
@@ -206,9 +241,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
     files["model"] = io::state_dict(module.model());
     files["optimizer"] = optimizer_state(optimizer, params);
     if (ema) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
-    files["rng"] = {{"generator", ctx.generator.get_state()}};
+    files["rng"] = {{"generator", ctx.generator.get_state()},
+                    {"torch_default", at::detail::getDefaultCPUGenerator().get_state()}};
+    if (auto extra = module.extra_state(); !extra.empty()) files["module"] = io::TensorMap(extra.begin(), extra.end());
     nlohmann::json state = {{"loader", loader.state().to_json()}, {"seed", c.seed}};
     last_ckpt = checkpoints.save(step, files, state);
+    last_saved_step = step;
     ZD_LOG_INFO("checkpoint ", last_ckpt);
   };
   auto write_samples = [&](const std::string& name) {
@@ -242,6 +280,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
     }
     const double max_norm = c.max_grad_norm > 0 ? c.max_grad_norm : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(tensors, max_norm);
+    ZD_CHECK(std::isfinite(grad_norm), "non-finite gradient norm at step ", step,
+             " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
     optimizer.step();
     ++step;
     if (ema) ema->update(module.model(), step);
@@ -277,7 +317,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
     }
   }
 
-  save_checkpoint();  // periodic saves skip the last step, so this is the only one at `step`
+  if (last_saved_step != step && step != resumed_step) save_checkpoint();
   FitResult result;
   result.steps = step;
   result.last_loss = last_loss;

@@ -82,7 +82,8 @@ class TextToImageModule : public TrainingModule {
   models::AutoencoderKL vae_{nullptr};
   models::CLIPTextModel text_encoder_{nullptr};
   std::optional<models::CLIPTokenizer> tokenizer_;
-  std::unique_ptr<models::NoiseScheduler> scheduler_;
+  std::unique_ptr<models::NoiseScheduler> scheduler_;        // training noise (DDPM forward process)
+  std::optional<models::SchedulerConfig> export_scheduler_;  // sampler of grids and of the export
   models::DiffusionLossOptions loss_options_;
 };
 
@@ -111,6 +112,9 @@ class AutoencoderModule : public TrainingModule {
   StepOutput training_step(const data::Batch& batch, StepContext& ctx) override;
   /// The first sample_images training images (row 1) above their reconstructions (row 2); prompts unused.
   std::optional<at::Tensor> sample(const std::vector<std::string>& prompts, int64_t seed) override;
+  /// Latent moments and the sample-grid images, so a resumed run exports the same scaling_factor.
+  std::map<std::string, at::Tensor> extra_state() override;
+  void load_extra_state(const std::map<std::string, at::Tensor>& state) override;
   /// Writes the VAE folder with scaling_factor = 1 / std of the latents seen in training (LDM, Sec. 4.3.2).
   void export_to(const std::string& dir) override;
 

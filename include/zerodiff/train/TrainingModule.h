@@ -53,6 +53,12 @@ class TrainingModule {
   /// `sample_every` steps. Default: none.
   virtual std::optional<at::Tensor> sample(const std::vector<std::string>& prompts, int64_t seed) { return std::nullopt; }
 
+  /// Module state beyond model() that checkpoints must carry for an exact resume (running statistics,
+  /// fixed sample inputs ...). Saved as module.safetensors; default: none.
+  virtual std::map<std::string, at::Tensor> extra_state() { return {}; }
+  /// Restores what extra_state() returned. Throws IoError when something needed is missing.
+  virtual void load_extra_state(const std::map<std::string, at::Tensor>& state) {}
+
   /// Writes the exported weights (e.g. a diffusers folder) into `dir`. Called at the end of fit with the
   /// EMA weights in place when EMA is on. Default: a safetensors file of model()'s state.
   virtual void export_to(const std::string& dir);
