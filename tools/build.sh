@@ -4,7 +4,8 @@
 #   bash tools/build.sh [extra cmake -D options...]
 #
 # Environment: ZERODIFF_BUILD_DIR, ZERODIFF_BUILD_TYPE (Release), ZERODIFF_JOBS (nproc),
-# ZERODIFF_TORCH_DIR (use an existing LibTorch instead of the .venv's), ZERODIFF_WITH_CUDA (AUTO).
+# ZERODIFF_TORCH_DIR (use an existing LibTorch instead of the .venv's), ZERODIFF_WITH_CUDA (AUTO),
+# ZERODIFF_BUILD_BENCHMARKS (ON: build/bin/bench_*).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${ZERODIFF_BUILD_DIR:-$ROOT/build}"
@@ -13,6 +14,7 @@ JOBS="${ZERODIFF_JOBS:-$(nproc)}"
 args=(-S "$ROOT" -B "$BUILD" -G Ninja
       -DCMAKE_BUILD_TYPE="${ZERODIFF_BUILD_TYPE:-Release}"
       -DZERODIFF_WITH_CUDA="${ZERODIFF_WITH_CUDA:-AUTO}"
+      -DZERODIFF_BUILD_BENCHMARKS="${ZERODIFF_BUILD_BENCHMARKS:-ON}"
       -DCMAKE_INSTALL_PREFIX="$BUILD/install")
 [[ -n "${ZERODIFF_TORCH_DIR:-}" ]] && args+=(-DTorch_DIR="$ZERODIFF_TORCH_DIR")
 # ccache: a per-user cache shared by every clone, large enough for the LibTorch PCH.
