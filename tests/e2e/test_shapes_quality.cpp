@@ -83,6 +83,7 @@ TEST(ShapesEndToEnd, PromptedColoursAppearAndVanishWithoutThePrompt) {
     GTEST_SKIP() << "trains for ~12 min on 2 CPU cores; set ZERODIFF_E2E_LONG=1 to run it";
   }
   torch::set_num_threads(2);
+  fs::current_path(kSource);  // the demo configs' relative paths are relative to the repository root
   const std::string out = (fs::path(testing::TempDir()) / "zd_e2e_shapes").string();
   fs::remove_all(out);
   run_stage("configs/demo/shapes_vae.yaml", {"trainer.output_dir=" + out + "/vae"});
