@@ -151,15 +151,11 @@ YAML::Node lookup(const NodeRef& ref, std::string_view key) {
 
 }  // namespace
 
-// A missing required key. Readers record it and report it in finish(), after unknown keys: a misspelled
-// key then shows up first, with its suggestion, instead of only "missing required key".
-struct MissingKey : ConfigError {
-  using ConfigError::ConfigError;
-};
-
-[[noreturn]] static void missing(const Source& src, const NodeRef& ref, std::string_view key) {
-  const std::string path = join_path(ref.path, key);
-  throw MissingKey(str(location(src, ref.path, ref.mark), ": missing required key '", path, "'"));
+// A missing required key is recorded and reported by finish(), after unknown keys: a misspelled key then
+// shows up first, with its suggestion, instead of only "missing required key".
+void Reader::note_missing(std::string_view key) {
+  pending_.push_back(str(location(*source_, node_->path, node_->mark), ": missing required key '",
+                         join_path(node_->path, key), "'"));
 }
 
 std::optional<Reader> Reader::child_map(std::string_view key, bool required) {
@@ -169,12 +165,8 @@ std::optional<Reader> Reader::child_map(std::string_view key, bool required) {
   ref->path = path;
   if (!child.IsDefined() || child.IsNull()) {
     if (required) {
-      try {
-        missing(*source_, *node_, key);
-      } catch (const MissingKey& e) {
-        pending_.emplace_back(e.what());
-        return std::nullopt;
-      }
+      note_missing(key);
+      return std::nullopt;
     }
     // Absent optional section: still visited (over nothing) so that required keys inside it are
     // reported; defaults stay. Problems are reported at the enclosing mapping.
@@ -191,13 +183,7 @@ std::optional<std::vector<Reader>> Reader::child_list(std::string_view key, bool
   YAML::Node child = lookup(*node_, key);
   const std::string path = join_path(node_->path, key);
   if (!child.IsDefined() || child.IsNull()) {
-    if (required) {
-      try {
-        missing(*source_, *node_, key);
-      } catch (const MissingKey& e) {
-        pending_.emplace_back(e.what());
-      }
-    }
+    if (required) note_missing(key);
     return std::nullopt;
   }
   if (!child.IsSequence()) type_error(*source_, path, child, "a list of mappings");
@@ -225,42 +211,39 @@ void Reader::fail_value(std::string_view key, const std::string& message) {
 namespace {
 
 template <class T>
-void read_scalar(const Source& src, const NodeRef& ref, std::string_view key, T& value, bool required) {
+bool read_scalar(const Source& src, const NodeRef& ref, std::string_view key, T& value) {
   YAML::Node child = lookup(ref, key);
   const std::string path = join_path(ref.path, key);
   if (!child.IsDefined()) {
-    if (required) missing(src, ref, key);
-    return;
+    return false;
   }
   if (!convert(child, value)) type_error(src, path, child, type_name<T>());
+  return true;
 }
 
 template <class T>
-void read_optional(const Source& src, const NodeRef& ref, std::string_view key, std::optional<T>& value,
-                   bool required) {
+bool read_optional(const Source& src, const NodeRef& ref, std::string_view key, std::optional<T>& value) {
   YAML::Node child = lookup(ref, key);
   const std::string path = join_path(ref.path, key);
   if (!child.IsDefined()) {
-    if (required) missing(src, ref, key);
-    return;
+    return false;
   }
   if (child.IsNull()) {
     value.reset();
-    return;
+    return true;
   }
   T parsed{};
   if (!convert(child, parsed)) type_error(src, path, child, type_name<T>());
   value = std::move(parsed);
+  return true;
 }
 
 template <class T>
-void read_list(const Source& src, const NodeRef& ref, std::string_view key, std::vector<T>& value,
-               bool required) {
+bool read_list(const Source& src, const NodeRef& ref, std::string_view key, std::vector<T>& value) {
   YAML::Node child = lookup(ref, key);
   const std::string path = join_path(ref.path, key);
   if (!child.IsDefined()) {
-    if (required) missing(src, ref, key);
-    return;
+    return false;
   }
   if (!child.IsSequence()) type_error(src, path, child, str("a list of ", type_name<T>()).c_str());
   std::vector<T> parsed;
@@ -270,141 +253,35 @@ void read_list(const Source& src, const NodeRef& ref, std::string_view key, std:
     parsed.push_back(element);
   }
   value = std::move(parsed);
+  return true;
 }
 
 }  // namespace
 
-void Reader::read(std::string_view k, bool& v, bool r) {
-  try {
-    read_scalar(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, int& v, bool r) {
-  try {
-    read_scalar(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, int64_t& v, bool r) {
-  try {
-    read_scalar(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, double& v, bool r) {
-  try {
-    read_scalar(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, float& v, bool r) {
-  try {
-    read_scalar(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::string& v, bool r) {
-  try {
-    read_scalar(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::optional<bool>& v, bool r) {
-  try {
-    read_optional(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::optional<int>& v, bool r) {
-  try {
-    read_optional(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::optional<int64_t>& v, bool r) {
-  try {
-    read_optional(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::optional<double>& v, bool r) {
-  try {
-    read_optional(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::optional<std::string>& v, bool r) {
-  try {
-    read_optional(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::vector<bool>& v, bool r) {
-  YAML::Node child = lookup(*node_, k);
-  if (!child.IsDefined()) {
-    if (r) pending_.push_back(str(location(*source_, node_->path, node_->mark), ": missing required key '",
-                                  join_path(node_->path, k), "'"));
-    return;
-  }
-  const std::string path = join_path(node_->path, k);
-  if (!child.IsSequence()) type_error(*source_, path, child, "a list of a boolean (true/false)");
-  std::vector<bool> parsed;
-  for (size_t i = 0; i < child.size(); ++i) {
-    bool b = false;
-    if (!convert(child[i], b)) type_error(*source_, str(path, "[", i, "]"), child[i], type_name<bool>());
-    parsed.push_back(b);
-  }
-  v = std::move(parsed);
-}
-void Reader::read(std::string_view k, std::vector<int>& v, bool r) {
-  try {
-    read_list(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::vector<int64_t>& v, bool r) {
-  try {
-    read_list(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::vector<double>& v, bool r) {
-  try {
-    read_list(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
-void Reader::read(std::string_view k, std::vector<std::string>& v, bool r) {
-  try {
-    read_list(*source_, *node_, k, v, r);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
-  }
-}
+// Each read records a missing required key instead of throwing (see note_missing).
+void Reader::read(std::string_view k, bool& v, bool r) { if (!read_scalar(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, int& v, bool r) { if (!read_scalar(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, int64_t& v, bool r) { if (!read_scalar(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, double& v, bool r) { if (!read_scalar(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, float& v, bool r) { if (!read_scalar(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::string& v, bool r) { if (!read_scalar(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::optional<bool>& v, bool r) { if (!read_optional(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::optional<int>& v, bool r) { if (!read_optional(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::optional<int64_t>& v, bool r) { if (!read_optional(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::optional<double>& v, bool r) { if (!read_optional(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::optional<std::string>& v, bool r) { if (!read_optional(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::vector<bool>& v, bool r) { if (!read_list(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::vector<int>& v, bool r) { if (!read_list(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::vector<int64_t>& v, bool r) { if (!read_list(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::vector<double>& v, bool r) { if (!read_list(*source_, *node_, k, v) && r) note_missing(k); }
+void Reader::read(std::string_view k, std::vector<std::string>& v, bool r) { if (!read_list(*source_, *node_, k, v) && r) note_missing(k); }
 
 void Reader::choice(std::string_view key, std::string& value, const std::vector<std::string>& choices,
                     std::string_view doc, bool required) {
   declare(key);
   std::string parsed = value;
-  try {
-    read_scalar(*source_, *node_, key, parsed, required);
-  } catch (const MissingKey& e) {
-    pending_.emplace_back(e.what());
+  if (!read_scalar(*source_, *node_, key, parsed)) {
+    if (required) note_missing(key);
     return;
   }
   if (std::find(choices.begin(), choices.end(), parsed) == choices.end()) {

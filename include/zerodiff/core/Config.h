@@ -122,6 +122,7 @@ class Reader {
 
   void declare(std::string_view key);
   bool is_missing(std::string_view key) const;  // a required key already reported missing
+  void note_missing(std::string_view key);       // record a missing required key for finish()
   std::optional<Reader> child_map(std::string_view key, bool required);
   std::optional<std::vector<Reader>> child_list(std::string_view key, bool required);
   [[noreturn]] void fail_value(std::string_view key, const std::string& message);
