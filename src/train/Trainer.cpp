@@ -5,7 +5,6 @@
 #include "zerodiff/train/Trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <stb/stb_image_write.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include "zerodiff/io/AtomicFile.h"
 #include "zerodiff/io/Checkpoint.h"
 #include "zerodiff/io/Diffusers.h"
+#include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/optim/LRSchedule.h"
 #include "zerodiff/train/EMA.h"
 
@@ -96,22 +96,7 @@ std::string format_duration(double seconds) {
 void write_image_grid(const at::Tensor& images, const std::string& path, int64_t columns) {
   ZD_CHECK(images.dim() == 4 && images.size(1) == 3, "write_image_grid: expected [N, 3, H, W], got ",
            images.sizes());
-  const int64_t n = images.size(0), h = images.size(2), w = images.size(3);
-  ZD_CHECK(n > 0 && columns > 0, "write_image_grid: no images");
-  const int64_t cols = std::min(columns, n), rows = (n + cols - 1) / cols;
-  at::Tensor grid = torch::ones({3, rows * h, cols * w});
-  const at::Tensor src = images.detach().to(torch::kCPU, torch::kFloat).clamp(0, 1);
-  for (int64_t i = 0; i < n; ++i) {
-    grid.slice(1, (i / cols) * h, (i / cols + 1) * h).slice(2, (i % cols) * w, (i % cols + 1) * w).copy_(src[i]);
-  }
-  const at::Tensor bytes = grid.mul(255).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
-  if (const auto parent = fs::path(path).parent_path(); !parent.empty()) fs::create_directories(parent);
-  const std::string temp = path + ".tmp";
-  if (!stbi_write_png(temp.c_str(), static_cast<int>(cols * w), static_cast<int>(rows * h), 3, bytes.data_ptr(),
-                      static_cast<int>(cols * w * 3))) {
-    throw IoError(zerodiff::str(path, ": cannot write PNG"));
-  }
-  fs::rename(temp, path);
+  models::write_png(models::make_image_grid(images.detach().to(torch::kCPU, torch::kFloat), columns), path);
 }
 
 // ------------------------------------------------------------------ Trainer

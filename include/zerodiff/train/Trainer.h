@@ -149,7 +149,8 @@ class Trainer {
   torch::Device device_ = torch::kCPU;
 };
 
-/// Tiles images [N, 3, H, W] in [0, 1] into a grid (rows of `columns`) and writes it as PNG. Throws
+/// Tiles images [N, 3, H, W] in [0, 1] into a grid (rows of `columns`; models::make_image_grid) and writes it
+/// as PNG atomically (models::write_png). Throws
 /// IoError naming the file on failure.
 void write_image_grid(const at::Tensor& images, const std::string& path, int64_t columns = 4);
 
