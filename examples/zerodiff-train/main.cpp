@@ -47,23 +47,22 @@ int main(int argc, char** argv) {
     ZD_LOG_INFO(zerodiff::build_info());
     auto module = zerodiff::train::make_module(config);
     zerodiff::train::Trainer trainer(config.trainer);
-    auto dataset = zerodiff::data::make_dataset(config.data);
-    zerodiff::data::DataLoader loader(dataset, zerodiff::data::make_loader_options(config.data));
-    ZD_LOG_INFO("task ", config.task, ": ", dataset->size(), " samples, ", loader.batches_per_epoch(),
-                " batches per epoch, device ", trainer.device().str());
+    auto data = zerodiff::train::make_run_data(config);
+    ZD_LOG_INFO("task ", config.task, ": ", data.summary(), ", device ", trainer.device().str());
     if (dry_run) {
       module->configure_model(trainer.device());
       int64_t total = 0, trainable = 0;
       for (const auto& p : module->model().parameters()) total += p.numel();
       for (const auto& [_, p] : module->trainable_parameters()) trainable += p.numel();
       std::cout << "dry run: config OK; parameters " << total << " (trainable " << trainable << "); "
-                << dataset->size() << " samples" << std::endl;
+                << data.summary() << std::endl;
       return 0;
     }
-    const auto result = trainer.fit(*module, loader, resume);
+    const auto result = trainer.fit(*module, *data.train_loader, data.validation_loader.get(), resume);
     std::cout << "trained " << result.steps << " steps; last loss " << result.last_loss << "\n"
               << "checkpoint: " << result.last_checkpoint << "\n"
               << "exported:   " << result.export_dir << std::endl;
+    for (const auto& [name, value] : result.validation) std::cout << "val_" << name << ": " << value << std::endl;
     return 0;
   } catch (const zerodiff::Error& e) {
     std::cerr << "zerodiff-train: error: " << e.what() << std::endl;

@@ -140,13 +140,25 @@ bool Reader::is_missing(std::string_view key) const {
 namespace {
 
 // Looks up `key` in the mapping of `ref`; undefined node when absent (or when ref is absent).
+// `key` may be a dotted path into nested mappings ("text_to_image.cache_latents"): cross-section checks of a
+// parent struct then point at the nested key's line.
 YAML::Node lookup(const NodeRef& ref, std::string_view key) {
-  if (!ref.node.IsDefined() || !ref.node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
-  const YAML::Node& map = ref.node;
-  for (auto it = map.begin(); it != map.end(); ++it) {
-    if (it->first.IsScalar() && it->first.Scalar() == key) return it->second;
+  YAML::Node node = ref.node;
+  while (true) {
+    if (!node.IsDefined() || !node.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+    const size_t dot = key.find('.');
+    const std::string_view head = key.substr(0, dot);
+    YAML::Node found(YAML::NodeType::Undefined);
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      if (it->first.IsScalar() && it->first.Scalar() == head) {
+        found = it->second;
+        break;
+      }
+    }
+    if (dot == std::string_view::npos) return found;
+    node = found;
+    key = key.substr(dot + 1);
   }
-  return YAML::Node(YAML::NodeType::Undefined);
 }
 
 }  // namespace

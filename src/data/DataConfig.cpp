@@ -40,4 +40,14 @@ DataLoaderOptions make_loader_options(const DataConfig& config, int rank, int wo
   return options;
 }
 
+DataLoaderOptions make_validation_loader_options(const DataConfig& config, int rank, int world_size) {
+  DataLoaderOptions options = make_loader_options(config, rank, world_size);
+  options.shuffle = false;
+  options.drop_last = false;
+  options.image.center_crop = true;
+  options.image.random_flip = false;
+  options.caption = CaptionTransformOptions{};
+  return options;
+}
+
 }  // namespace zerodiff::data

@@ -149,24 +149,51 @@ std::vector<std::pair<std::string, at::Tensor>> TextToImageModule::trainable_par
   return out;
 }
 
+at::Tensor TextToImageModule::text_embeddings(const data::Batch& batch, const StepContext& ctx, bool grad) {
+  const at::Tensor ids = (*tokenizer_)(batch.captions).input_ids.to(ctx.device);
+  if (grad && config_.train_text_encoder) return text_encoder_->encode(ids, config_.clip_skip);
+  torch::NoGradGuard no_grad;
+  return text_encoder_->encode(ids, config_.clip_skip);
+}
+
+at::Tensor TextToImageModule::training_latents(const data::Batch& batch, StepContext& ctx) {
+  torch::NoGradGuard no_grad;
+  if (!config_.cache_latents) {
+    return vae_->scale_latents(vae_->encode(batch.images.to(ctx.device)).sample(ctx.generator));
+  }
+  std::vector<at::Tensor> parameters;
+  parameters.reserve(static_cast<size_t>(batch.size()));
+  for (int64_t i = 0; i < batch.size(); ++i) {
+    const int64_t index = batch.indices[static_cast<size_t>(i)];
+    auto it = latent_cache_.find(index);
+    if (it == latent_cache_.end()) {
+      const at::Tensor image = batch.images.slice(0, i, i + 1).to(ctx.device);
+      it = latent_cache_.emplace(index, vae_->encode(image).parameters()[0].to(torch::kCPU).clone()).first;
+    }
+    parameters.push_back(it->second);
+  }
+  const models::DiagonalGaussianDistribution posterior(torch::stack(parameters).to(ctx.device));
+  return vae_->scale_latents(posterior.sample(ctx.generator));
+}
+
 StepOutput TextToImageModule::training_step(const data::Batch& batch, StepContext& ctx) {
-  const auto tokens = (*tokenizer_)(batch.captions);
-  const at::Tensor ids = tokens.input_ids.to(ctx.device);
-  at::Tensor text;
-  if (config_.train_text_encoder) {
-    text = text_encoder_->encode(ids, config_.clip_skip);
-  } else {
-    torch::NoGradGuard no_grad;
-    text = text_encoder_->encode(ids, config_.clip_skip);
-  }
-  at::Tensor latents;
-  {
-    torch::NoGradGuard no_grad;
-    const auto posterior = vae_->encode(batch.images.to(ctx.device));
-    latents = vae_->scale_latents(posterior.sample(ctx.generator));
-  }
+  const at::Tensor text = text_embeddings(batch, ctx, /*grad=*/true);
+  const at::Tensor latents = training_latents(batch, ctx);
   auto out = models::diffusion_loss(unet_, *scheduler_, latents, text, ctx.generator, loss_options_);
   return {out.loss, {}};
+}
+
+std::optional<StepOutput> TextToImageModule::validation_step(const data::Batch& batch, StepContext& ctx) {
+  torch::NoGradGuard no_grad;
+  const bool unet_training = unet_->is_training(), text_training = text_encoder_->is_training();
+  unet_->eval();
+  text_encoder_->eval();
+  const at::Tensor text = text_embeddings(batch, ctx, /*grad=*/false);
+  const at::Tensor latents = vae_->scale_latents(vae_->encode(batch.images.to(ctx.device)).sample(ctx.generator));
+  auto out = models::diffusion_loss(unet_, *scheduler_, latents, text, ctx.generator, loss_options_);
+  if (unet_training) unet_->train();
+  if (text_training) text_encoder_->train();
+  return StepOutput{out.loss, {}};
 }
 
 std::optional<at::Tensor> TextToImageModule::sample(const std::vector<std::string>& prompts, int64_t seed) {
@@ -223,6 +250,20 @@ StepOutput AutoencoderModule::training_step(const data::Batch& batch, StepContex
   const double pixels = static_cast<double>(x.size(1) * x.size(2) * x.size(3));
   const at::Tensor kl = posterior.kl().mean() / pixels;
   return {rec_loss + config_.kl_weight * kl, {{"rec", rec_loss.item<double>()}, {"kl", kl.item<double>() * pixels}}};
+}
+
+std::optional<StepOutput> AutoencoderModule::validation_step(const data::Batch& batch, StepContext& ctx) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = vae_->is_training();
+  vae_->eval();
+  const at::Tensor x = batch.images.to(ctx.device);
+  const auto posterior = vae_->encode(x);
+  const at::Tensor rec = vae_->decode(posterior.mode());
+  if (was_training) vae_->train();
+  const at::Tensor rec_loss = config_.reconstruction == "l1" ? torch::l1_loss(rec, x) : torch::mse_loss(rec, x);
+  const double pixels = static_cast<double>(x.size(1) * x.size(2) * x.size(3));
+  const at::Tensor kl = posterior.kl().mean() / pixels;
+  return StepOutput{rec_loss + config_.kl_weight * kl, {{"rec", rec_loss.item<double>()}, {"kl", kl.item<double>() * pixels}}};
 }
 
 std::optional<at::Tensor> AutoencoderModule::sample(const std::vector<std::string>&, int64_t) {

@@ -93,6 +93,8 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
+uint64_t validation_seed(int64_t seed) { return static_cast<uint64_t>(seed) ^ 0x76616c5f6c6f7373ull; }  // "val_loss"
+
 void write_image_grid(const at::Tensor& images, const std::string& path, int64_t columns) {
   ZD_CHECK(images.dim() == 4 && images.size(1) == 3, "write_image_grid: expected [N, 3, H, W], got ",
            images.sizes());
@@ -121,6 +123,11 @@ Trainer::Trainer(TrainerConfig config) : config_(std::move(config)) {
 
 FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const std::string& resume,
                        int64_t stop_at_step) {
+  return fit(module, loader, nullptr, resume, stop_at_step);
+}
+
+FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::DataLoader* validation,
+                       const std::string& resume, int64_t stop_at_step) {
   const TrainerConfig& c = config_;
   const fs::path out_dir(c.output_dir);
   io::CheckpointManager checkpoints((out_dir / "checkpoints").string(), c.keep_last);
@@ -243,6 +250,52 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
     ZD_LOG_INFO("sample grid ", path);
   };
 
+  std::map<std::string, double> last_validation;
+  bool validation_supported = true;
+  auto validate = [&]() {
+    if (!validation || !validation_supported) return;
+    torch::NoGradGuard no_grad;
+    StepContext vctx;
+    vctx.device = device_;
+    vctx.global_step = step;
+    // Its own generator, seeded the same way each time: comparable figures, training RNG untouched.
+    vctx.generator = at::make_generator<at::CPUGeneratorImpl>(validation_seed(c.seed));
+    const int64_t batches = c.val_batches > 0 ? std::min(c.val_batches, validation->batches_per_epoch())
+                                              : validation->batches_per_epoch();
+    std::map<std::string, double> sums;
+    double samples = 0;
+    const auto tv = std::chrono::steady_clock::now();
+    for (int64_t b = 0; b < batches; ++b) {
+      const data::Batch batch = validation->build_batch(/*epoch=*/0, b);
+      auto out = module.validation_step(batch, vctx);
+      if (!out) {
+        ZD_LOG_WARN("the training module has no validation_step: validation skipped");
+        validation_supported = false;
+        return;
+      }
+      ZD_CHECK(out->loss.defined() && out->loss.numel() == 1, "validation_step must return a scalar loss");
+      const double n = static_cast<double>(batch.size());
+      sums["loss"] += out->loss.item<double>() * n;
+      for (auto& [k, v] : out->logs) sums[k] += v * n;
+      samples += n;
+    }
+    if (samples == 0) return;
+    last_validation.clear();
+    nlohmann::json line = {{"step", step}};
+    std::ostringstream msg;
+    msg << "validation at step " << step << ":";
+    for (auto& [k, v] : sums) {
+      last_validation[k] = v / samples;
+      line["val_" + k] = v / samples;
+      msg << " val_" << k << " " << std::setprecision(4) << v / samples;
+    }
+    msg << " (" << static_cast<int64_t>(samples) << " samples, "
+        << format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - tv).count()) << ")";
+    metrics << line.dump() << "\n" << std::flush;
+    if (tty) std::fprintf(stderr, "\n");
+    ZD_LOG_INFO(msg.str());
+  };
+
   const int64_t last_step = stop_at_step > 0 ? std::min(stop_at_step, c.max_steps) : c.max_steps;
   while (step < last_step) {
     const double lr = schedule.lr_at(step);
@@ -296,6 +349,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
         ZD_LOG_INFO(msg.str());
       }
     }
+    if (c.val_every > 0 && step % c.val_every == 0 && step < c.max_steps) validate();
     if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0 && step < c.max_steps) save_checkpoint();
     if (c.sample_every > 0 && step % c.sample_every == 0 && step < c.max_steps) {
       write_samples(zerodiff::str("step-", step, ".png"));
@@ -317,14 +371,17 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
       return m;
     }();
     ema->copy_to(module.model());
+    validate();  // the end-of-run figures are those of the exported weights
     write_samples("final.png");
     module.export_to(result.export_dir);
     io::load_state_dict(module.model(), raw);
   } else {
+    validate();
     write_samples("final.png");
     module.export_to(result.export_dir);
   }
   ZD_LOG_INFO("exported to ", result.export_dir);
+  result.validation = last_validation;
   return result;
 }
 

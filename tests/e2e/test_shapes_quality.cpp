@@ -8,10 +8,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <cstdlib>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 
-#include "zerodiff/data/DataConfig.h"
 #include "zerodiff/data/SyntheticShapesDataset.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/train/RunConfig.h"
@@ -24,11 +24,10 @@ namespace {
 const std::string kSource = ZERODIFF_SOURCE_DIR;
 
 void run_stage(const std::string& config, const std::vector<std::string>& overrides) {
-  const auto cfg = zt::load_run_config(kSource + "/" + config, overrides);
-  auto module = zt::make_module(cfg);
-  zt::Trainer trainer(cfg.trainer);
-  zerodiff::data::DataLoader loader(zerodiff::data::make_dataset(cfg.data), zerodiff::data::make_loader_options(cfg.data));
-  trainer.fit(*module, loader);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto result = zt::run(zt::load_run_config(kSource + "/" + config, overrides));
+  std::printf("[e2e] %s: %lld steps in %.0f s\n", config.c_str(), static_cast<long long>(result.steps),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 // Index of the palette colour nearest to `rgb` (values in [0, 1]).

@@ -12,6 +12,7 @@
 #include "zerodiff/data/CaptionFolderDataset.h"
 #include "zerodiff/data/Csv.h"
 #include "zerodiff/data/ImageFolderDataset.h"
+#include "zerodiff/data/SubsetDataset.h"
 #include "zerodiff/data/SyntheticShapesDataset.h"
 
 using namespace zerodiff::data;
@@ -26,6 +27,16 @@ std::string io_error_of(F&& f) {
   try {
     f();
   } catch (const IoError& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const zerodiff::Error& e) {
     return e.what();
   }
   return "<no error>";
@@ -215,4 +226,44 @@ TEST(DataSyntheticShapesDataset, DeterministicWithExactCaptions) {
   EXPECT_EQ(shapes, (std::set<std::string>{"circle", "square", "triangle"}));
   EXPECT_GT(differs, 25);
   EXPECT_EQ(SyntheticShapesDataset::caption(ShapeSpec{"circle", 0, 2, 0, 0, 1}), "a red circle on a blue background");
+}
+
+TEST(DataSubsetDataset, ValidationSplitIsDeterministicDisjointAndComplete) {
+  auto base = std::make_shared<zerodiff::data::SyntheticShapesDataset>(
+      zerodiff::data::SyntheticShapesOptions{.size = 100, .image_size = 8, .seed = 1});
+  const auto a = zerodiff::data::split_dataset(base, 0.1, 7);
+  const auto b = zerodiff::data::split_dataset(base, 0.1, 7);
+  const auto c = zerodiff::data::split_dataset(base, 0.1, 8);
+  ASSERT_EQ(a.train->size(), 90);
+  ASSERT_EQ(a.validation->size(), 10);
+  auto indices = [](const zerodiff::data::Dataset& d) {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < d.size(); ++i) out.push_back(static_cast<const zerodiff::data::SubsetDataset&>(d).base_index(i));
+    return out;
+  };
+  EXPECT_EQ(indices(*a.validation), indices(*b.validation));  // same seed, same split
+  EXPECT_NE(indices(*a.validation), indices(*c.validation));  // another seed, another split
+  std::set<int64_t> all;
+  for (int64_t i : indices(*a.train)) all.insert(i);
+  for (int64_t i : indices(*a.validation)) EXPECT_TRUE(all.insert(i).second) << i << " is in both sides";
+  EXPECT_EQ(all.size(), 100u);
+  // A subset sample is the base's sample, re-indexed.
+  zerodiff::data::Rng rng(0);
+  const auto s = a.validation->get(3, rng);
+  const auto t = base->get(indices(*a.validation)[3], rng);
+  EXPECT_EQ(s.index, 3);
+  EXPECT_EQ(s.caption, t.caption);
+  EXPECT_TRUE(at::equal(s.image, t.image));
+  EXPECT_EQ(a.validation->describe(3), base->describe(indices(*a.validation)[3]));
+  // No split, and splits that leave a side empty or hold out too much.
+  EXPECT_EQ(zerodiff::data::split_dataset(base, 0.0, 7).train, base);
+  EXPECT_EQ(zerodiff::data::split_dataset(base, 0.0, 7).validation, nullptr);
+  EXPECT_EQ(zerodiff::data::split_dataset(base, 0.001, 7).validation->size(), 1);
+  auto one = std::make_shared<zerodiff::data::SyntheticShapesDataset>(
+      zerodiff::data::SyntheticShapesOptions{.size = 1, .image_size = 8, .seed = 1});
+  EXPECT_EQ(error_of([&] { zerodiff::data::split_dataset(one, 0.5, 7); }),
+            "validation split 0.5 of 1 samples leaves no training samples");
+  EXPECT_EQ(error_of([&] { zerodiff::data::split_dataset(base, 0.6, 7); }), "validation split must be in [0, 0.5], got 0.6");
+  EXPECT_EQ(error_of([&] { zerodiff::data::SubsetDataset(base, {0, 100}); }),
+            "SubsetDataset: index 100 out of range [0, 100)");
 }

@@ -1,4 +1,5 @@
 // Trainer: exact resume, gradient accumulation, LR schedules, EMA, checkpoints and bad input.
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <torch/torch.h>
@@ -146,6 +147,92 @@ TEST(Trainer, GradientAccumulationMatchesOneLargeBatch) {
   for (const auto& [name, t] : big) {
     EXPECT_TRUE(torch::allclose(t, small.at(name), 1e-5, 1e-6)) << name << " max diff "
                                                                 << (t - small.at(name)).abs().max().item<double>();
+  }
+}
+
+// ToyModule with a validation step: the same loss on the validation batch, noise from the validation generator.
+struct ValidatedToy : ToyModule {
+  int64_t validation_calls = 0;
+  std::optional<zt::StepOutput> validation_step(const zd::Batch& batch, zt::StepContext& ctx) override {
+    ++validation_calls;
+    EXPECT_FALSE(torch::GradMode::is_enabled());
+    auto noise = at::randn(batch.images.sizes(), ctx.generator) * 0.1;
+    const auto loss = torch::mse_loss(net->forward(batch.images + noise), batch.images.flip(-1));
+    return zt::StepOutput{loss, {{"abs", (net->forward(batch.images) - batch.images.flip(-1)).abs().mean().item<double>()}}};
+  }
+};
+
+std::vector<nlohmann::json> metric_lines(const std::string& dir) {
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::vector<nlohmann::json> out;
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+TEST(Trainer, ValidationIsLoggedAndLeavesTrainingUntouched) {
+  torch::set_num_threads(1);
+  const std::string plain = fresh("val_plain"), validated = fresh("val_on");
+  {
+    ValidatedToy m;
+    zd::DataLoader loader(shapes(), loader_options(2));
+    zt::Trainer(config(plain, 6)).fit(m, loader);
+    EXPECT_EQ(m.validation_calls, 0);
+  }
+  auto val_set = std::make_shared<zd::SyntheticShapesDataset>(zd::SyntheticShapesOptions{.size = 5, .image_size = 16, .seed = 9});
+  auto val_options = loader_options(2);
+  val_options.shuffle = false;
+  val_options.image.random_flip = false;
+  zt::FitResult r;
+  {
+    ValidatedToy m;
+    zd::DataLoader loader(shapes(), loader_options(2));
+    zd::DataLoader val(val_set, val_options);
+    auto c = config(validated, 6);
+    c.val_every = 2;
+    r = zt::Trainer(c).fit(m, loader, &val);
+    EXPECT_EQ(m.validation_calls, 3 * 3);  // steps 2 and 4, and the end; 3 batches (2 + 2 + 1) each
+  }
+  // The validation generator and no-grad passes do not touch training: the same weights, bit for bit.
+  const auto a = final_weights(plain), b = final_weights(validated);
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+  // val_<figure> lines at steps 2, 4 and 6 (the end, with the exported EMA weights), sample-weighted means.
+  std::vector<int64_t> steps;
+  for (const auto& line : metric_lines(validated)) {
+    if (!line.contains("val_loss")) continue;
+    steps.push_back(line["step"].get<int64_t>());
+    EXPECT_TRUE(line.contains("val_abs"));
+    EXPECT_GT(line["val_loss"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 4, 6}));
+  ASSERT_TRUE(r.validation.count("loss"));
+  EXPECT_DOUBLE_EQ(r.validation.at("loss"), metric_lines(validated).back()["val_loss"].get<double>());
+  // Recomputing the end-of-run figure by hand from the exported weights gives the same value.
+  {
+    ValidatedToy m;
+    m.configure_model(torch::kCPU);
+    zio::load_state_dict(*m.net, final_weights(validated));
+    zd::DataLoader val(val_set, val_options);
+    zt::StepContext ctx;
+    ctx.generator = at::make_generator<at::CPUGeneratorImpl>(zt::validation_seed(0));
+    torch::NoGradGuard no_grad;
+    double sum = 0;
+    for (int64_t i = 0; i < 3; ++i) {
+      const auto batch = val.build_batch(0, i);
+      sum += m.validation_step(batch, ctx)->loss.item<double>() * static_cast<double>(batch.size());
+    }
+    EXPECT_NEAR(r.validation.at("loss"), sum / 5, 1e-12);
+  }
+  // A module without validation_step is trained normally, with no validation lines.
+  {
+    const std::string none = fresh("val_none");
+    ToyModule m;
+    zd::DataLoader loader(shapes(), loader_options(2));
+    zd::DataLoader val(val_set, val_options);
+    auto c = config(none, 2);
+    c.val_every = 1;
+    EXPECT_TRUE(zt::Trainer(c).fit(m, loader, &val).validation.empty());
+    for (const auto& line : metric_lines(none)) EXPECT_FALSE(line.contains("val_loss"));
   }
 }
 

@@ -7,6 +7,7 @@ character name, lower-cased ("red apple", "grinning face"). The output is determ
 ascending order, PNGs without timestamps, the same files on every run with the same arguments.
 
     .venv/bin/python tools/data/make_emoji_dataset.py --out data/emoji-64 --resolution 64 [--limit 500]
+    .venv/bin/python tools/data/make_emoji_dataset.py --out data/emoji-animals-32 --resolution 32 --subset animals
 
 Layout written (Hugging Face `imagefolder`, read by zerodiff's ImageFolderDataset):
     <out>/u1f34e.png ...
@@ -41,6 +42,21 @@ EXCLUDED_RANGES = [
     (0x1F3FB, 0x1F3FF),  # skin-tone modifiers
     (0xE0000, 0xE007F),  # tags
 ]
+
+# --subset animals: the single-code-point emoji of Unicode's "animal-*" subgroups (emoji-test.txt: mammals,
+# birds, amphibians, reptiles, marine animals, bugs), as code point ranges.
+SUBSETS = {
+    "animals": [
+        (0x1F400, 0x1F43F),  # rat ... chipmunk (incl. animal faces, paw prints)
+        (0x1F54A, 0x1F54A),  # dove of peace
+        (0x1F577, 0x1F578),  # spider, spider web
+        (0x1F980, 0x1F9AE),  # crab ... guide dog
+        (0x1FAB0, 0x1FAB3),  # fly, worm, beetle, cockroach
+        (0x1FABC, 0x1FABD),  # jellyfish, wing
+        (0x1FABF, 0x1FABF),  # goose
+        (0x1FACE, 0x1FACF),  # moose, donkey
+    ],
+}
 
 
 def cmap_code_points(path: str) -> list[int]:
@@ -108,6 +124,8 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--limit", type=int, default=0,
                         help="keep this many emoji, evenly spaced over the code points (default: all)")
+    parser.add_argument("--subset", choices=sorted(SUBSETS), default=None,
+                        help="keep only this group of emoji (e.g. animals, for the fine-tuning demo)")
     parser.add_argument("--margin", type=float, default=0.06, help="white margin per side, fraction of the glyph")
     parser.add_argument("--font", default=DEFAULT_FONT, help=f"font file (default {DEFAULT_FONT})")
     args = parser.parse_args()
@@ -119,6 +137,9 @@ def main() -> int:
         return 2
 
     candidates = [(cp, caption) for cp in cmap_code_points(args.font) if (caption := caption_of(cp))]
+    if args.subset:
+        ranges = SUBSETS[args.subset]
+        candidates = [(cp, caption) for cp, caption in candidates if any(lo <= cp <= hi for lo, hi in ranges)]
     if args.limit and args.limit < len(candidates):
         step = len(candidates) / args.limit
         candidates = [candidates[int(i * step)] for i in range(args.limit)]

@@ -43,6 +43,7 @@ struct DataConfig {
   int64_t seed = 0;
   bool drop_last = false;
   int64_t max_image_pixels = ImageDecoder::kDefaultMaxPixels;
+  double validation_split = 0.0;
 
   template <class V>
   void visit(V& v) {
@@ -67,6 +68,8 @@ struct DataConfig {
     v("seed", seed, "seed of the shuffle and the augmentations");
     v("drop_last", drop_last, "drop the incomplete last batch");
     v("max_image_pixels", max_image_pixels, "largest image (width x height) decoded; bigger ones are skipped");
+    v("validation_split", validation_split,
+      "fraction of the samples held out for validation (same split every run; 0 = no validation)");
     v.check(dataset == "synthetic" || !path.empty(), "path", "is required for dataset '", dataset, "'");
     v.check(!caption_column.empty(), "caption_column", "must not be empty");
     v.check(synthetic_size >= 1, "synthetic_size", "must be >= 1, got ", synthetic_size);
@@ -79,6 +82,8 @@ struct DataConfig {
     v.check(batch_size >= 1, "batch_size", "must be >= 1, got ", batch_size);
     v.check(num_workers >= 0, "num_workers", "must be >= 0, got ", num_workers);
     v.check(prefetch >= 1, "prefetch", "must be >= 1, got ", prefetch);
+    v.check(validation_split >= 0 && validation_split <= 0.5, "validation_split", "must be in [0, 0.5], got ",
+            validation_split);
     v.check(max_image_pixels >= 1, "max_image_pixels", "must be >= 1, got ", max_image_pixels);
   }
 };
@@ -89,5 +94,9 @@ std::shared_ptr<const Dataset> make_dataset(const DataConfig& config);
 
 /// The loader options `config` describes, for `rank` of `world_size`.
 DataLoaderOptions make_loader_options(const DataConfig& config, int rank = 0, int world_size = 1);
+
+/// Options of the validation loader: those of make_loader_options without the randomness of training (no
+/// shuffle, center crop, no random flip, no caption dropout or tag shuffling) and keeping the last incomplete batch.
+DataLoaderOptions make_validation_loader_options(const DataConfig& config, int rank = 0, int world_size = 1);
 
 }  // namespace zerodiff::data

@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "zerodiff/models/LatentDiffusion.h"
@@ -28,6 +29,7 @@ struct TextToImageConfig {
   std::string tokenizer;     ///< tokenizer folder (vocab.json + merges.txt)
   std::string scheduler;     ///< scheduler_config.json; "" = DDPM with SD's scaled_linear 0.00085..0.012 betas
   bool train_text_encoder = false;
+  bool cache_latents = false;   ///< encode each training image once; reuse its posterior every epoch
   std::string prediction_type;  ///< "" = the scheduler's; epsilon | v_prediction
   double noise_offset = 0.0;
   double snr_gamma = 0.0;       ///< min-SNR-gamma weighting; 0 = off
@@ -45,6 +47,10 @@ struct TextToImageConfig {
     v("tokenizer", tokenizer, "CLIP tokenizer folder (vocab.json + merges.txt)");
     v("scheduler", scheduler, "Noise scheduler config (scheduler_config.json)");
     v("train_text_encoder", train_text_encoder, "Train the text encoder with the UNet");
+    v("cache_latents", cache_latents,
+      "Encode each training image once and reuse its VAE posterior (a fresh latent sample every step); needs "
+      "deterministic images (data.random_flip false; data.center_crop true unless synthetic); CPU memory: "
+      "2 x latent size per sample");
     v("prediction_type", prediction_type, "epsilon or v_prediction; empty = the scheduler's");
     v("noise_offset", noise_offset, "Offset noise strength (0 = off)");
     v("snr_gamma", snr_gamma, "Min-SNR-gamma loss weighting (0 = off; 5 is the paper's)");
@@ -68,7 +74,11 @@ class TextToImageModule : public TrainingModule {
   void configure_model(const torch::Device& device) override;
   torch::nn::Module& model() override { return *root_; }
   std::vector<std::pair<std::string, at::Tensor>> trainable_parameters() override;
+  /// Loss of diffusion_loss (models/LatentDiffusion.h) on latents = posterior sample x scaling_factor of the
+  /// frozen VAE (from the latent cache when cache_latents is on) and the caption embeddings.
   StepOutput training_step(const data::Batch& batch, StepContext& ctx) override;
+  /// The same loss without gradients, the UNet and text encoder in eval mode, never from the latent cache.
+  std::optional<StepOutput> validation_step(const data::Batch& batch, StepContext& ctx) override;
   std::optional<at::Tensor> sample(const std::vector<std::string>& prompts, int64_t seed) override;
   /// A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
   void export_to(const std::string& dir) override;
@@ -85,6 +95,12 @@ class TextToImageModule : public TrainingModule {
   std::unique_ptr<models::NoiseScheduler> scheduler_;        // training noise (DDPM forward process)
   std::optional<models::SchedulerConfig> export_scheduler_;  // sampler of grids and of the export
   models::DiffusionLossOptions loss_options_;
+  // cache_latents: VAE posterior parameters [2C, h, w] (CPU) by dataset index. Each image is encoded alone,
+  // so a cached posterior does not depend on the batch it first came in (a resumed run refills it exactly).
+  std::unordered_map<int64_t, at::Tensor> latent_cache_;
+
+  at::Tensor text_embeddings(const data::Batch& batch, const StepContext& ctx, bool grad);
+  at::Tensor training_latents(const data::Batch& batch, StepContext& ctx);
 };
 
 struct AutoencoderConfig {
@@ -115,6 +131,8 @@ class AutoencoderModule : public TrainingModule {
   /// Latent moments and the sample-grid images, so a resumed run exports the same scaling_factor.
   std::map<std::string, at::Tensor> extra_state() override;
   void load_extra_state(const std::map<std::string, at::Tensor>& state) override;
+  /// L1/MSE reconstruction of the posterior mode (no sampling, no gradients) and the KL term, as training logs.
+  std::optional<StepOutput> validation_step(const data::Batch& batch, StepContext& ctx) override;
   /// Writes the VAE folder with scaling_factor = 1 / std of the latents seen in training (LDM, Sec. 4.3.2).
   void export_to(const std::string& dir) override;
 

@@ -37,6 +37,14 @@ struct RunConfig {
     v.required("data", data, "Dataset and loader");
     v("text_to_image", text_to_image, "Latent diffusion model (task text_to_image)");
     v("autoencoder", autoencoder, "VAE (task autoencoder)");
+    // Cross-section checks (reported at the key that enables the feature).
+    const bool cached = task == "text_to_image" && text_to_image.cache_latents;
+    v.check(!cached || !data.random_flip, "text_to_image.cache_latents",
+            "needs data.random_flip: false (a flipped image has other latents)");
+    v.check(!cached || data.center_crop || data.dataset == "synthetic", "text_to_image.cache_latents",
+            "needs data.center_crop: true (a random crop has other latents)");
+    v.check(trainer.val_every == 0 || data.validation_split > 0, "trainer.val_every",
+            "needs a validation set: set data.validation_split");
   }
 };
 
@@ -45,5 +53,23 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
 /// The TrainingModule for config.task. Throws ConfigError naming a missing key of the task's section.
 std::unique_ptr<TrainingModule> make_module(const RunConfig& config);
+
+/// The datasets and loaders of a run: data.validation_split > 0 holds out a validation set
+/// (data::split_dataset with data.seed) read by a loader without training randomness.
+struct RunData {
+  std::shared_ptr<const data::Dataset> train;
+  std::shared_ptr<const data::Dataset> validation;  ///< null without a validation split
+  std::unique_ptr<data::DataLoader> train_loader;
+  std::unique_ptr<data::DataLoader> validation_loader;  ///< null without a validation split
+  /// "4096 training samples (128 batches per epoch), 205 validation samples", for logs.
+  std::string summary() const;
+};
+
+/// Builds RunData for `rank` of `world_size`. Throws what the datasets' constructors throw (missing
+/// folder, malformed metadata ...), before any training.
+RunData make_run_data(const RunConfig& config, int rank = 0, int world_size = 1);
+
+/// A whole run as zerodiff-train does it: module, trainer, data, fit (resume: "", "latest" or a path).
+FitResult run(const RunConfig& config, const std::string& resume = "");
 
 }  // namespace zerodiff::train

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -85,6 +86,8 @@ struct TrainerConfig {
   int64_t sample_every = 0;               ///< 0 = only at the end (when prompts are given)
   std::vector<std::string> sample_prompts;
   int64_t sample_seed = 0;
+  int64_t val_every = 0;                  ///< 0 = validation only at the end (when there is a validation set)
+  int64_t val_batches = 0;                ///< 0 = the whole validation set
   OptimizerConfig optimizer;
   LRScheduleConfig lr_schedule;
   EMAConfig ema;
@@ -105,6 +108,9 @@ struct TrainerConfig {
     v("sample_every", sample_every, "Write a sample grid every N steps (0 = only at the end)");
     v("sample_prompts", sample_prompts, "Prompts of the sample grid");
     v("sample_seed", sample_seed, "Seed of the sample grid's initial noise");
+    v("val_every", val_every,
+      "Validate every N steps (0 = only at the end); needs a validation set (data.validation_split)");
+    v("val_batches", val_batches, "Validation batches per validation (0 = the whole validation set)");
     v("optimizer", optimizer, "AdamW settings");
     v("lr_schedule", lr_schedule, "Learning-rate schedule");
     v("ema", ema, "EMA of trained weights");
@@ -117,6 +123,8 @@ struct TrainerConfig {
     v.check(checkpoint_every >= 0, "checkpoint_every", "must be >= 0, got ", checkpoint_every);
     v.check(keep_last >= 0, "keep_last", "must be >= 0, got ", keep_last);
     v.check(sample_every >= 0, "sample_every", "must be >= 0, got ", sample_every);
+    v.check(val_every >= 0, "val_every", "must be >= 0, got ", val_every);
+    v.check(val_batches >= 0, "val_batches", "must be >= 0, got ", val_batches);
   }
 };
 
@@ -126,6 +134,7 @@ struct FitResult {
   double last_loss = 0;           ///< mean loss of the last optimizer step
   std::string export_dir;         ///< where export_to wrote (output_dir/final)
   std::string last_checkpoint;    ///< newest checkpoint folder
+  std::map<std::string, double> validation;  ///< figures of the last validation ("loss", ...); empty if none
 };
 
 class Trainer {
@@ -141,6 +150,15 @@ class Trainer {
   FitResult fit(TrainingModule& module, data::DataLoader& loader, const std::string& resume = "",
                 int64_t stop_at_step = 0);
 
+  /// As above, validating on `validation` (null = none) every val_every steps and at the end, as Lightning's
+  /// fit(model, train_dataloaders, val_dataloaders): module.validation_step on the first val_batches batches
+  /// (built in order, no gradients), with a generator seeded from the run's seed anew for each validation
+  /// (the same timesteps and noise every time, and the training generator untouched, so a resumed run
+  /// continues exactly). The mean of each figure is logged and appended to metrics.jsonl as "val_<name>"
+  /// ("val_loss" for the loss). A module without validation_step is skipped with one warning.
+  FitResult fit(TrainingModule& module, data::DataLoader& loader, data::DataLoader* validation,
+                const std::string& resume = "", int64_t stop_at_step = 0);
+
   const TrainerConfig& config() const { return config_; }
   torch::Device device() const { return device_; }
 
@@ -148,6 +166,10 @@ class Trainer {
   TrainerConfig config_;
   torch::Device device_ = torch::kCPU;
 };
+
+/// Seed of the generator each validation starts from, for a run seeded with `seed` (a fixed function of it,
+/// distinct from the training generator's seed).
+uint64_t validation_seed(int64_t seed);
 
 /// Tiles images [N, 3, H, W] in [0, 1] into a grid (rows of `columns`; models::make_image_grid) and writes it
 /// as PNG atomically (models::write_png). Throws
