@@ -45,13 +45,13 @@ bool path_within(const std::string& inner, const std::string& outer) {
                             (inner[outer.size()] == '.' || inner[outer.size()] == '['));
 }
 
-// The override that set `path`, one of its ancestors or (for a value turned into a mapping by an
-// override) one of its descendants, if any.
-const std::string* override_for(const Source& src, const std::string& path) {
+// The override that set `path` or one of its ancestors, if any; else, for a mapping that is not in the file
+// (`from_file` false: an override created it), the override of one of its descendants.
+const std::string* override_for(const Source& src, const std::string& path, bool from_file) {
   for (const auto& [key, text] : src.overrides) {
     if (path_within(path, key)) return &text;
   }
-  if (path.empty()) return nullptr;
+  if (path.empty() || from_file) return nullptr;
   for (const auto& [key, text] : src.overrides) {
     if (path_within(key, path)) return &text;
   }
@@ -59,7 +59,7 @@ const std::string* override_for(const Source& src, const std::string& path) {
 }
 
 std::string location(const Source& src, const std::string& path, const YAML::Mark& mark) {
-  if (const std::string* text = override_for(src, path)) return str("override '", *text, "'");
+  if (const std::string* text = override_for(src, path, !mark.is_null())) return str("override '", *text, "'");
   if (mark.is_null()) return src.name;
   return str(src.name, ":", mark.line + 1, ":", mark.column + 1);
 }

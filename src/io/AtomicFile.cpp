@@ -73,4 +73,51 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
   f.commit();
 }
 
+namespace {
+void fsync_path(const std::filesystem::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+}  // namespace
+
+void write_directory_atomic(const std::string& dir, const std::function<void(const std::string& temp)>& fill) {
+  namespace fs = std::filesystem;
+  const fs::path target = fs::path(dir).lexically_normal();
+  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string name = target.filename().string();
+  const fs::path temp = parent / zerodiff::str(".", name, ".tmp-", ::getpid());
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) throw IoError(zerodiff::str(parent.string(), ": cannot create folder: ", ec.message()));
+  fs::remove_all(temp, ec);
+  fs::create_directories(temp, ec);
+  if (ec) throw IoError(zerodiff::str(temp.string(), ": cannot create: ", ec.message()));
+  try {
+    fill(temp.string());
+    for (const auto& entry : fs::recursive_directory_iterator(temp)) {
+      if (entry.is_regular_file()) fsync_path(entry.path());
+    }
+    fsync_path(temp);
+    if (fs::exists(target)) {
+      const fs::path old = parent / zerodiff::str(".", name, ".old-", ::getpid());
+      fs::remove_all(old, ec);
+      fs::rename(target, old);
+      fs::rename(temp, target);
+      fs::remove_all(old, ec);
+    } else {
+      fs::rename(temp, target);
+    }
+    fsync_path(parent);
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(temp, ec);
+    throw IoError(zerodiff::str(dir, ": cannot replace the folder: ", e.what()));
+  } catch (...) {
+    fs::remove_all(temp, ec);
+    throw;
+  }
+}
+
 }  // namespace zerodiff::io

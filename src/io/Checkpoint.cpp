@@ -1,8 +1,5 @@
 #include "zerodiff/io/Checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -27,14 +24,6 @@ std::optional<int64_t> step_of(const fs::path& p) {
   return std::stoll(digits);
 }
 
-void fsync_path(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 }  // namespace
 
 CheckpointManager::CheckpointManager(std::string dir, int64_t keep_last) : dir_(std::move(dir)), keep_last_(keep_last) {
@@ -47,38 +36,22 @@ std::string CheckpointManager::save(int64_t step, const std::map<std::string, Te
   fs::create_directories(dir_, ec);
   if (ec) throw IoError(zerodiff::str(dir_, ": cannot create checkpoint folder: ", ec.message()));
   const fs::path final_path = fs::path(dir_) / zerodiff::str(kPrefix, step);
-  const fs::path temp = fs::path(dir_) / zerodiff::str(".", kPrefix, step, ".tmp-", ::getpid());
   // Leftovers of an interrupted save or prune (kill -9, full disk): hidden, never complete; one writer per
   // folder, so they can go.
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string name = entry.path().filename().string();
     if (name.rfind(std::string(".") + kPrefix, 0) == 0 || name.rfind(".deleting-", 0) == 0) fs::remove_all(entry.path(), ec);
   }
-  fs::create_directories(temp, ec);
-  if (ec) throw IoError(zerodiff::str(temp.string(), ": cannot create: ", ec.message()));
-  try {
-    for (const auto& [name, map] : tensors) save_safetensors((temp / (name + ".safetensors")).string(), map);
+  // Each checkpoint folder appears complete or not at all; trainer_state.json is also written last.
+  write_directory_atomic(final_path.string(), [&](const std::string& temp) {
+    for (const auto& [name, map] : tensors) save_safetensors((fs::path(temp) / (name + ".safetensors")).string(), map);
     nlohmann::json full = state;
     full["step"] = step;
     std::vector<std::string> names;
     for (const auto& [name, _] : tensors) names.push_back(name);
     full["tensor_files"] = names;
-    write_file_atomic((temp / kStateFile).string(), full.dump(2) + "\n");  // last: marks completeness
-    fsync_path(temp);
-    if (fs::exists(final_path)) {
-      // Re-saving the same step (e.g. after a resume): move the old one aside only now.
-      const fs::path old = fs::path(dir_) / zerodiff::str(".", kPrefix, step, ".old-", ::getpid());
-      fs::rename(final_path, old);
-      fs::rename(temp, final_path);
-      fs::remove_all(old, ec);
-    } else {
-      fs::rename(temp, final_path);
-    }
-    fsync_path(dir_);
-  } catch (...) {
-    fs::remove_all(temp, ec);
-    throw;
-  }
+    write_file_atomic((fs::path(temp) / kStateFile).string(), full.dump(2) + "\n");
+  });
   // Prune: checkpoints past this step belong to an abandoned timeline (we resumed from an earlier one) and
   // go first; then the oldest beyond keep_last. The one just written is never removed. Each goes through a
   // hidden name first, so a kill mid-removal never leaves a half-deleted folder that looks complete.

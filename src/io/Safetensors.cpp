@@ -146,7 +146,12 @@ void parse_header(SafetensorsFile::Impl& f, const char* text, size_t length) {
       fail(path, zerodiff::str("tensor '", name, "': data_offsets [", e.begin, ", ", e.end, ") out of range (data section is ",
                      f.data_size, " bytes)"));
     }
-    const uint64_t expected = checked_numel(path, name, e.shape) * at::elementSize(e.dtype);
+    const uint64_t numel = checked_numel(path, name, e.shape);
+    const uint64_t item = at::elementSize(e.dtype);
+    if (numel > std::numeric_limits<uint64_t>::max() / item) {
+      fail(path, zerodiff::str("tensor '", name, "': shape ", e.shape, " overflows"));
+    }
+    const uint64_t expected = numel * item;
     if (e.end - e.begin != expected) {
       fail(path, zerodiff::str("tensor '", name, "': data_offsets [", e.begin, ", ", e.end, ") hold ", e.end - e.begin,
                      " bytes but shape ", e.shape, " x ", value["dtype"].get<std::string>(), " needs ", expected));

@@ -363,6 +363,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   result.last_checkpoint = last_ckpt;
   if (step < c.max_steps) return result;  // stopped early: resume later
   result.export_dir = (out_dir / "final").string();
+  // final/ is complete or absent (a re-run replaces it in one rename): a crash mid-export loses nothing.
+  auto export_final = [&] {
+    io::write_directory_atomic(result.export_dir, [&](const std::string& temp) { module.export_to(temp); });
+  };
   if (ema) {
     // Export (and sample) with the EMA weights, then restore the raw ones.
     const io::TensorMap raw = [&] {
@@ -373,12 +377,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     ema->copy_to(module.model());
     validate();  // the end-of-run figures are those of the exported weights
     write_samples("final.png");
-    module.export_to(result.export_dir);
+    export_final();
     io::load_state_dict(module.model(), raw);
   } else {
     validate();
     write_samples("final.png");
-    module.export_to(result.export_dir);
+    export_final();
   }
   ZD_LOG_INFO("exported to ", result.export_dir);
   result.validation = last_validation;

@@ -181,6 +181,12 @@ TEST(Config, OverridesApplyAndReportTheirSource) {
             "override 'max_steps.a=1': 'max_steps' is not a mapping (it is '3')");
   EXPECT_EQ(error_of("model:\n  pretrained: x\n", {"a..b=1"}),
             "override 'a..b=1': invalid key path 'a..b' (segments of letters, digits, '_' and '-', joined by '.')");
+  // A mapping of the file keeps its file location when an override sets one of its keys; a mapping that only
+  // an override created is reported at that override.
+  EXPECT_EQ(error_of("model:\n  resolution: 8\n", {"model.resolution=64"}),
+            "train.yaml:2:3: missing required key 'model.pretrained'");
+  EXPECT_EQ(error_of("max_steps: 1\n", {"model.resolution=64"}),
+            "override 'model.resolution=64': missing required key 'model.pretrained'");
 }
 
 TEST(Config, LoadFileNamesTheFile) {

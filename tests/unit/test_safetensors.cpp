@@ -143,6 +143,10 @@ TEST(Safetensors, RejectsMalformedFiles) {
   p = write_raw("shape.st", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", f32x2);
   EXPECT_EQ(open_error(p), p + ": tensor 'a': shape [-2] is not a list of non-negative integers");
 
+  // 2^61 F64 elements are 2^64 bytes: the byte count wraps to 0 and must not match data_offsets [0, 0).
+  p = write_raw("wrap.st", R"({"a":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})", "");
+  EXPECT_EQ(open_error(p), p + ": tensor 'a': shape [2305843009213693952] overflows");
+
   p = write_raw("notobj.st", R"([1,2])", "");
   EXPECT_EQ(open_error(p), p + ": header is not a JSON object");
 

@@ -12,6 +12,7 @@
 #include "zerodiff/core/Error.h"
 #include "zerodiff/data/DataLoader.h"
 #include "zerodiff/data/SyntheticShapesDataset.h"
+#include "zerodiff/io/AtomicFile.h"
 #include "zerodiff/io/Checkpoint.h"
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/optim/LRSchedule.h"
@@ -357,4 +358,30 @@ TEST(Checkpoints, KeepLastLatestAndAtomicity) {
   } catch (const zerodiff::IoError& e) {
     EXPECT_EQ(std::string(e.what()), dir + "/checkpoint-9: not a complete checkpoint (no trainer_state.json)");
   }
+}
+
+TEST(Checkpoints, FolderWritesAreAllOrNothing) {
+  const std::string dir = fresh("atomic_dir") + "/final";
+  auto read = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  zio::write_directory_atomic(dir, [](const std::string& t) { zio::write_file_atomic(t + "/a.txt", "one"); });
+  EXPECT_EQ(read(dir + "/a.txt"), "one");
+  // A failing export (e.g. a full disk half way) leaves the previous folder exactly as it was, and no debris.
+  EXPECT_THROW(zio::write_directory_atomic(dir,
+                                           [](const std::string& t) {
+                                             zio::write_file_atomic(t + "/b.txt", "half");
+                                             throw zerodiff::IoError("disk full");
+                                           }),
+               zerodiff::IoError);
+  EXPECT_EQ(read(dir + "/a.txt"), "one");
+  EXPECT_FALSE(fs::exists(dir + "/b.txt"));
+  int entries = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(fs::path(dir).parent_path())) ++entries;
+  EXPECT_EQ(entries, 1);  // only final/
+  // A successful rewrite replaces the folder as a whole (files of the old one do not linger).
+  zio::write_directory_atomic(dir, [](const std::string& t) { zio::write_file_atomic(t + "/c.txt", "two"); });
+  EXPECT_FALSE(fs::exists(dir + "/a.txt"));
+  EXPECT_EQ(read(dir + "/c.txt"), "two");
 }
