@@ -142,10 +142,7 @@ void TextToImageModule::configure_model(const torch::Device& device) {
 
 std::vector<std::pair<std::string, at::Tensor>> TextToImageModule::trainable_parameters() {
   std::vector<std::pair<std::string, at::Tensor>> out;
-  for (auto& p : unet_->named_parameters(true)) out.emplace_back("unet." + p.key(), p.value());
-  if (config_.train_text_encoder) {
-    for (auto& p : text_encoder_->named_parameters(true)) out.emplace_back("text_encoder." + p.key(), p.value());
-  }
+  for (auto& g : parameter_groups()) out.insert(out.end(), g.params.begin(), g.params.end());
   return out;
 }
 
@@ -174,6 +171,18 @@ at::Tensor TextToImageModule::training_latents(const data::Batch& batch, StepCon
   }
   const models::DiagonalGaussianDistribution posterior(torch::stack(parameters).to(ctx.device));
   return vae_->scale_latents(posterior.sample(ctx.generator));
+}
+
+std::vector<ParameterGroup> TextToImageModule::parameter_groups() {
+  std::vector<ParameterGroup> groups(1);
+  groups[0].name = "unet";
+  for (auto& p : unet_->named_parameters(true)) groups[0].params.emplace_back("unet." + p.key(), p.value());
+  if (config_.train_text_encoder) {
+    ParameterGroup text{"text_encoder", {}, config_.text_encoder_lr};
+    for (auto& p : text_encoder_->named_parameters(true)) text.params.emplace_back("text_encoder." + p.key(), p.value());
+    groups.push_back(std::move(text));
+  }
+  return groups;
 }
 
 StepOutput TextToImageModule::training_step(const data::Batch& batch, StepContext& ctx) {

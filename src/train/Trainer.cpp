@@ -148,14 +148,39 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
 
   torch::manual_seed(c.seed);
   module.configure_model(device_);
-  auto params = module.trainable_parameters();
-  ZD_CHECK(!params.empty(), "the training module has no trainable parameters");
+  const std::vector<ParameterGroup> groups = module.parameter_groups();
+  std::vector<std::pair<std::string, at::Tensor>> params;  // all groups, by name (optimizer state, checkpoints)
   std::vector<at::Tensor> tensors;
-  for (auto& [_, p] : params) tensors.push_back(p);
-  torch::optim::AdamW optimizer(tensors, torch::optim::AdamWOptions(c.optimizer.lr)
-                                             .betas({c.optimizer.betas[0], c.optimizer.betas[1]})
-                                             .eps(c.optimizer.eps)
-                                             .weight_decay(c.optimizer.weight_decay));
+  std::vector<torch::optim::OptimizerParamGroup> optimizer_groups;
+  std::vector<std::optional<double>> group_peak_lr;  // none: trainer.optimizer.lr
+  size_t total = 0;
+  for (const auto& g : groups) total += g.params.size();
+  ZD_CHECK(total > 0, "the training module has no trainable parameters");
+  for (const auto& g : groups) {
+    ZD_CHECK(!g.params.empty(), "parameter group '", g.name, "' of the training module is empty");
+    ZD_CHECK(!g.lr || *g.lr > 0, "parameter group '", g.name, "': learning rate must be > 0, got ", g.lr.value_or(0));
+    std::vector<at::Tensor> group_tensors;
+    for (const auto& [name, p] : g.params) {
+      for (const auto& t : tensors) {
+        ZD_CHECK(!t.is_same(p), "parameter '", name, "' appears in two parameter groups");
+      }
+      params.emplace_back(name, p);
+      tensors.push_back(p);
+      group_tensors.push_back(p);
+    }
+    const double peak = g.lr.value_or(c.optimizer.lr);
+    group_peak_lr.push_back(g.lr);
+    optimizer_groups.emplace_back(group_tensors, std::make_unique<torch::optim::AdamWOptions>(
+                                                     torch::optim::AdamWOptions(peak)
+                                                         .betas({c.optimizer.betas[0], c.optimizer.betas[1]})
+                                                         .eps(c.optimizer.eps)
+                                                         .weight_decay(c.optimizer.weight_decay)));
+    if (groups.size() > 1) ZD_LOG_INFO("parameter group '", g.name, "': ", g.params.size(), " tensors, peak lr ", peak);
+  }
+  torch::optim::AdamW optimizer(std::move(optimizer_groups), torch::optim::AdamWOptions(c.optimizer.lr)
+                                                                 .betas({c.optimizer.betas[0], c.optimizer.betas[1]})
+                                                                 .eps(c.optimizer.eps)
+                                                                 .weight_decay(c.optimizer.weight_decay));
   optim::LRSchedule schedule{optim::parse_lr_schedule(c.lr_schedule.type), c.optimizer.lr, c.lr_schedule.warmup_steps,
                              c.max_steps, c.lr_schedule.min_lr_ratio};
   std::optional<EMA> ema;
@@ -298,8 +323,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
 
   const int64_t last_step = stop_at_step > 0 ? std::min(stop_at_step, c.max_steps) : c.max_steps;
   while (step < last_step) {
-    const double lr = schedule.lr_at(step);
-    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const double lr = schedule.lr_at(step);  // of trainer.optimizer.lr; every group follows the same curve
+    for (size_t gi = 0; gi < optimizer.param_groups().size(); ++gi) {
+      const auto& peak = group_peak_lr[gi];
+      static_cast<torch::optim::AdamWOptions&>(optimizer.param_groups()[gi].options())
+          .lr(peak ? lr / c.optimizer.lr * *peak : lr);
+    }
     optimizer.zero_grad();
     double loss_sum = 0;
     std::map<std::string, double> logs;

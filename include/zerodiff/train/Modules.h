@@ -29,6 +29,7 @@ struct TextToImageConfig {
   std::string tokenizer;     ///< tokenizer folder (vocab.json + merges.txt)
   std::string scheduler;     ///< scheduler_config.json; "" = DDPM with SD's scaled_linear 0.00085..0.012 betas
   bool train_text_encoder = false;
+  std::optional<double> text_encoder_lr;  ///< peak lr of the text encoder; none = trainer.optimizer.lr
   bool cache_latents = false;   ///< encode each training image once; reuse its posterior every epoch
   std::string prediction_type;  ///< "" = the scheduler's; epsilon | v_prediction
   double noise_offset = 0.0;
@@ -47,6 +48,8 @@ struct TextToImageConfig {
     v("tokenizer", tokenizer, "CLIP tokenizer folder (vocab.json + merges.txt)");
     v("scheduler", scheduler, "Noise scheduler config (scheduler_config.json)");
     v("train_text_encoder", train_text_encoder, "Train the text encoder with the UNet");
+    v("text_encoder_lr", text_encoder_lr,
+      "Peak learning rate of the text encoder (its own AdamW group, same schedule); empty = trainer.optimizer.lr");
     v("cache_latents", cache_latents,
       "Encode each training image once and reuse its VAE posterior (a fresh latent sample every step); needs "
       "deterministic images (data.random_flip false; data.center_crop true unless synthetic); CPU memory: "
@@ -59,6 +62,8 @@ struct TextToImageConfig {
     v("sample_guidance_scale", sample_guidance_scale, "Classifier-free guidance scale of the sample grids");
     v.choice("sample_scheduler", sample_scheduler, {"DDIMScheduler", "EulerDiscreteScheduler", "DDPMScheduler"},
              "Sampler of the sample grids");
+    v.check(!text_encoder_lr || *text_encoder_lr > 0, "text_encoder_lr", "must be > 0, got ", text_encoder_lr.value_or(0));
+    v.check(!text_encoder_lr || train_text_encoder, "text_encoder_lr", "needs train_text_encoder: true");
     v.check(noise_offset >= 0, "noise_offset", "must be >= 0, got ", noise_offset);
     v.check(snr_gamma >= 0, "snr_gamma", "must be >= 0, got ", snr_gamma);
     v.check(prediction_type.empty() || prediction_type == "epsilon" || prediction_type == "v_prediction",
@@ -74,6 +79,8 @@ class TextToImageModule : public TrainingModule {
   void configure_model(const torch::Device& device) override;
   torch::nn::Module& model() override { return *root_; }
   std::vector<std::pair<std::string, at::Tensor>> trainable_parameters() override;
+  /// "unet" (trainer.optimizer.lr) and, when the text encoder is trained, "text_encoder" (text_encoder_lr).
+  std::vector<ParameterGroup> parameter_groups() override;
   /// Loss of diffusion_loss (models/LatentDiffusion.h) on latents = posterior sample x scaling_factor of the
   /// frozen VAE (from the latent cache when cache_latents is on) and the caption embeddings.
   StepOutput training_step(const data::Batch& batch, StepContext& ctx) override;

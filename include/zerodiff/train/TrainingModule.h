@@ -28,6 +28,14 @@ struct StepContext {
   torch::Device device = torch::kCPU;
 };
 
+/// A set of trainable parameters optimized with its own peak learning rate (an AdamW parameter group, as
+/// Lightning's configure_optimizers returns them; e.g. kohya's unet_lr / text_encoder_lr).
+struct ParameterGroup {
+  std::string name;                                         ///< for logs, e.g. "unet", "text_encoder"
+  std::vector<std::pair<std::string, at::Tensor>> params;  ///< by name (the optimizer state is saved by name)
+  std::optional<double> lr;  ///< peak learning rate; none = trainer.optimizer.lr. The LR schedule scales both
+};
+
 class TrainingModule {
  public:
   virtual ~TrainingModule() = default;
@@ -42,6 +50,10 @@ class TrainingModule {
   /// Trainable parameters by name (default: every parameter of model() with requires_grad). The Trainer
   /// builds AdamW over them (the "configure optimizers" hook: override to train a subset).
   virtual std::vector<std::pair<std::string, at::Tensor>> trainable_parameters();
+
+  /// The parameter groups of the optimizer (default: one group, trainable_parameters(), the trainer's lr).
+  /// Every group must be non-empty and no parameter may appear twice.
+  virtual std::vector<ParameterGroup> parameter_groups() { return {ParameterGroup{"all", trainable_parameters(), {}}}; }
 
   /// Loss for one micro-batch. The Trainer divides by the accumulation count and calls backward.
   virtual StepOutput training_step(const data::Batch& batch, StepContext& ctx) = 0;

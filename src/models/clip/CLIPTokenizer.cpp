@@ -16,6 +16,8 @@
 #include <limits>
 #include <mutex>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
@@ -167,6 +169,7 @@ struct CLIPTokenizer::Impl {
   std::unique_ptr<RE2> clip_re, byte_level_re;
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int64_t>> cache;
+  mutable std::unordered_set<std::string> warned;  // texts whose truncation was logged (once each; cache_mutex)
 
   int64_t id_of(const std::string& token, const char* what) const {
     auto it = encoder.find(token);
@@ -469,8 +472,15 @@ CLIPTokens CLIPTokenizer::operator()(const std::vector<std::string>& texts, std:
     std::vector<int64_t> tokens = m.encode(texts[static_cast<size_t>(b)]);
     if (tokens.size() > keep) {
       const std::vector<int64_t> removed(tokens.begin() + static_cast<std::ptrdiff_t>(keep), tokens.end());
-      ZD_LOG_WARN("The following part of your input was truncated because CLIP can only handle sequences up to ",
-                  L, " tokens: ['", decode(removed), "']");
+      bool first = false;
+      {
+        std::lock_guard<std::mutex> lock(m.cache_mutex);
+        first = m.warned.insert(str(L, ":", texts[static_cast<size_t>(b)])).second;
+      }
+      if (first) {  // once per text and length: a training caption is tokenized every epoch
+        ZD_LOG_WARN("The following part of your input was truncated because CLIP can only handle sequences up to ",
+                    L, " tokens: ['", decode(removed), "']");
+      }
       tokens.resize(keep);
     }
     int64_t j = 0;
