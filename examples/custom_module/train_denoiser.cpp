@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
     DenoiserModule module;
     const auto result = zt::Trainer(config).fit(module, loader);
 
-    // Evaluate the exported (EMA) weights: residual noise after denoising vs the noise added.
+    // Evaluate the trained weights (fit exports the EMA weights, then puts the raw ones back): residual noise
+    // after denoising vs the noise added.
     torch::manual_seed(1);
     auto batch = loader.build_batch(0, 0);
     torch::NoGradGuard no_grad;

@@ -46,16 +46,21 @@ int main(int argc, char** argv) {
     zerodiff::log::init({.level = zerodiff::log::parse_level(config.log_level)});
     ZD_LOG_INFO(zerodiff::build_info());
     auto module = zerodiff::train::make_module(config);
-    zerodiff::train::Trainer trainer(config.trainer);
+    auto trainer_config = config.trainer;
+    if (dry_run && trainer_config.accelerator == "cuda" && !torch::cuda::is_available()) {
+      std::cout << "dry run: trainer.accelerator is cuda but this machine has no CUDA device; estimating anyway"
+                << std::endl;
+      trainer_config.accelerator = "cpu";
+    }
+    zerodiff::train::Trainer trainer(trainer_config);
     auto data = zerodiff::train::make_run_data(config);
     ZD_LOG_INFO("task ", config.task, ": ", data.summary(), ", device ", trainer.device().str());
     if (dry_run) {
-      module->configure_model(trainer.device());
-      int64_t total = 0, trainable = 0;
-      for (const auto& p : module->model().parameters()) total += p.numel();
-      for (const auto& [_, p] : module->trainable_parameters()) trainable += p.numel();
-      std::cout << "dry run: config OK; parameters " << total << " (trainable " << trainable << "); "
-                << data.summary() << std::endl;
+      // Architectures from their configs with random weights on the CPU: no weights file is read.
+      module->configure_model_for_dry_run(torch::kCPU);
+      const auto estimate = zerodiff::train::estimate_memory(*module, config.trainer);
+      std::cout << "dry run: config OK (" << config_path << ")\n"
+                << estimate.report(config.trainer) << "data: " << data.summary() << std::endl;
       return 0;
     }
     const auto result = trainer.fit(*module, *data.train_loader, data.validation_loader.get(), resume);

@@ -364,11 +364,11 @@ at::Tensor make_image_grid(const at::Tensor& images, int64_t columns) {
   return grid;
 }
 
-void write_png(const at::Tensor& image, const std::string& path) {
+std::string encode_png(const at::Tensor& image) {
   ZD_CHECK(image.defined() && image.dim() == 3 &&
                (image.size(0) == 1 || image.size(0) == 3 || image.size(0) == 4) && image.size(1) > 0 &&
                image.size(2) > 0,
-           "write_png: expected an image [C, H, W] with C in {1, 3, 4}, got ",
+           "encode_png: expected an image [C, H, W] with C in {1, 3, 4}, got ",
            image.defined() ? image.sizes() : at::IntArrayRef{});
   // diffusers' numpy_to_pil: (images * 255).round().astype("uint8") on [0, 1] values.
   const at::Tensor hwc = (image.detach().to(at::kCPU, at::kFloat).clamp(0, 1) * 255)
@@ -382,8 +382,17 @@ void write_png(const at::Tensor& image, const std::string& path) {
   auto sink = [](void* context, void* data, int size) {
     static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
   };
-  if (!stbi_write_png_to_func(sink, &bytes, w, h, c, hwc.data_ptr<uint8_t>(), w * c)) {
-    throw IoError(str(path, ": PNG encoding failed (", w, "x", h, "x", c, ")"));
+  ZD_CHECK(stbi_write_png_to_func(sink, &bytes, w, h, c, hwc.data_ptr<uint8_t>(), w * c), "PNG encoding failed (", w,
+           "x", h, "x", c, ")");
+  return bytes;
+}
+
+void write_png(const at::Tensor& image, const std::string& path) {
+  std::string bytes;
+  try {
+    bytes = encode_png(image);
+  } catch (const Error& e) {
+    throw Error(str(path, ": ", e.what()));
   }
   const fs::path parent = fs::path(path).parent_path();
   if (!parent.empty()) {

@@ -39,15 +39,15 @@ bool has_weights(const std::string& path, const std::string& base) {
          fs::exists(fs::path(path) / (base + ".safetensors.index.json"));
 }
 
-models::UNet2DConditionModel load_unet(const std::string& path) {
-  if (has_weights(path, io::kDiffusersWeightsName)) return models::unet_from_pretrained(path);
+models::UNet2DConditionModel load_unet(const std::string& path, bool read_weights = true) {
+  if (read_weights && has_weights(path, io::kDiffusersWeightsName)) return models::unet_from_pretrained(path);
   ZD_LOG_INFO("UNet from config ", path, " (random initialisation)");
   return models::UNet2DConditionModel(models::UNet2DConditionOptions::from_json(read_json_path(path, "unet")));
 }
 
-models::AutoencoderKL load_vae(const std::string& path, bool weights_required) {
-  if (has_weights(path, io::kDiffusersWeightsName)) return models::vae_from_pretrained(path);
-  if (weights_required) {
+models::AutoencoderKL load_vae(const std::string& path, bool weights_required, bool read_weights = true) {
+  if (read_weights && has_weights(path, io::kDiffusersWeightsName)) return models::vae_from_pretrained(path);
+  if (weights_required && read_weights) {
     throw IoError(zerodiff::str(path.empty() ? std::string("model config: 'vae'") : path,
                                 ": a trained VAE folder (config.json + diffusion_pytorch_model.safetensors) is required; "
                                 "train one with task: autoencoder first"));
@@ -56,8 +56,8 @@ models::AutoencoderKL load_vae(const std::string& path, bool weights_required) {
   return models::AutoencoderKL(models::AutoencoderKLOptions::from_json(read_json_path(path, "vae")));
 }
 
-models::CLIPTextModel load_text_encoder(const std::string& path) {
-  if (has_weights(path, io::kTransformersWeightsName)) return models::clip_text_model_from_pretrained(path);
+models::CLIPTextModel load_text_encoder(const std::string& path, bool read_weights = true) {
+  if (read_weights && has_weights(path, io::kTransformersWeightsName)) return models::clip_text_model_from_pretrained(path);
   ZD_LOG_INFO("text encoder from config ", path, " (random initialisation)");
   return models::CLIPTextModel(models::CLIPTextOptions::from_json(read_json_path(path, "text_encoder")));
 }
@@ -96,7 +96,16 @@ TextToImageModule::TextToImageModule(TextToImageConfig config) : config_(std::mo
 void TextToImageModule::configure_model(const torch::Device& device) {
   const auto& c = config_;
   models::SchedulerConfig sched;
-  if (!c.pretrained.empty()) {
+  if (!c.pretrained.empty() && !read_weights_) {
+    // --dry-run: the components' architectures from their config.json files, nothing else read.
+    if (!fs::is_directory(c.pretrained)) throw IoError(zerodiff::str(c.pretrained, ": pretrained folder does not exist"));
+    const fs::path root(c.pretrained);
+    unet_ = load_unet((root / "unet").string(), false);
+    vae_ = load_vae((root / "vae").string(), false, false);
+    text_encoder_ = load_text_encoder((root / "text_encoder").string(), false);
+    sched = sd_training_scheduler();
+    export_scheduler_ = sched;
+  } else if (!c.pretrained.empty()) {
     if (!fs::is_directory(c.pretrained)) throw IoError(zerodiff::str(c.pretrained, ": pretrained folder does not exist"));
     // The pipeline loader reads every component and maps unsupported samplers (SD 1.5's PNDMScheduler) to DDIM
     // with the same betas. Training uses the DDPM forward process with those betas, as diffusers' scripts do;
@@ -109,10 +118,10 @@ void TextToImageModule::configure_model(const torch::Device& device) {
     export_scheduler_ = pipe.scheduler_config();
     sched = models::convert_scheduler_config(*export_scheduler_, "DDPMScheduler");
   } else {
-    unet_ = load_unet(c.unet);
-    vae_ = load_vae(c.vae, /*weights_required=*/true);
-    text_encoder_ = load_text_encoder(c.text_encoder);
-    tokenizer_ = models::CLIPTokenizer::from_pretrained(c.tokenizer);
+    unet_ = load_unet(c.unet, read_weights_);
+    vae_ = load_vae(c.vae, /*weights_required=*/true, read_weights_);
+    text_encoder_ = load_text_encoder(c.text_encoder, read_weights_);
+    if (read_weights_) tokenizer_ = models::CLIPTokenizer::from_pretrained(c.tokenizer);
     sched = c.scheduler.empty() ? sd_training_scheduler()
                                 : models::SchedulerConfig::from_json(read_json_path(c.scheduler, "scheduler"));
     export_scheduler_ = sched;
@@ -132,6 +141,7 @@ void TextToImageModule::configure_model(const torch::Device& device) {
   root_->register_module("text_encoder", text_encoder_);
   freeze(*vae_);
   if (!c.train_text_encoder) freeze(*text_encoder_);
+  unet_->enable_gradient_checkpointing(c.gradient_checkpointing);
   unet_->train();
   root_->to(device);
   int64_t trainable = 0;
@@ -235,7 +245,7 @@ AutoencoderModule::AutoencoderModule(AutoencoderConfig config) : config_(std::mo
 }
 
 void AutoencoderModule::configure_model(const torch::Device& device) {
-  vae_ = load_vae(config_.vae, /*weights_required=*/false);
+  vae_ = load_vae(config_.vae, /*weights_required=*/false, read_weights_);
   vae_->train();
   vae_->to(device);
 }

@@ -1,5 +1,9 @@
 #include "zerodiff/train/RunConfig.h"
 
+#include <iomanip>
+#include <sstream>
+#include <unordered_set>
+
 #include "zerodiff/core/Config.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/data/SubsetDataset.h"
@@ -28,6 +32,64 @@ RunData make_run_data(const RunConfig& config, int rank, int world_size) {
         out.validation, data::make_validation_loader_options(config.data, rank, world_size));
   }
   return out;
+}
+
+MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trainer) {
+  MemoryEstimate e;
+  std::unordered_set<const void*> trainable;
+  for (const auto& g : module.parameter_groups()) {
+    for (const auto& [_, p] : g.params) trainable.insert(p.unsafeGetTensorImpl());
+  }
+  auto count = [&](torch::nn::Module& m, const std::string& name) {
+    ComponentSize c{name, 0, 0};
+    for (const auto& p : m.parameters(true)) {
+      c.parameters += p.numel();
+      if (trainable.count(p.unsafeGetTensorImpl())) c.trainable += p.numel();
+    }
+    for (const auto& b : m.buffers(true)) e.weights += static_cast<double>(b.numel()) * 4;
+    return c;
+  };
+  auto children = module.model().named_children();
+  if (children.is_empty()) {
+    e.components.push_back(count(module.model(), module.model().name()));
+  } else {
+    for (const auto& child : children) e.components.push_back(count(*child.value(), child.key()));
+  }
+  for (const auto& c : e.components) {
+    e.parameters += c.parameters;
+    e.trainable += c.trainable;
+  }
+  e.weights += static_cast<double>(e.parameters) * 4;
+  e.gradients = static_cast<double>(e.trainable) * 4;
+  e.optimizer = static_cast<double>(e.trainable) * 8;
+  e.ema = trainer.ema.enabled ? static_cast<double>(e.trainable) * 4 : 0;
+  return e;
+}
+
+std::string MemoryEstimate::report(const TrainerConfig& trainer) const {
+  auto gib = [](double bytes) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(bytes < 1024.0 * 1024 * 1024 ? 3 : 2) << bytes / (1024.0 * 1024 * 1024)
+       << " GiB";
+    return os.str();
+  };
+  std::ostringstream os;
+  os << std::left << std::setw(16) << "component" << std::right << std::setw(16) << "parameters" << std::setw(16)
+     << "trainable" << "\n";
+  for (const auto& c : components) {
+    os << std::left << std::setw(16) << c.name << std::right << std::setw(16) << c.parameters << std::setw(16)
+       << c.trainable << "\n";
+  }
+  os << std::left << std::setw(16) << "total" << std::right << std::setw(16) << parameters << std::setw(16) << trainable
+     << "\n";
+  os << "memory per rank (strategy " << trainer.strategy << ", precision " << trainer.precision
+     << ", AdamW" << (trainer.ema.enabled ? ", EMA" : "") << "): weights " << gib(weights) << " + gradients "
+     << gib(gradients) << " + optimizer states " << gib(optimizer);
+  if (trainer.ema.enabled) os << " + EMA " << gib(ema);
+  os << " = " << gib(total()) << ", plus activations (not estimated)\n";
+  os << "chunk layout: none (strategy single keeps every parameter whole on one device; sharded chunks come with "
+        "the zero3 and gemini strategies)\n";
+  return os.str();
 }
 
 std::string RunData::summary() const {

@@ -21,6 +21,7 @@
 #include "zerodiff/io/AtomicFile.h"
 #include "zerodiff/io/Checkpoint.h"
 #include "zerodiff/io/Diffusers.h"
+#include "zerodiff/io/TensorBoardWriter.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/optim/LRSchedule.h"
 #include "zerodiff/train/EMA.h"
@@ -91,15 +92,17 @@ std::string format_duration(double seconds) {
   return os.str();
 }
 
+// Resident set size of this process in MiB (/proc/self/statm), 0 when unavailable.
+double rss_mib() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  if (!(statm >> pages_total >> pages_resident)) return 0;
+  return static_cast<double>(pages_resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
 }  // namespace
 
 uint64_t validation_seed(int64_t seed) { return static_cast<uint64_t>(seed) ^ 0x76616c5f6c6f7373ull; }  // "val_loss"
-
-void write_image_grid(const at::Tensor& images, const std::string& path, int64_t columns) {
-  ZD_CHECK(images.dim() == 4 && images.size(1) == 3, "write_image_grid: expected [N, 3, H, W], got ",
-           images.sizes());
-  models::write_png(models::make_image_grid(images.detach().to(torch::kCPU, torch::kFloat), columns), path);
-}
 
 // ------------------------------------------------------------------ Trainer
 
@@ -239,6 +242,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     io::write_file_atomic(metrics_path.string(), kept);
   }
   std::ofstream metrics(metrics_path, std::ios::app);
+  std::optional<io::TensorBoardWriter> tensorboard;
+  if (c.tensorboard) tensorboard.emplace((out_dir / "tensorboard").string());
   const bool tty = ::isatty(STDERR_FILENO) && log::enabled(log::Level::info);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start_step = step;
@@ -271,10 +276,14 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     auto images = module.sample(c.sample_prompts, c.sample_seed);
     if (!images) return;
     const std::string path = (out_dir / "samples" / name).string();
-    write_image_grid(*images, path);
+    ZD_CHECK(images->dim() == 4 && images->size(1) == 3, "sample(): expected images [N, 3, H, W], got ", images->sizes());
+    const at::Tensor grid = models::make_image_grid(images->detach().to(torch::kCPU, torch::kFloat), 4);
+    const std::string png = models::encode_png(grid);
+    fs::create_directories(out_dir / "samples");
+    io::write_file_atomic(path, png);
+    if (tensorboard) tensorboard->add_image_png("samples", png, grid.size(1), grid.size(2), 3, step);
     ZD_LOG_INFO("sample grid ", path);
   };
-
   std::map<std::string, double> last_validation;
   bool validation_supported = true;
   auto validate = [&]() {
@@ -313,6 +322,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       last_validation[k] = v / samples;
       line["val_" + k] = v / samples;
       msg << " val_" << k << " " << std::setprecision(4) << v / samples;
+      if (tensorboard) tensorboard->add_scalar("val/" + k, v / samples, step);
     }
     msg << " (" << static_cast<int64_t>(samples) << " samples, "
         << format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - tv).count()) << ")";
@@ -362,11 +372,22 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       nlohmann::json line = {{"step", step}, {"loss", last_loss}, {"lr", lr}, {"grad_norm", grad_norm},
                              {"images_per_s", ips}, {"elapsed_s", elapsed}};
       for (auto& [k, v] : logs) line[k] = v;
+      const double rss = rss_mib();
+      line["rss_mib"] = rss;
       metrics << line.dump() << "\n" << std::flush;
+      if (tensorboard) {
+        tensorboard->add_scalar("train/loss", last_loss, step);
+        tensorboard->add_scalar("train/lr", lr, step);
+        tensorboard->add_scalar("train/grad_norm", grad_norm, step);
+        tensorboard->add_scalar("train/images_per_s", ips, step);
+        tensorboard->add_scalar("memory/rss_mib", rss, step);
+        for (auto& [k, v] : logs) tensorboard->add_scalar("train/" + k, v, step);
+      }
       std::ostringstream msg;
       msg << "step " << step << "/" << c.max_steps << " loss " << std::setprecision(4) << last_loss << " lr "
           << std::setprecision(3) << lr << " grad_norm " << std::setprecision(3) << grad_norm << " "
-          << std::setprecision(3) << ips << " img/s ETA " << format_duration(eta);
+          << std::setprecision(3) << sps << " it/s " << std::setprecision(3) << ips << " img/s ETA "
+          << format_duration(eta);
       if (tty) {
         const int width = 30;
         const int filled = static_cast<int>(width * step / c.max_steps);

@@ -73,9 +73,13 @@ class Txt2ImgPipeline {
   nlohmann::json scheduler_json_;  // scheduler_config.json as read by from_pretrained (null otherwise)
 };
 
-/// Writes one image [3, H, W] (float in [0, 1]; also [1, H, W] grey or [4, H, W] RGBA) as an 8-bit PNG via
-/// stb_image_write, atomically (temp file + rename). Pixels are round(x * 255) after clamping to [0, 1], as
-/// diffusers' numpy_to_pil. Throws zerodiff::Error for a bad shape, IoError when the file cannot be written.
+/// The 8-bit PNG file bytes of one image [3, H, W] (float in [0, 1]; also [1, H, W] grey or [4, H, W] RGBA),
+/// via stb_image_write. Pixels are round(x * 255) after clamping to [0, 1], as diffusers' numpy_to_pil.
+/// Throws zerodiff::Error for a bad shape.
+std::string encode_png(const at::Tensor& image);
+
+/// Writes encode_png(image) to `path` atomically (temp file + rename). Throws zerodiff::Error naming the file
+/// for a bad shape, IoError when the file cannot be written.
 void write_png(const at::Tensor& image, const std::string& path);
 
 /// Tiles images [N, C, H, W] row-major into one [C, rows * H, columns * W] image (diffusers' make_image_grid);

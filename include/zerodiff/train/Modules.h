@@ -31,6 +31,7 @@ struct TextToImageConfig {
   bool train_text_encoder = false;
   std::optional<double> text_encoder_lr;  ///< peak lr of the text encoder; none = trainer.optimizer.lr
   bool cache_latents = false;   ///< encode each training image once; reuse its posterior every epoch
+  bool gradient_checkpointing = false;  ///< recompute the UNet's resnet / transformer activations in backward
   std::string prediction_type;  ///< "" = the scheduler's; epsilon | v_prediction
   double noise_offset = 0.0;
   double snr_gamma = 0.0;       ///< min-SNR-gamma weighting; 0 = off
@@ -50,6 +51,9 @@ struct TextToImageConfig {
     v("train_text_encoder", train_text_encoder, "Train the text encoder with the UNet");
     v("text_encoder_lr", text_encoder_lr,
       "Peak learning rate of the text encoder (its own AdamW group, same schedule); empty = trainer.optimizer.lr");
+    v("gradient_checkpointing", gradient_checkpointing,
+      "Activation checkpointing of the UNet (every resnet and transformer of its blocks is recomputed in "
+      "backward): less activation memory for more compute; the gradients are unchanged");
     v("cache_latents", cache_latents,
       "Encode each training image once and reuse its VAE posterior (a fresh latent sample every step); needs "
       "deterministic images (data.random_flip false; data.center_crop true unless synthetic); CPU memory: "

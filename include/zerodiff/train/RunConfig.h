@@ -69,6 +69,31 @@ struct RunData {
 /// folder, malformed metadata ...), before any training.
 RunData make_run_data(const RunConfig& config, int rank = 0, int world_size = 1);
 
+/// Parameter counts of one top-level component of a module's model() (e.g. "unet").
+struct ComponentSize {
+  std::string name;
+  int64_t parameters = 0;  ///< elements
+  int64_t trainable = 0;   ///< elements in the module's parameter groups
+};
+
+/// What `zerodiff-train --dry-run` prints: parameter counts per component and the per-rank memory of the
+/// model states for the configured strategy and precision (bytes; activations are not estimated).
+struct MemoryEstimate {
+  std::vector<ComponentSize> components;
+  int64_t parameters = 0, trainable = 0;
+  double weights = 0;    ///< every parameter and buffer, fp32
+  double gradients = 0;  ///< fp32, trainable parameters
+  double optimizer = 0;  ///< AdamW exp_avg + exp_avg_sq, fp32, trainable parameters
+  double ema = 0;        ///< EMA shadow, fp32, trainable parameters (when trainer.ema.enabled)
+  double total() const { return weights + gradients + optimizer + ema; }
+  /// The human-readable report (a table of components, then the memory lines).
+  std::string report(const TrainerConfig& trainer) const;
+};
+
+/// Counts and estimates for `module` after configure_model / configure_model_for_dry_run. Strategy single,
+/// precision 32-true (the others are not available yet: Trainer refuses them).
+MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trainer);
+
 /// A whole run as zerodiff-train does it: module, trainer, data, fit (resume: "", "latest" or a path).
 FitResult run(const RunConfig& config, const std::string& resume = "");
 

@@ -86,6 +86,7 @@ struct TrainerConfig {
   int64_t sample_every = 0;               ///< 0 = only at the end (when prompts are given)
   std::vector<std::string> sample_prompts;
   int64_t sample_seed = 0;
+  bool tensorboard = true;                ///< event files under output_dir/tensorboard
   int64_t val_every = 0;                  ///< 0 = validation only at the end (when there is a validation set)
   int64_t val_batches = 0;                ///< 0 = the whole validation set
   OptimizerConfig optimizer;
@@ -108,6 +109,8 @@ struct TrainerConfig {
     v("sample_every", sample_every, "Write a sample grid every N steps (0 = only at the end)");
     v("sample_prompts", sample_prompts, "Prompts of the sample grid");
     v("sample_seed", sample_seed, "Seed of the sample grid's initial noise");
+    v("tensorboard", tensorboard,
+      "Write TensorBoard event files (scalars and sample grids) to output_dir/tensorboard");
     v("val_every", val_every,
       "Validate every N steps (0 = only at the end); needs a validation set (data.validation_split)");
     v("val_batches", val_batches, "Validation batches per validation (0 = the whole validation set)");
@@ -170,10 +173,5 @@ class Trainer {
 /// Seed of the generator each validation starts from, for a run seeded with `seed` (a fixed function of it,
 /// distinct from the training generator's seed).
 uint64_t validation_seed(int64_t seed);
-
-/// Tiles images [N, 3, H, W] in [0, 1] into a grid (rows of `columns`; models::make_image_grid) and writes it
-/// as PNG atomically (models::write_png). Throws
-/// IoError naming the file on failure.
-void write_image_grid(const at::Tensor& images, const std::string& path, int64_t columns = 4);
 
 }  // namespace zerodiff::train

@@ -44,6 +44,13 @@ class TrainingModule {
   /// else. Throws on bad config / missing files (nothing has been written yet).
   virtual void configure_model(const torch::Device& device) = 0;
 
+  /// configure_model without reading any weights file: the architectures from their configs with random
+  /// weights, for `zerodiff-train --dry-run` (parameter counts, memory estimate). Not for training.
+  void configure_model_for_dry_run(const torch::Device& device) {
+    read_weights_ = false;
+    configure_model(device);
+  }
+
   /// The root module: its named parameters/buffers are what checkpoints save and restore.
   virtual torch::nn::Module& model() = 0;
 
@@ -74,6 +81,10 @@ class TrainingModule {
   /// Writes the exported weights (e.g. a diffusers folder) into `dir`. Called at the end of fit with the
   /// EMA weights in place when EMA is on. Default: a safetensors file of model()'s state.
   virtual void export_to(const std::string& dir);
+
+ protected:
+  /// False while configure_model_for_dry_run runs: modules that load weights files skip them.
+  bool read_weights_ = true;
 };
 
 }  // namespace zerodiff::train

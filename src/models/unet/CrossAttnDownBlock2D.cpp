@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "zerodiff/core/Error.h"
+#include "Checkpointed.h"
 
 namespace zerodiff::models {
 
@@ -53,8 +54,8 @@ std::pair<at::Tensor, std::vector<at::Tensor>> CrossAttnDownBlock2DImpl::forward
   std::vector<at::Tensor> output_states;
   at::Tensor x = hidden_states;
   for (size_t i = 0; i < resnets->size(); ++i) {
-    x = resnets->at<ResnetBlock2DImpl>(i).forward(x, temb);
-    x = attentions->at<Transformer2DModelImpl>(i).forward(x, encoder_hidden_states);
+    x = detail::run_resnet(resnets, i, x, temb, gradient_checkpointing);
+    x = detail::run_transformer(attentions, i, x, encoder_hidden_states, gradient_checkpointing);
     output_states.push_back(x);
   }
   if (downsamplers) {

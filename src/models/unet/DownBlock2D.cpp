@@ -1,5 +1,7 @@
 #include "zerodiff/models/unet/DownBlock2D.h"
 
+#include "Checkpointed.h"
+
 #include <torch/torch.h>
 
 namespace zerodiff::models {
@@ -31,7 +33,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> DownBlock2DImpl::forward(const at
   std::vector<at::Tensor> output_states;
   at::Tensor x = hidden_states;
   for (size_t i = 0; i < resnets->size(); ++i) {
-    x = resnets->at<ResnetBlock2DImpl>(i).forward(x, temb);
+    x = detail::run_resnet(resnets, i, x, temb, gradient_checkpointing);
     output_states.push_back(x);
   }
   if (downsamplers) {

@@ -194,6 +194,20 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
   return conv_out->forward(sample);
 }
 
+void UNet2DConditionModelImpl::enable_gradient_checkpointing(bool on) {
+  gradient_checkpointing_ = on;
+  auto set = [on](const std::shared_ptr<torch::nn::Module>& block) {
+    if (auto* b = block->as<CrossAttnDownBlock2DImpl>()) b->gradient_checkpointing = on;
+    if (auto* b = block->as<DownBlock2DImpl>()) b->gradient_checkpointing = on;
+    if (auto* b = block->as<CrossAttnUpBlock2DImpl>()) b->gradient_checkpointing = on;
+    if (auto* b = block->as<UpBlock2DImpl>()) b->gradient_checkpointing = on;
+    if (auto* b = block->as<UNetMidBlock2DCrossAttnImpl>()) b->gradient_checkpointing = on;
+  };
+  for (size_t i = 0; i < down_blocks->size(); ++i) set(down_blocks->ptr(i));
+  set(mid_block.ptr());
+  for (size_t i = 0; i < up_blocks->size(); ++i) set(up_blocks->ptr(i));
+}
+
 std::vector<nn::Unit> UNet2DConditionModelImpl::units() const {
   std::vector<nn::Unit> units;
   auto stem = std::make_shared<torch::nn::Module>("UNetStem");

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "zerodiff/core/Error.h"
+#include "Checkpointed.h"
 
 namespace zerodiff::models {
 
@@ -46,10 +47,10 @@ void UNetMidBlock2DCrossAttnImpl::reset() {
 
 at::Tensor UNetMidBlock2DCrossAttnImpl::forward(const at::Tensor& hidden_states, const at::Tensor& temb,
                                                 const at::Tensor& encoder_hidden_states) {
-  at::Tensor x = resnets->at<ResnetBlock2DImpl>(0).forward(hidden_states, temb);
+  at::Tensor x = detail::run_resnet(resnets, 0, hidden_states, temb, gradient_checkpointing);
   for (size_t i = 0; i < attentions->size(); ++i) {
-    x = attentions->at<Transformer2DModelImpl>(i).forward(x, encoder_hidden_states);
-    x = resnets->at<ResnetBlock2DImpl>(i + 1).forward(x, temb);
+    x = detail::run_transformer(attentions, i, x, encoder_hidden_states, gradient_checkpointing);
+    x = detail::run_resnet(resnets, i + 1, x, temb, gradient_checkpointing);
   }
   return x;
 }

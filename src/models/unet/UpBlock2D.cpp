@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "zerodiff/core/Error.h"
+#include "Checkpointed.h"
 
 namespace zerodiff::models {
 
@@ -37,7 +38,7 @@ at::Tensor UpBlock2DImpl::forward(const at::Tensor& hidden_states, const std::ve
   size_t next = res_hidden_states.size();
   for (size_t i = 0; i < resnets->size(); ++i) {
     x = torch::cat({x, res_hidden_states[--next]}, 1);
-    x = resnets->at<ResnetBlock2DImpl>(i).forward(x, temb);
+    x = detail::run_resnet(resnets, i, x, temb, gradient_checkpointing);
   }
   if (upsamplers) x = upsamplers->at<Upsample2DImpl>(0).forward(x, upsample_size);
   return x;

@@ -53,6 +53,8 @@ class CrossAttnDownBlock2DImpl : public torch::nn::Cloneable<CrossAttnDownBlock2
                                                          const at::Tensor& encoder_hidden_states);
 
   CrossAttnDownBlock2DOptions options;
+  /// Recompute each resnet / transformer in backward instead of storing activations (nn::checkpoint).
+  bool gradient_checkpointing = false;
   torch::nn::ModuleList resnets{nullptr};
   torch::nn::ModuleList attentions{nullptr};
   torch::nn::ModuleList downsamplers{nullptr};  // null without add_downsample

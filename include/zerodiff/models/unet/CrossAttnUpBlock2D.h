@@ -56,6 +56,8 @@ class CrossAttnUpBlock2DImpl : public torch::nn::Cloneable<CrossAttnUpBlock2DImp
                      const std::optional<std::vector<int64_t>>& upsample_size = std::nullopt);
 
   CrossAttnUpBlock2DOptions options;
+  /// Recompute each resnet / transformer in backward instead of storing activations (nn::checkpoint).
+  bool gradient_checkpointing = false;
   torch::nn::ModuleList resnets{nullptr};
   torch::nn::ModuleList attentions{nullptr};
   torch::nn::ModuleList upsamplers{nullptr};

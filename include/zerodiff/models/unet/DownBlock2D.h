@@ -43,6 +43,8 @@ class DownBlock2DImpl : public torch::nn::Cloneable<DownBlock2DImpl> {
   std::pair<at::Tensor, std::vector<at::Tensor>> forward(const at::Tensor& hidden_states, const at::Tensor& temb);
 
   DownBlock2DOptions options;
+  /// Recompute each resnet / transformer in backward instead of storing activations (nn::checkpoint).
+  bool gradient_checkpointing = false;
   torch::nn::ModuleList resnets{nullptr};
   torch::nn::ModuleList downsamplers{nullptr};  // null without add_downsample
 };

@@ -44,6 +44,12 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
   /// The grouping modules of "stem" and "head" are built on each call (cheap; they share parameters).
   std::vector<nn::Unit> units() const;
 
+  /// diffusers' enable_gradient_checkpointing / disable_gradient_checkpointing: every resnet and transformer of
+  /// the down, mid and up blocks runs through nn::checkpoint while training with grad enabled (activations of
+  /// those layers are recomputed in backward; the gradients are unchanged).
+  void enable_gradient_checkpointing(bool on = true);
+  bool gradient_checkpointing() const { return gradient_checkpointing_; }
+
   /// Number of upsamplers (= len(block_out_channels) - 1).
   int64_t num_upsamplers() const { return num_upsamplers_; }
 
@@ -59,6 +65,7 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
 
  private:
   int64_t num_upsamplers_ = 0;
+  bool gradient_checkpointing_ = false;
 };
 TORCH_MODULE(UNet2DConditionModel);
 

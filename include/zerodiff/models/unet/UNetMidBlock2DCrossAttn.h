@@ -47,6 +47,8 @@ class UNetMidBlock2DCrossAttnImpl : public torch::nn::Cloneable<UNetMidBlock2DCr
                      const at::Tensor& encoder_hidden_states);
 
   UNetMidBlock2DCrossAttnOptions options;
+  /// Recompute each resnet / transformer in backward instead of storing activations (nn::checkpoint).
+  bool gradient_checkpointing = false;
   torch::nn::ModuleList resnets{nullptr};
   torch::nn::ModuleList attentions{nullptr};
 };

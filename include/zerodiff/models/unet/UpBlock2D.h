@@ -51,6 +51,8 @@ class UpBlock2DImpl : public torch::nn::Cloneable<UpBlock2DImpl> {
                      const std::optional<std::vector<int64_t>>& upsample_size = std::nullopt);
 
   UpBlock2DOptions options;
+  /// Recompute each resnet / transformer in backward instead of storing activations (nn::checkpoint).
+  bool gradient_checkpointing = false;
   torch::nn::ModuleList resnets{nullptr};
   torch::nn::ModuleList upsamplers{nullptr};  // null without add_upsample
 };
