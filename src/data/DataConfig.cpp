@@ -44,6 +44,7 @@ DataLoaderOptions make_validation_loader_options(const DataConfig& config, int r
   DataLoaderOptions options = make_loader_options(config, rank, world_size);
   options.shuffle = false;
   options.drop_last = false;
+  options.num_workers = 0;  // the Trainer builds validation batches itself (build_batch): no prefetching threads
   options.image.center_crop = true;
   options.image.random_flip = false;
   options.caption = CaptionTransformOptions{};

@@ -85,39 +85,47 @@ void fsync_path(const std::filesystem::path& p) {
 
 void write_directory_atomic(const std::string& dir, const std::function<void(const std::string& temp)>& fill) {
   namespace fs = std::filesystem;
-  const fs::path target = fs::path(dir).lexically_normal();
+  fs::path target = fs::path(dir).lexically_normal();
+  if (target.filename().empty() && target.has_parent_path()) target = target.parent_path();  // "out/final/"
+  ZD_CHECK(!target.filename().empty() && target.filename() != "." && target.filename() != "..",
+           "write_directory_atomic: '", dir, "' does not name a folder");
   const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
   const std::string name = target.filename().string();
   const fs::path temp = parent / zerodiff::str(".", name, ".tmp-", ::getpid());
+  const fs::path old = parent / zerodiff::str(".", name, ".old-", ::getpid());
   std::error_code ec;
   fs::create_directories(parent, ec);
   if (ec) throw IoError(zerodiff::str(parent.string(), ": cannot create folder: ", ec.message()));
-  fs::remove_all(temp, ec);
+  // Leftovers of interrupted writes of this folder (any pid: one writer per folder) are never complete.
+  const std::string tmp_prefix = zerodiff::str(".", name, ".tmp-"), old_prefix = zerodiff::str(".", name, ".old-");
+  for (const auto& entry : fs::directory_iterator(parent, ec)) {
+    const std::string n = entry.path().filename().string();
+    if (n.rfind(tmp_prefix, 0) == 0 || n.rfind(old_prefix, 0) == 0) fs::remove_all(entry.path(), ec);
+  }
   fs::create_directories(temp, ec);
   if (ec) throw IoError(zerodiff::str(temp.string(), ": cannot create: ", ec.message()));
   try {
     fill(temp.string());
-    for (const auto& entry : fs::recursive_directory_iterator(temp)) {
-      if (entry.is_regular_file()) fsync_path(entry.path());
-    }
-    fsync_path(temp);
-    if (fs::exists(target)) {
-      const fs::path old = parent / zerodiff::str(".", name, ".old-", ::getpid());
-      fs::remove_all(old, ec);
-      fs::rename(target, old);
-      fs::rename(temp, target);
-      fs::remove_all(old, ec);
-    } else {
-      fs::rename(temp, target);
-    }
-    fsync_path(parent);
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(temp, ec);
-    throw IoError(zerodiff::str(dir, ": cannot replace the folder: ", e.what()));
   } catch (...) {
     fs::remove_all(temp, ec);
     throw;
   }
+  bool moved_aside = false;
+  try {
+    for (const auto& entry : fs::recursive_directory_iterator(temp)) fsync_path(entry.path());
+    fsync_path(temp);
+    if (fs::exists(target)) {
+      fs::rename(target, old);
+      moved_aside = true;
+    }
+    fs::rename(temp, target);
+    fsync_path(parent);
+  } catch (const fs::filesystem_error& e) {
+    if (moved_aside && !fs::exists(target)) fs::rename(old, target, ec);  // put the previous folder back
+    fs::remove_all(temp, ec);
+    throw IoError(zerodiff::str(dir, ": cannot replace the folder: ", e.what()));
+  }
+  if (moved_aside) fs::remove_all(old, ec);
 }
 
 }  // namespace zerodiff::io

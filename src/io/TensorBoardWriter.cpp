@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -97,9 +98,13 @@ TensorBoardWriter::TensorBoardWriter(const std::string& log_dir) {
   char host[256] = "localhost";
   ::gethostname(host, sizeof(host) - 1);
   host[sizeof(host) - 1] = '\0';
-  const auto seconds = static_cast<int64_t>(now_seconds());
-  path_ = (fs::path(log_dir) / zerodiff::str("events.out.tfevents.", seconds, ".", host, ".", ::getpid(), ".",
-                                              g_file_counter++))
+  // TensorBoard reads a folder's files in name order: after the seconds and host, a zero-padded microsecond
+  // clock keeps that order = creation order (a resumed run's file after the first run's, whatever the pids).
+  const double now = now_seconds();
+  char micros[32];
+  std::snprintf(micros, sizeof(micros), "%017lld", static_cast<long long>(now * 1e6));
+  path_ = (fs::path(log_dir) / zerodiff::str("events.out.tfevents.", static_cast<int64_t>(now), ".", host, ".", micros,
+                                              ".", ::getpid(), ".", g_file_counter++))
               .string();
   out_.open(path_, std::ios::binary | std::ios::trunc);
   if (!out_) throw IoError(zerodiff::str(path_, ": cannot create the event file"));
@@ -132,6 +137,15 @@ void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t
   put_bytes(v, 1, tag);
   put_float(v, 2, static_cast<float>(value));
   write_event(summary_event(v, step, wall_time));
+}
+
+void TensorBoardWriter::add_session_start(int64_t step) {
+  std::string session_log, event;
+  put_int(session_log, 1, 1);  // SessionLog.status = START
+  put_double(event, 1, now_seconds());
+  put_int(event, 2, step);
+  put_bytes(event, 7, session_log);
+  write_event(event);
 }
 
 void TensorBoardWriter::add_image_png(const std::string& tag, const std::string& png, int64_t height, int64_t width,

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/torch.h>
 
+#include <mutex>
 #include <optional>
 
 #include "zerodiff/core/Error.h"
@@ -28,21 +29,31 @@ struct RngStates {
 
   static RngStates capture(const std::vector<at::Tensor>& inputs) {
     RngStates s;
-    s.cpu = at::detail::getDefaultCPUGenerator().get_state();
+    {
+      at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(cpu_gen.mutex());
+      s.cpu = cpu_gen.get_state();
+    }
     for (const auto& t : inputs) {
       if (t.is_cuda()) {
         s.device = t.device();
-        s.device_state = at::globalContext().defaultGenerator(t.device()).get_state();
+        at::Generator g = at::globalContext().defaultGenerator(t.device());
+        std::lock_guard<std::mutex> lock(g.mutex());
+        s.device_state = g.get_state();
         break;
       }
     }
     return s;
   }
   void restore() const {
-    at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();
-    cpu_gen.set_state(cpu);
+    {
+      at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(cpu_gen.mutex());
+      cpu_gen.set_state(cpu);
+    }
     if (device) {
       at::Generator g = at::globalContext().defaultGenerator(*device);
+      std::lock_guard<std::mutex> lock(g.mutex());
       g.set_state(device_state);
     }
   }

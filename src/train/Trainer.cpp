@@ -164,8 +164,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     ZD_CHECK(!g.lr || *g.lr > 0, "parameter group '", g.name, "': learning rate must be > 0, got ", g.lr.value_or(0));
     std::vector<at::Tensor> group_tensors;
     for (const auto& [name, p] : g.params) {
-      for (const auto& t : tensors) {
-        ZD_CHECK(!t.is_same(p), "parameter '", name, "' appears in two parameter groups");
+      for (size_t k = 0; k < params.size(); ++k) {
+        ZD_CHECK(!params[k].second.is_same(p), "parameter '", name, "' appears twice in the parameter groups");
+        ZD_CHECK(params[k].first != name, "two parameters are named '", name,
+                 "' in the parameter groups (the optimizer state is saved by name)");
       }
       params.emplace_back(name, p);
       tensors.push_back(p);
@@ -242,8 +244,20 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     io::write_file_atomic(metrics_path.string(), kept);
   }
   std::ofstream metrics(metrics_path, std::ios::app);
+  // TensorBoard continues like metrics.jsonl: a fresh run starts the folder anew; a resume writes a new file
+  // that begins with SessionLog START at the resumed step, so TensorBoard drops the older files' later points.
   std::optional<io::TensorBoardWriter> tensorboard;
-  if (c.tensorboard) tensorboard.emplace((out_dir / "tensorboard").string());
+  if (c.tensorboard) {
+    const fs::path tb_dir = out_dir / "tensorboard";
+    if (resumed_step == 0) {
+      std::error_code ec;
+      for (const auto& entry : fs::directory_iterator(tb_dir, ec)) {
+        if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0) fs::remove(entry.path(), ec);
+      }
+    }
+    tensorboard.emplace(tb_dir.string());
+    if (resumed_step > 0) tensorboard->add_session_start(resumed_step + 1);
+  }
   const bool tty = ::isatty(STDERR_FILENO) && log::enabled(log::Level::info);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start_step = step;
@@ -411,6 +425,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   result.steps = step;
   result.last_loss = last_loss;
   result.last_checkpoint = last_ckpt;
+  result.validation = last_validation;
   if (step < c.max_steps) return result;  // stopped early: resume later
   result.export_dir = (out_dir / "final").string();
   // final/ is complete or absent (a re-run replaces it in one rename): a crash mid-export loses nothing.

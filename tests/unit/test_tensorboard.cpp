@@ -115,3 +115,45 @@ TEST(TensorBoard, EventFilesReadBackInTensorBoard) {
   EXPECT_EQ(run["images"]["samples"][1][1], 16);
   EXPECT_EQ(run["images"]["samples"][1][2], 8);
 }
+
+TEST(TensorBoard, ResumeReplacesTheStepsAfterTheCheckpoint) {
+  if (!fs::exists(kSource + "/.venv/bin/python")) GTEST_SKIP() << "no .venv (bash tools/setup.sh creates it)";
+  const std::string out = (fs::path(testing::TempDir()) / "zd_tensorboard_resume").string();
+  fs::remove_all(out);
+  zt::TrainerConfig c;
+  c.output_dir = out;
+  c.max_steps = 4;
+  c.accelerator = "cpu";
+  c.log_every = 1;
+  c.checkpoint_every = 2;
+  c.keep_last = 0;
+  c.optimizer.lr = 1e-2;
+  zerodiff::data::DataLoaderOptions o;
+  o.batch_size = 2;
+  o.num_workers = 0;
+  o.image.resolution = 8;
+  auto dataset = std::make_shared<zerodiff::data::SyntheticShapesDataset>(
+      zerodiff::data::SyntheticShapesOptions{.size = 8, .image_size = 8, .seed = 1});
+  {
+    SampledToy m;
+    zerodiff::data::DataLoader loader(dataset, o);
+    zt::Trainer(c).fit(m, loader, "", /*stop_at_step=*/3);  // logs steps 1..3, checkpoints at 2 and 3
+  }
+  {
+    SampledToy m;
+    zerodiff::data::DataLoader loader(dataset, o);
+    zt::Trainer(c).fit(m, loader, out + "/checkpoints/checkpoint-2");  // step 3 again, then 4
+  }
+  const auto run = read_back(out + "/tensorboard");
+  std::vector<int64_t> steps;
+  for (const auto& point : run["scalars"]["train/loss"]) steps.push_back(point[0].get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4}));  // step 3 once: the first run's point was purged
+  // The surviving step-3 point is the resumed run's, as in metrics.jsonl.
+  std::ifstream metrics(out + "/metrics.jsonl");
+  double loss3 = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["step"] == 3) loss3 = j["loss"].get<double>();
+  }
+  EXPECT_FLOAT_EQ(run["scalars"]["train/loss"][2][1].get<float>(), static_cast<float>(loss3));
+}

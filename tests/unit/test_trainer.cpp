@@ -284,7 +284,7 @@ TEST(Trainer, ParameterGroupsHaveTheirOwnLearningRate) {
     zt::Trainer(config(fresh("groups_dup"), 1)).fit(dup, loader);
     FAIL();
   } catch (const zerodiff::Error& e) {
-    EXPECT_STREQ(e.what(), "parameter 'conv1.weight' appears in two parameter groups");
+    EXPECT_STREQ(e.what(), "parameter 'conv1.weight' appears twice in the parameter groups");
   }
 }
 
@@ -431,8 +431,14 @@ TEST(Checkpoints, FolderWritesAreAllOrNothing) {
   int entries = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(fs::path(dir).parent_path())) ++entries;
   EXPECT_EQ(entries, 1);  // only final/
-  // A successful rewrite replaces the folder as a whole (files of the old one do not linger).
-  zio::write_directory_atomic(dir, [](const std::string& t) { zio::write_file_atomic(t + "/c.txt", "two"); });
+  // A successful rewrite replaces the folder as a whole (files of the old one do not linger); leftovers of a
+  // killed writer (another pid) are cleared; a trailing slash names the same folder.
+  const fs::path parent = fs::path(dir).parent_path();
+  fs::create_directories(parent / ".final.tmp-999999" / "unet");
+  fs::create_directories(parent / ".final.old-999999");
+  zio::write_directory_atomic(dir + "/", [](const std::string& t) { zio::write_file_atomic(t + "/c.txt", "two"); });
   EXPECT_FALSE(fs::exists(dir + "/a.txt"));
   EXPECT_EQ(read(dir + "/c.txt"), "two");
+  EXPECT_FALSE(fs::exists(parent / ".final.tmp-999999"));
+  EXPECT_FALSE(fs::exists(parent / ".final.old-999999"));
 }

@@ -96,7 +96,8 @@ std::shared_ptr<const Dataset> make_dataset(const DataConfig& config);
 DataLoaderOptions make_loader_options(const DataConfig& config, int rank = 0, int world_size = 1);
 
 /// Options of the validation loader: those of make_loader_options without the randomness of training (no
-/// shuffle, center crop, no random flip, no caption dropout or tag shuffling) and keeping the last incomplete batch.
+/// shuffle, center crop, no random flip, no caption dropout or tag shuffling), keeping the last incomplete batch,
+/// and no worker threads (the Trainer builds validation batches on demand).
 DataLoaderOptions make_validation_loader_options(const DataConfig& config, int rank = 0, int world_size = 1);
 
 }  // namespace zerodiff::data

@@ -35,9 +35,10 @@ class AtomicFile {
 void write_file_atomic(const std::string& path, const std::string& contents);
 
 /// Builds the folder `dir` so that it is either absent/old or complete: `fill` writes into a hidden sibling
-/// ("<parent>/.<name>.tmp-<pid>", created empty, its leftovers from an interrupted run removed first); the
-/// sibling is fsynced and renamed to `dir`, an existing `dir` being moved aside only at that moment and then
-/// removed. When `fill` throws, the sibling is removed, `dir` is untouched and the exception propagates.
+/// ("<parent>/.<name>.tmp-<pid>", created empty; leftovers of interrupted writes of `dir`, any pid, are
+/// removed first: one writer per folder); every file and folder in it is fsynced, then it is renamed to `dir`,
+/// an existing `dir` being moved aside only at that moment and removed afterwards (put back if the rename
+/// fails). When `fill` throws, the sibling is removed, `dir` is untouched and the exception propagates.
 /// Throws IoError naming the folder when it cannot be created or renamed.
 void write_directory_atomic(const std::string& dir, const std::function<void(const std::string& temp)>& fill);
 

@@ -2,11 +2,11 @@
 // TensorFlow or protobuf: the few Event/Summary fields we write are encoded by hand.
 //
 // Format (tensorflow/core/util/events_writer.cc, tensorflow/core/lib/io/record_writer.cc): a file
-// "events.out.tfevents.<unix seconds>.<host>.<pid>.<n>" of records; a record is
+// "events.out.tfevents.<unix seconds>.<host>.<unix microseconds, 17 digits>.<pid>.<n>" of records; a record is
 //   uint64 length (little endian) | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)
 // with masked_crc = ((crc >> 15) | (crc << 17)) + 0xa282ead8 and CRC-32C (Castagnoli). Each record holds one
 // tensorflow.Event: wall_time (1, double), step (2, int64), file_version (3, string; "brain.Event:2" in the
-// first record) or summary (5): Summary.value (1) = {tag (1), simple_value (2, float) | image (4) =
+// first record), summary (5) or session_log (7) = {status (1): START = 1}: Summary.value (1) = {tag (1), simple_value (2, float) | image (4) =
 // {height (1), width (2), colorspace (3), encoded_image_string (4)}}.
 #pragma once
 
@@ -35,6 +35,9 @@ class TensorBoardWriter {
   /// One image ("Images" tab) from PNG bytes of a `width` x `height` image with `channels` (1, 3 or 4).
   void add_image_png(const std::string& tag, const std::string& png, int64_t height, int64_t width, int channels,
                      int64_t step, double wall_time = -1);
+  /// A SessionLog START event at `step` (Event field 7, status 1): TensorBoard then discards the points of
+  /// earlier files at steps >= `step` (what a resumed run rewrites), as tf.summary's purge_step does.
+  void add_session_start(int64_t step);
   /// Pushes written records to the OS (records are also flushed after every add_*). Throws IoError.
   void flush();
 

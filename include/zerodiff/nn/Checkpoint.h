@@ -7,6 +7,8 @@
 // re-runs `fn` with grad enabled on detached copies of the inputs, back-propagates the incoming gradients
 // through it (parameter gradients accumulate into .grad as usual) and returns the inputs' gradients. The
 // caller's RNG state is put back afterwards, so checkpointing does not change later random draws either.
+// Reentrant style: parameter gradients reach .grad through the inner backward (torch::autograd::grad on the
+// outer graph does not return them), and a unit is recomputed even when nothing in it needs a gradient.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -48,18 +48,26 @@ class TrainingModule {
   /// weights, for `zerodiff-train --dry-run` (parameter counts, memory estimate). Not for training.
   void configure_model_for_dry_run(const torch::Device& device) {
     read_weights_ = false;
-    configure_model(device);
+    try {
+      configure_model(device);
+    } catch (...) {
+      read_weights_ = true;
+      throw;
+    }
+    read_weights_ = true;
   }
 
   /// The root module: its named parameters/buffers are what checkpoints save and restore.
   virtual torch::nn::Module& model() = 0;
 
-  /// Trainable parameters by name (default: every parameter of model() with requires_grad). The Trainer
-  /// builds AdamW over them (the "configure optimizers" hook: override to train a subset).
+  /// Trainable parameters by name (default: every parameter of model() with requires_grad). The default
+  /// parameter_groups() puts them in one group; a module that overrides parameter_groups() (as
+  /// TextToImageModule does) derives this list from its groups, and overriding only this one then has no effect.
   virtual std::vector<std::pair<std::string, at::Tensor>> trainable_parameters();
 
-  /// The parameter groups of the optimizer (default: one group, trainable_parameters(), the trainer's lr).
-  /// Every group must be non-empty and no parameter may appear twice.
+  /// The "configure optimizers" hook: AdamW's parameter groups, which the Trainer trains (default: one group,
+  /// trainable_parameters(), at the trainer's lr). Every group must be non-empty; no tensor and no name may
+  /// appear twice (the optimizer state is saved by name).
   virtual std::vector<ParameterGroup> parameter_groups() { return {ParameterGroup{"all", trainable_parameters(), {}}}; }
 
   /// Loss for one micro-batch. The Trainer divides by the accumulation count and calls backward.

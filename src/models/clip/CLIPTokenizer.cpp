@@ -472,15 +472,22 @@ CLIPTokens CLIPTokenizer::operator()(const std::vector<std::string>& texts, std:
     std::vector<int64_t> tokens = m.encode(texts[static_cast<size_t>(b)]);
     if (tokens.size() > keep) {
       const std::vector<int64_t> removed(tokens.begin() + static_cast<std::ptrdiff_t>(keep), tokens.end());
-      bool first = false;
+      // Once per text and length (a training caption is tokenized every epoch), for the first kMaxWarned texts;
+      // then one line saying that further truncations are not reported (shuffled tags make endless variants).
+      constexpr size_t kMaxWarned = 1000;
+      bool first = false, cap_reached = false;
       {
         std::lock_guard<std::mutex> lock(m.cache_mutex);
-        first = m.warned.insert(str(L, ":", texts[static_cast<size_t>(b)])).second;
+        if (m.warned.size() < kMaxWarned) {
+          first = m.warned.insert(str(L, ":", texts[static_cast<size_t>(b)])).second;
+          cap_reached = first && m.warned.size() == kMaxWarned;
+        }
       }
-      if (first) {  // once per text and length: a training caption is tokenized every epoch
+      if (first) {
         ZD_LOG_WARN("The following part of your input was truncated because CLIP can only handle sequences up to ",
                     L, " tokens: ['", decode(removed), "']");
       }
+      if (cap_reached) ZD_LOG_WARN("CLIPTokenizer: ", kMaxWarned, " truncated texts reported; further ones are not");
       tokens.resize(keep);
     }
     int64_t j = 0;

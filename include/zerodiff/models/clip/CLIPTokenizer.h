@@ -86,7 +86,7 @@ class CLIPTokenizer {
   /// transformers' tokenizer(texts, padding="max_length", max_length=L, truncation=True) with
   /// L = max_length or model_max_length: bos + first L-2 ids + eos, then pad ids. A prompt that is cut logs
   /// ZD_LOG_WARN "The following part of your input was truncated because CLIP can only handle sequences up to
-  /// 77 tokens: [...]" (diffusers' warning) naming the removed text, once per text and length.
+  /// 77 tokens: [...]" (diffusers' warning) naming the removed text, once per text and length (for the first 1000 texts).
   CLIPTokens operator()(const std::vector<std::string>& texts, std::optional<int64_t> max_length = {}) const;
 
   /// Text of `ids` ("</w>" becomes a space, byte symbols back to UTF-8, specials dropped when asked), trimmed.
