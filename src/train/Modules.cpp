@@ -13,6 +13,7 @@
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
+#include "zerodiff/nn/Autocast.h"
 
 namespace fs = std::filesystem;
 
@@ -165,6 +166,9 @@ at::Tensor TextToImageModule::text_embeddings(const data::Batch& batch, const St
 
 at::Tensor TextToImageModule::training_latents(const data::Batch& batch, StepContext& ctx) {
   torch::NoGradGuard no_grad;
+  // Known trap: SD's VAE overflows in float16. Unless asked otherwise, it runs in float32 inside mixed steps.
+  std::optional<nn::AutocastScope> fp32;
+  if (config_.vae_precision == "fp32") fp32.emplace(ctx.device.type(), std::nullopt);
   if (!config_.cache_latents) {
     return vae_->scale_latents(vae_->encode(batch.images.to(ctx.device)).sample(ctx.generator));
   }
@@ -208,7 +212,12 @@ std::optional<StepOutput> TextToImageModule::validation_step(const data::Batch& 
   unet_->eval();
   text_encoder_->eval();
   const at::Tensor text = text_embeddings(batch, ctx, /*grad=*/false);
-  const at::Tensor latents = vae_->scale_latents(vae_->encode(batch.images.to(ctx.device)).sample(ctx.generator));
+  at::Tensor latents;
+  {
+    std::optional<nn::AutocastScope> fp32;
+    if (config_.vae_precision == "fp32") fp32.emplace(ctx.device.type(), std::nullopt);
+    latents = vae_->scale_latents(vae_->encode(batch.images.to(ctx.device)).sample(ctx.generator));
+  }
   auto out = models::diffusion_loss(unet_, *scheduler_, latents, text, ctx.generator, loss_options_);
   if (unet_training) unet_->train();
   if (text_training) text_encoder_->train();

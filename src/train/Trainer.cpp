@@ -23,6 +23,8 @@
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/io/TensorBoardWriter.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
+#include "zerodiff/nn/Autocast.h"
+#include "zerodiff/optim/GradScaler.h"
 #include "zerodiff/optim/LRSchedule.h"
 #include "zerodiff/train/EMA.h"
 
@@ -107,9 +109,10 @@ uint64_t validation_seed(int64_t seed) { return static_cast<uint64_t>(seed) ^ 0x
 // ------------------------------------------------------------------ Trainer
 
 Trainer::Trainer(TrainerConfig config) : config_(std::move(config)) {
-  if (config_.precision != "32-true") {
-    throw NotImplementedError(zerodiff::str("trainer.precision '", config_.precision,
-                                            "' is not available yet (mixed precision lands with issue 11); use 32-true"));
+  if (config_.precision == "bf16-true") {
+    throw NotImplementedError(
+        "trainer.precision 'bf16-true' (bfloat16 weights without fp32 master weights) is not available yet; use "
+        "bf16-mixed (fp32 master weights, bfloat16 compute)");
   }
   if (config_.strategy != "single") {
     throw NotImplementedError(zerodiff::str("trainer.strategy '", config_.strategy,
@@ -193,6 +196,13 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     ema.emplace(module.model(), EMAOptions{c.ema.decay, c.ema.min_decay, c.ema.update_after_step, c.ema.use_warmup,
                                            c.ema.inv_gamma, c.ema.power});
   }
+  const at::ScalarType compute_dtype =
+      c.precision == "16-mixed" ? at::kHalf : c.precision == "bf16-mixed" ? at::kBFloat16 : at::kFloat;
+  std::optional<optim::GradScaler> scaler;
+  if (c.precision == "16-mixed") {
+    scaler.emplace(optim::GradScalerOptions{c.grad_scaler.init_scale, c.grad_scaler.growth_factor,
+                                            c.grad_scaler.backoff_factor, c.grad_scaler.growth_interval});
+  }
   StepContext ctx;
   ctx.device = device_;
   ctx.generator = at::make_generator<at::CPUGeneratorImpl>(c.seed);
@@ -216,6 +226,15 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     at::Generator default_gen = at::detail::getDefaultCPUGenerator();
     default_gen.set_state(rng.at("torch_default"));
     if (ckpt->tensors.count("module")) module.load_extra_state(ckpt->tensors.at("module"));
+    if (scaler) {
+      if (ckpt->tensors.count("scaler")) {
+        const auto& saved = ckpt->tensors.at("scaler");
+        scaler->load_state(std::map<std::string, at::Tensor>(saved.begin(), saved.end()));
+      } else {
+        ZD_LOG_WARN(where, ": no loss-scaler state (saved with another precision); starting at scale ",
+                    scaler->get_scale());
+      }
+    }
     if (!ckpt->state.contains("loader")) throw IoError(zerodiff::str(where, ": trainer_state.json has no 'loader'"));
     loader.load_state(data::LoaderState::from_json(ckpt->state["loader"]));
     step = ckpt->step;
@@ -280,6 +299,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     files["rng"] = {{"generator", ctx.generator.get_state()},
                     {"torch_default", at::detail::getDefaultCPUGenerator().get_state()}};
     if (auto extra = module.extra_state(); !extra.empty()) files["module"] = io::TensorMap(extra.begin(), extra.end());
+    if (scaler) {
+      const auto st = scaler->state();
+      files["scaler"] = io::TensorMap(st.begin(), st.end());
+    }
     nlohmann::json state = {{"loader", loader.state().to_json()}, {"seed", c.seed}};
     last_ckpt = checkpoints.save(step, files, state);
     last_saved_step = step;
@@ -315,7 +338,11 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     const auto tv = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < batches; ++b) {
       const data::Batch batch = validation->build_batch(/*epoch=*/0, b);
-      auto out = module.validation_step(batch, vctx);
+      std::optional<StepOutput> out;
+      {
+        nn::AutocastScope autocast(device_.type(), compute_dtype);
+        out = module.validation_step(batch, vctx);
+      }
       if (!out) {
         ZD_LOG_WARN("the training module has no validation_step: validation skipped");
         validation_supported = false;
@@ -323,7 +350,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       }
       ZD_CHECK(out->loss.defined() && out->loss.numel() == 1, "validation_step must return a scalar loss");
       const double n = static_cast<double>(batch.size());
-      sums["loss"] += out->loss.item<double>() * n;
+      sums["loss"] += out->loss.to(at::kDouble).item<double>() * n;
       for (auto& [k, v] : out->logs) sums[k] += v * n;
       samples += n;
     }
@@ -359,23 +386,38 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     for (int64_t micro = 0; micro < c.gradient_accumulation_steps; ++micro) {
       data::Batch batch = next_batch();
       ctx.global_step = step;
-      StepOutput out = module.training_step(batch, ctx);
+      StepOutput out;
+      {
+        nn::AutocastScope autocast(device_.type(), compute_dtype);  // forward in the compute dtype (mixed modes)
+        out = module.training_step(batch, ctx);
+      }
       ZD_CHECK(out.loss.defined() && out.loss.numel() == 1, "training_step must return a scalar loss");
-      (out.loss / static_cast<double>(c.gradient_accumulation_steps)).backward();
-      const double value = out.loss.item<double>();
-      ZD_CHECK(std::isfinite(value), "non-finite loss ", value, " at step ", step,
+      const at::Tensor loss = out.loss.to(at::kFloat) / static_cast<double>(c.gradient_accumulation_steps);
+      (scaler ? scaler->scale(loss) : loss).backward();
+      const double value = out.loss.to(at::kDouble).item<double>();
+      // With loss scaling an overflow is expected now and then: the scaler skips that step. Otherwise stop.
+      ZD_CHECK(scaler || std::isfinite(value), "non-finite loss ", value, " at step ", step,
                " (the last good checkpoint is kept; lower the learning rate or check the data)");
       loss_sum += value;
       for (auto& [k, v] : out.logs) logs[k] += v / static_cast<double>(c.gradient_accumulation_steps);
       images_seen += batch.size();
     }
+    const bool found_inf = scaler && scaler->unscale(tensors);
     const double max_norm = c.max_grad_norm > 0 ? c.max_grad_norm : std::numeric_limits<double>::infinity();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(tensors, max_norm);
-    ZD_CHECK(std::isfinite(grad_norm), "non-finite gradient norm at step ", step,
-             " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
-    optimizer.step();
+    double grad_norm = NAN;
+    if (found_inf) {
+      // torch.amp: the step is skipped (parameters, optimizer state and EMA untouched), the scale backs off.
+      ZD_LOG_WARN("step ", step + 1, ": inf/NaN gradients at loss scale ", scaler->get_scale(),
+                  "; step skipped, scale ", scaler->get_scale() * c.grad_scaler.backoff_factor);
+    } else {
+      grad_norm = torch::nn::utils::clip_grad_norm_(tensors, max_norm);
+      ZD_CHECK(std::isfinite(grad_norm), "non-finite gradient norm at step ", step,
+               " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
+      optimizer.step();
+    }
+    if (scaler) scaler->update(found_inf);
     ++step;
-    if (ema) ema->update(module.model(), step);
+    if (ema && !found_inf) ema->update(module.model(), step);
     last_loss = loss_sum / static_cast<double>(c.gradient_accumulation_steps);
 
     if (step % c.log_every == 0 || step == c.max_steps) {
@@ -383,8 +425,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       const double ips = elapsed > 0 ? static_cast<double>(images_seen) / elapsed : 0;
       const double sps = elapsed > 0 ? static_cast<double>(step - start_step) / elapsed : 0;
       const double eta = sps > 0 ? static_cast<double>(c.max_steps - step) / sps : NAN;
-      nlohmann::json line = {{"step", step}, {"loss", last_loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                             {"images_per_s", ips}, {"elapsed_s", elapsed}};
+      nlohmann::json line = {{"step", step}, {"loss", last_loss}, {"lr", lr}, {"images_per_s", ips},
+                             {"elapsed_s", elapsed}};
+      if (std::isfinite(grad_norm)) line["grad_norm"] = grad_norm;  // a skipped step has none
+      if (scaler) line["loss_scale"] = scaler->get_scale();
       for (auto& [k, v] : logs) line[k] = v;
       const double rss = rss_mib();
       line["rss_mib"] = rss;
@@ -392,7 +436,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       if (tensorboard) {
         tensorboard->add_scalar("train/loss", last_loss, step);
         tensorboard->add_scalar("train/lr", lr, step);
-        tensorboard->add_scalar("train/grad_norm", grad_norm, step);
+        if (std::isfinite(grad_norm)) tensorboard->add_scalar("train/grad_norm", grad_norm, step);
+        if (scaler) tensorboard->add_scalar("train/loss_scale", scaler->get_scale(), step);
         tensorboard->add_scalar("train/images_per_s", ips, step);
         tensorboard->add_scalar("memory/rss_mib", rss, step);
         for (auto& [k, v] : logs) tensorboard->add_scalar("train/" + k, v, step);

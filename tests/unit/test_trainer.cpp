@@ -15,6 +15,7 @@
 #include "zerodiff/io/AtomicFile.h"
 #include "zerodiff/io/Checkpoint.h"
 #include "zerodiff/io/Diffusers.h"
+#include "zerodiff/optim/GradScaler.h"
 #include "zerodiff/optim/LRSchedule.h"
 #include "zerodiff/train/EMA.h"
 #include "zerodiff/train/Trainer.h"
@@ -288,6 +289,80 @@ TEST(Trainer, ParameterGroupsHaveTheirOwnLearningRate) {
   }
 }
 
+TEST(GradScaler, GrowsBacksOffAndRoundTrips) {
+  zerodiff::optim::GradScaler s({.init_scale = 4, .growth_factor = 2, .backoff_factor = 0.5, .growth_interval = 2});
+  EXPECT_EQ(s.scale(torch::tensor(1.5)).item<double>(), 6.0);
+  s.update(false);
+  EXPECT_EQ(s.get_scale(), 4.0);
+  EXPECT_EQ(s.growth_tracker(), 1);
+  s.update(false);
+  EXPECT_EQ(s.get_scale(), 8.0);  // two clean steps with interval 2
+  EXPECT_EQ(s.growth_tracker(), 0);
+  s.update(false);
+  s.update(true);
+  EXPECT_EQ(s.get_scale(), 4.0);  // an inf halves it and resets the tracker
+  EXPECT_EQ(s.growth_tracker(), 0);
+  // unscale divides in place and reports non-finite gradients (float32 and bfloat16 gradients).
+  auto p = torch::zeros({3}).requires_grad_(true);
+  p.mutable_grad() = torch::tensor({4.0, 8.0, -2.0});
+  auto q = torch::zeros({2}, torch::kBFloat16).requires_grad_(true);
+  q.mutable_grad() = torch::tensor({8.0, 4.0}).to(torch::kBFloat16);
+  EXPECT_FALSE(s.unscale({p, q}));
+  EXPECT_TRUE(torch::equal(p.grad(), torch::tensor({1.0, 2.0, -0.5})));
+  EXPECT_TRUE(torch::equal(q.grad(), torch::tensor({2.0, 1.0}).to(torch::kBFloat16)));
+  p.mutable_grad() = torch::tensor({1.0, std::numeric_limits<double>::infinity(), 0.0});
+  EXPECT_TRUE(s.unscale({p}));
+  zerodiff::optim::GradScaler t;
+  t.load_state(s.state());
+  EXPECT_EQ(t.get_scale(), 4.0);
+  EXPECT_EQ(t.growth_tracker(), 0);
+  EXPECT_THROW(zerodiff::optim::GradScaler({.init_scale = 1, .growth_factor = 0.5}), zerodiff::Error);
+}
+
+// 16-mixed on the CPU: a loss of inf at the third step (global_step 2) makes every gradient non-finite.
+struct OverflowingToy : ToyModule {
+  zt::StepOutput training_step(const zd::Batch& batch, zt::StepContext& ctx) override {
+    auto out = ToyModule::training_step(batch, ctx);
+    if (ctx.global_step == 2) out.loss = out.loss * std::numeric_limits<double>::infinity();
+    return out;
+  }
+};
+
+TEST(Trainer, MixedPrecision16SkipsOverflowingStepsAndBacksOff) {
+  torch::set_num_threads(1);
+  const std::string dir = fresh("fp16");
+  auto c = config(dir, 4);
+  c.precision = "16-mixed";
+  c.gradient_accumulation_steps = 1;
+  c.checkpoint_every = 1;
+  c.keep_last = 0;
+  c.grad_scaler.init_scale = 4;
+  c.grad_scaler.growth_interval = 2;
+  OverflowingToy m;
+  zd::DataLoader loader(shapes(), loader_options(2));
+  zt::Trainer(c).fit(m, loader);
+  auto ck = [&](int s, const std::string& file) {
+    return zio::load_safetensors(dir + "/checkpoints/checkpoint-" + std::to_string(s) + "/" + file + ".safetensors");
+  };
+  // Steps 1-2 clean: scale 4 -> 8 (interval 2). Step 3 overflows: skipped, scale 4, tracker reset. Step 4 clean.
+  EXPECT_EQ(ck(2, "scaler").at("scale").item<double>(), 8.0);
+  EXPECT_EQ(ck(3, "scaler").at("scale").item<double>(), 4.0);
+  EXPECT_EQ(ck(3, "scaler").at("growth_tracker").item<int64_t>(), 0);
+  EXPECT_EQ(ck(4, "scaler").at("growth_tracker").item<int64_t>(), 1);
+  // The skipped step left parameters, optimizer state and EMA exactly as they were.
+  for (const char* file : {"model", "optimizer", "ema"}) {
+    const auto before = ck(2, file), after = ck(3, file);
+    for (const auto& [name, t] : before) EXPECT_TRUE(torch::equal(t, after.at(name))) << file << " " << name;
+  }
+  const auto changed = ck(4, "model");
+  EXPECT_FALSE(torch::equal(changed.at("conv1.weight"), ck(3, "model").at("conv1.weight")));
+  // metrics.jsonl carries the loss scale.
+  std::ifstream in(dir + "/metrics.jsonl");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_TRUE(nlohmann::json::parse(line).contains("loss_scale"));
+}
+
 TEST(Trainer, BadResumeFailsBeforeWritingAnything) {
   const std::string dir = fresh("badresume");
   ToyModule m;
@@ -319,7 +394,7 @@ TEST(Trainer, BadResumeFailsBeforeWritingAnything) {
 
 TEST(Trainer, UnsupportedModesFailLoudly) {
   auto c = config("/tmp/unused", 1);
-  c.precision = "16-mixed";
+  c.precision = "bf16-true";
   EXPECT_THROW(zt::Trainer{c}, zerodiff::NotImplementedError);
   c.precision = "32-true";
   c.strategy = "zero3";

@@ -31,6 +31,7 @@ struct TextToImageConfig {
   bool train_text_encoder = false;
   std::optional<double> text_encoder_lr;  ///< peak lr of the text encoder; none = trainer.optimizer.lr
   bool cache_latents = false;   ///< encode each training image once; reuse its posterior every epoch
+  std::string vae_precision = "fp32";  ///< fp32 | autocast: the VAE encode inside a mixed-precision step
   bool gradient_checkpointing = false;  ///< recompute the UNet's resnet / transformer activations in backward
   std::string prediction_type;  ///< "" = the scheduler's; epsilon | v_prediction
   double noise_offset = 0.0;
@@ -51,6 +52,8 @@ struct TextToImageConfig {
     v("train_text_encoder", train_text_encoder, "Train the text encoder with the UNet");
     v("text_encoder_lr", text_encoder_lr,
       "Peak learning rate of the text encoder (its own AdamW group, same schedule); empty = trainer.optimizer.lr");
+    v.choice("vae_precision", vae_precision, {"fp32", "autocast"},
+             "VAE encode under 16-mixed / bf16-mixed: fp32 (default; SD's VAE overflows in float16) or autocast");
     v("gradient_checkpointing", gradient_checkpointing,
       "Activation checkpointing of the UNet (every resnet and transformer of its blocks is recomputed in "
       "backward): less activation memory for more compute; the gradients are unchanged");

@@ -71,6 +71,24 @@ struct EMAConfig {
   }
 };
 
+struct GradScalerConfig {
+  double init_scale = 65536.0;
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  int64_t growth_interval = 2000;
+  template <class V>
+  void visit(V& v) {
+    v("init_scale", init_scale, "Initial loss scale (16-mixed)");
+    v("growth_factor", growth_factor, "Loss scale multiplier after growth_interval clean steps");
+    v("backoff_factor", backoff_factor, "Loss scale multiplier after a step with inf/NaN gradients (skipped)");
+    v("growth_interval", growth_interval, "Clean steps in a row before the loss scale grows");
+    v.check(init_scale > 0, "init_scale", "must be > 0, got ", init_scale);
+    v.check(growth_factor > 1, "growth_factor", "must be > 1, got ", growth_factor);
+    v.check(backoff_factor > 0 && backoff_factor < 1, "backoff_factor", "must be in (0, 1), got ", backoff_factor);
+    v.check(growth_interval >= 1, "growth_interval", "must be >= 1, got ", growth_interval);
+  }
+};
+
 struct TrainerConfig {
   std::string output_dir;                 ///< checkpoints/, samples/, metrics.jsonl, final/
   int64_t max_steps = 0;                  ///< optimizer steps
@@ -78,7 +96,7 @@ struct TrainerConfig {
   int64_t seed = 0;
   double max_grad_norm = 1.0;             ///< 0 = no clipping (the norm is still logged)
   std::string accelerator = "auto";       ///< auto | cpu | cuda
-  std::string precision = "32-true";      ///< 32-true (16-mixed, bf16-mixed, bf16-true: issue 11)
+  std::string precision = "32-true";      ///< 32-true | 16-mixed | bf16-mixed (bf16-true: not yet)
   std::string strategy = "single";        ///< single (ddp, zero1/2/3, gemini: issues 7-9)
   int64_t log_every = 10;
   int64_t checkpoint_every = 0;           ///< 0 = only at the end
@@ -92,6 +110,7 @@ struct TrainerConfig {
   OptimizerConfig optimizer;
   LRScheduleConfig lr_schedule;
   EMAConfig ema;
+  GradScalerConfig grad_scaler;
 
   template <class V>
   void visit(V& v) {
@@ -101,7 +120,9 @@ struct TrainerConfig {
     v("seed", seed, "Seed of the run's generator (timesteps, noise) and of model initialisation");
     v("max_grad_norm", max_grad_norm, "Clip gradients to this global L2 norm (0 = off)");
     v.choice("accelerator", accelerator, {"auto", "cpu", "cuda"}, "Device");
-    v.choice("precision", precision, {"32-true", "16-mixed", "bf16-mixed", "bf16-true"}, "Numeric precision");
+    v.choice("precision", precision, {"32-true", "16-mixed", "bf16-mixed", "bf16-true"},
+             "Numeric precision (Lightning's names): 32-true; 16-mixed / bf16-mixed = fp32 master weights with "
+             "autocast to float16 / bfloat16 (16-mixed adds dynamic loss scaling); bf16-true is not available yet");
     v.choice("strategy", strategy, {"single", "ddp", "zero1", "zero2", "zero3", "gemini"}, "Parallel strategy");
     v("log_every", log_every, "Log and append metrics every N optimizer steps");
     v("checkpoint_every", checkpoint_every, "Checkpoint every N optimizer steps (0 = only at the end)");
@@ -117,6 +138,7 @@ struct TrainerConfig {
     v("optimizer", optimizer, "AdamW settings");
     v("lr_schedule", lr_schedule, "Learning-rate schedule");
     v("ema", ema, "EMA of trained weights");
+    v("grad_scaler", grad_scaler, "Dynamic loss scaling of 16-mixed (torch.amp.GradScaler)");
     v.check(seed >= 0, "seed", "must be >= 0, got ", seed);
     v.check(max_steps >= 1, "max_steps", "must be >= 1, got ", max_steps);
     v.check(gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1, got ",
