@@ -373,6 +373,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   };
 
   const int64_t last_step = stop_at_step > 0 ? std::min(stop_at_step, c.max_steps) : c.max_steps;
+  int64_t consecutive_skips = 0;
   while (step < last_step) {
     const double lr = schedule.lr_at(step);  // of trainer.optimizer.lr; every group follows the same curve
     for (size_t gi = 0; gi < optimizer.param_groups().size(); ++gi) {
@@ -416,6 +417,13 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       optimizer.step();
     }
     if (scaler) scaler->update(found_inf);
+    consecutive_skips = found_inf ? consecutive_skips + 1 : 0;
+    if (consecutive_skips >= c.grad_scaler.max_consecutive_skips) {
+      throw Error(zerodiff::str(consecutive_skips, " steps in a row (up to step ", step + 1,
+                                ") had inf/NaN gradients and were skipped; the loss scale is now ", scaler->get_scale(),
+                                ". Stopping: check the data and the learning rate. The last good checkpoint is kept",
+                                last_ckpt.empty() ? std::string(" (none was written yet)") : ": " + last_ckpt));
+    }
     ++step;
     if (ema && !found_inf) ema->update(module.model(), step);
     last_loss = loss_sum / static_cast<double>(c.gradient_accumulation_steps);

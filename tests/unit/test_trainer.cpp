@@ -363,6 +363,41 @@ TEST(Trainer, MixedPrecision16SkipsOverflowingStepsAndBacksOff) {
   EXPECT_TRUE(nlohmann::json::parse(line).contains("loss_scale"));
 }
 
+// From the third step on, every loss is inf.
+struct BrokenToy : ToyModule {
+  zt::StepOutput training_step(const zd::Batch& batch, zt::StepContext& ctx) override {
+    auto out = ToyModule::training_step(batch, ctx);
+    if (ctx.global_step >= 2) out.loss = out.loss * std::numeric_limits<double>::infinity();
+    return out;
+  }
+};
+
+TEST(Trainer, RepeatedOverflowsStopTheRunKeepingTheLastGoodCheckpoint) {
+  torch::set_num_threads(1);
+  const std::string dir = fresh("fp16_broken");
+  auto c = config(dir, 10);
+  c.precision = "16-mixed";
+  c.gradient_accumulation_steps = 1;
+  c.checkpoint_every = 2;
+  c.keep_last = 0;
+  c.grad_scaler.max_consecutive_skips = 3;
+  BrokenToy m;
+  zd::DataLoader loader(shapes(), loader_options(2));
+  try {
+    zt::Trainer(c).fit(m, loader);
+    FAIL() << "expected the run to stop";
+  } catch (const zerodiff::Error& e) {
+    // Steps 3, 4, 5 skipped; checkpoint-4 (written after skipped step 4) holds step 2's weights.
+    EXPECT_EQ(std::string(e.what()), "3 steps in a row (up to step 5) had inf/NaN gradients and were skipped; the loss "
+                                     "scale is now 8192. Stopping: check the data and the learning rate. The last "
+                                     "good checkpoint is kept: " + dir + "/checkpoints/checkpoint-4");
+  }
+  const auto ck2 = zio::load_safetensors(dir + "/checkpoints/checkpoint-2/model.safetensors");
+  const auto ck4 = zio::load_safetensors(dir + "/checkpoints/checkpoint-4/model.safetensors");
+  for (const auto& [name, t] : ck2) EXPECT_TRUE(torch::equal(t, ck4.at(name))) << name;
+  EXPECT_FALSE(fs::exists(dir + "/final"));
+}
+
 TEST(Trainer, BadResumeFailsBeforeWritingAnything) {
   const std::string dir = fresh("badresume");
   ToyModule m;

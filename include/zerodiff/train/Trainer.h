@@ -76,16 +76,21 @@ struct GradScalerConfig {
   double growth_factor = 2.0;
   double backoff_factor = 0.5;
   int64_t growth_interval = 2000;
+  int64_t max_consecutive_skips = 25;  ///< stop the run after this many skipped steps in a row
   template <class V>
   void visit(V& v) {
     v("init_scale", init_scale, "Initial loss scale (16-mixed)");
     v("growth_factor", growth_factor, "Loss scale multiplier after growth_interval clean steps");
     v("backoff_factor", backoff_factor, "Loss scale multiplier after a step with inf/NaN gradients (skipped)");
     v("growth_interval", growth_interval, "Clean steps in a row before the loss scale grows");
+    v("max_consecutive_skips", max_consecutive_skips,
+      "Stop with an error after this many steps in a row skipped for inf/NaN gradients (the data or the model is "
+      "broken, not the scale); the last good checkpoint is kept");
     v.check(init_scale > 0, "init_scale", "must be > 0, got ", init_scale);
     v.check(growth_factor > 1, "growth_factor", "must be > 1, got ", growth_factor);
     v.check(backoff_factor > 0 && backoff_factor < 1, "backoff_factor", "must be in (0, 1), got ", backoff_factor);
     v.check(growth_interval >= 1, "growth_interval", "must be >= 1, got ", growth_interval);
+    v.check(max_consecutive_skips >= 1, "max_consecutive_skips", "must be >= 1, got ", max_consecutive_skips);
   }
 };
 
