@@ -164,27 +164,34 @@ at::Tensor TextToImageModule::text_embeddings(const data::Batch& batch, const St
   return text_encoder_->encode(ids, config_.clip_skip);
 }
 
-at::Tensor TextToImageModule::training_latents(const data::Batch& batch, StepContext& ctx) {
+at::Tensor TextToImageModule::posterior_parameters(const at::Tensor& images, const StepContext& ctx) {
   torch::NoGradGuard no_grad;
   // Known trap: SD's VAE overflows in float16. Unless asked otherwise, it runs in float32 inside mixed steps.
   std::optional<nn::AutocastScope> fp32;
   if (config_.vae_precision == "fp32") fp32.emplace(ctx.device.type(), std::nullopt);
+  return vae_->encode(images.to(ctx.device)).parameters();
+}
+
+at::Tensor TextToImageModule::training_latents(const data::Batch& batch, StepContext& ctx) {
+  torch::NoGradGuard no_grad;
+  at::Tensor parameters;
   if (!config_.cache_latents) {
-    return vae_->scale_latents(vae_->encode(batch.images.to(ctx.device)).sample(ctx.generator));
-  }
-  std::vector<at::Tensor> parameters;
-  parameters.reserve(static_cast<size_t>(batch.size()));
-  for (int64_t i = 0; i < batch.size(); ++i) {
-    const int64_t index = batch.indices[static_cast<size_t>(i)];
-    auto it = latent_cache_.find(index);
-    if (it == latent_cache_.end()) {
-      const at::Tensor image = batch.images.slice(0, i, i + 1).to(ctx.device);
-      it = latent_cache_.emplace(index, vae_->encode(image).parameters()[0].to(torch::kCPU).clone()).first;
+    parameters = posterior_parameters(batch.images, ctx);
+  } else {
+    std::vector<at::Tensor> cached;
+    cached.reserve(static_cast<size_t>(batch.size()));
+    for (int64_t i = 0; i < batch.size(); ++i) {
+      const int64_t index = batch.indices[static_cast<size_t>(i)];
+      auto it = latent_cache_.find(index);
+      if (it == latent_cache_.end()) {
+        const at::Tensor one = posterior_parameters(batch.images.slice(0, i, i + 1), ctx)[0];
+        it = latent_cache_.emplace(index, one.to(torch::kCPU).clone()).first;
+      }
+      cached.push_back(it->second);
     }
-    parameters.push_back(it->second);
+    parameters = torch::stack(cached).to(ctx.device);
   }
-  const models::DiagonalGaussianDistribution posterior(torch::stack(parameters).to(ctx.device));
-  return vae_->scale_latents(posterior.sample(ctx.generator));
+  return vae_->scale_latents(models::DiagonalGaussianDistribution(parameters).sample(ctx.generator));
 }
 
 std::vector<ParameterGroup> TextToImageModule::parameter_groups() {
@@ -212,12 +219,8 @@ std::optional<StepOutput> TextToImageModule::validation_step(const data::Batch& 
   unet_->eval();
   text_encoder_->eval();
   const at::Tensor text = text_embeddings(batch, ctx, /*grad=*/false);
-  at::Tensor latents;
-  {
-    std::optional<nn::AutocastScope> fp32;
-    if (config_.vae_precision == "fp32") fp32.emplace(ctx.device.type(), std::nullopt);
-    latents = vae_->scale_latents(vae_->encode(batch.images.to(ctx.device)).sample(ctx.generator));
-  }
+  const at::Tensor latents = vae_->scale_latents(
+      models::DiagonalGaussianDistribution(posterior_parameters(batch.images, ctx)).sample(ctx.generator));
   auto out = models::diffusion_loss(unet_, *scheduler_, latents, text, ctx.generator, loss_options_);
   if (unet_training) unet_->train();
   if (text_training) text_encoder_->train();
@@ -273,7 +276,11 @@ StepOutput AutoencoderModule::training_step(const data::Batch& batch, StepContex
     latent_sq_sum_ += z.pow(2).sum().item<double>();
     latent_count_ += static_cast<double>(z.numel());
   }
-  const at::Tensor rec = vae_->decode(z);
+  return loss(x, vae_->decode(z), posterior);
+}
+
+StepOutput AutoencoderModule::loss(const at::Tensor& x, const at::Tensor& rec,
+                                   const models::DiagonalGaussianDistribution& posterior) const {
   const at::Tensor rec_loss = config_.reconstruction == "l1" ? torch::l1_loss(rec, x) : torch::mse_loss(rec, x);
   const double pixels = static_cast<double>(x.size(1) * x.size(2) * x.size(3));
   const at::Tensor kl = posterior.kl().mean() / pixels;
@@ -288,10 +295,7 @@ std::optional<StepOutput> AutoencoderModule::validation_step(const data::Batch& 
   const auto posterior = vae_->encode(x);
   const at::Tensor rec = vae_->decode(posterior.mode());
   if (was_training) vae_->train();
-  const at::Tensor rec_loss = config_.reconstruction == "l1" ? torch::l1_loss(rec, x) : torch::mse_loss(rec, x);
-  const double pixels = static_cast<double>(x.size(1) * x.size(2) * x.size(3));
-  const at::Tensor kl = posterior.kl().mean() / pixels;
-  return StepOutput{rec_loss + config_.kl_weight * kl, {{"rec", rec_loss.item<double>()}, {"kl", kl.item<double>() * pixels}}};
+  return loss(x, rec, posterior);
 }
 
 std::optional<at::Tensor> AutoencoderModule::sample(const std::vector<std::string>&, int64_t) {

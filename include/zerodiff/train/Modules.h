@@ -114,6 +114,9 @@ class TextToImageModule : public TrainingModule {
   std::unordered_map<int64_t, at::Tensor> latent_cache_;
 
   at::Tensor text_embeddings(const data::Batch& batch, const StepContext& ctx, bool grad);
+  // VAE posterior parameters [B, 2C, h, w] of images [B, 3, H, W] in [-1, 1], without gradients, in float32
+  // unless vae_precision is autocast.
+  at::Tensor posterior_parameters(const at::Tensor& images, const StepContext& ctx);
   at::Tensor training_latents(const data::Batch& batch, StepContext& ctx);
 };
 
@@ -153,6 +156,8 @@ class AutoencoderModule : public TrainingModule {
  private:
   AutoencoderConfig config_;
   models::AutoencoderKL vae_{nullptr};
+  // rec(x, rec) + kl_weight * KL / (C * H * W), with "rec" and "kl" (per image) as logs.
+  StepOutput loss(const at::Tensor& x, const at::Tensor& rec, const models::DiagonalGaussianDistribution& posterior) const;
   double latent_sum_ = 0, latent_sq_sum_ = 0, latent_count_ = 0;
   at::Tensor sample_batch_;  // [N, 3, H, W] in [-1, 1], the first images seen
 };
