@@ -26,7 +26,7 @@ log() { printf '[setup] %s\n' "$*"; }
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache git python3 python3-venv
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libhwy-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev
   libre2-dev libstb-dev libwebp-dev zlib1g-dev
   fonts-noto-color-emoji
 )

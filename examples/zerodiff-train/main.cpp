@@ -15,6 +15,7 @@
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/data/DataConfig.h"
+#include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/train/RunConfig.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +26,9 @@ int main(int argc, char** argv) {
   app.add_flag("--version", show_version, "Print the build info line and exit");
   app.add_option("--resume", resume, "Resume from 'latest' (newest checkpoint in trainer.output_dir) or a checkpoint folder");
   app.add_flag("--dry-run", dry_run, "Validate the config, build the model and the data loader, print sizes, and exit");
+  int world_size = 0;
+  app.add_option("--world-size", world_size, "With --dry-run: estimate memory per rank for this many processes")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--print-config-reference", reference, "Print every config key (Markdown table) and exit");
   app.add_option("config", config_path, "Training config (YAML)");
   app.add_option("overrides", overrides, "Config overrides key.path=value (value parsed as YAML)");
@@ -43,7 +47,9 @@ int main(int argc, char** argv) {
   }
   try {
     const auto config = zerodiff::train::load_run_config(config_path, overrides);
-    zerodiff::log::init({.level = zerodiff::log::parse_level(config.log_level)});
+    // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
+    const auto launch = zerodiff::dist::LaunchEnv::from_environment();
+    zerodiff::log::init({.level = zerodiff::log::parse_level(config.log_level), .rank = launch.rank});
     ZD_LOG_INFO(zerodiff::build_info());
     auto module = zerodiff::train::make_module(config);
     auto trainer_config = config.trainer;
@@ -53,17 +59,18 @@ int main(int argc, char** argv) {
       trainer_config.accelerator = "cpu";
     }
     zerodiff::train::Trainer trainer(trainer_config);
-    auto data = zerodiff::train::make_run_data(config);
+    auto data = zerodiff::train::make_run_data(config, trainer.rank(), trainer.world_size());
     ZD_LOG_INFO("task ", config.task, ": ", data.summary(), ", device ", trainer.device().str());
     if (dry_run) {
       // Architectures from their configs with random weights on the CPU: no weights file is read.
       module->configure_model_for_dry_run(torch::kCPU);
-      const auto estimate = zerodiff::train::estimate_memory(*module, config.trainer);
+      const auto estimate = zerodiff::train::estimate_memory(*module, config.trainer, world_size > 0 ? world_size : trainer.world_size());
       std::cout << "dry run: config OK (" << config_path << ")\n"
                 << estimate.report(config.trainer) << "data: " << data.summary() << std::endl;
       return 0;
     }
     const auto result = trainer.fit(*module, *data.train_loader, data.validation_loader.get(), resume);
+    if (trainer.rank() != 0) return 0;  // rank 0 reports
     std::cout << "trained " << result.steps << " steps; last loss " << result.last_loss << "\n"
               << "checkpoint: " << result.last_checkpoint << "\n"
               << "exported:   " << result.export_dir << std::endl;

@@ -1,5 +1,7 @@
 #include "zerodiff/train/RunConfig.h"
 
+#include "zerodiff/parallel/Strategy.h"
+
 #include <iomanip>
 #include <sstream>
 #include <unordered_set>
@@ -34,8 +36,9 @@ RunData make_run_data(const RunConfig& config, int rank, int world_size) {
   return out;
 }
 
-MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trainer) {
+MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trainer, int world_size) {
   MemoryEstimate e;
+  e.world_size = world_size;
   std::unordered_set<const void*> trainable;
   for (const auto& g : module.parameter_groups()) {
     for (const auto& [_, p] : g.params) trainable.insert(p.unsafeGetTensorImpl());
@@ -60,8 +63,12 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
     e.trainable += c.trainable;
   }
   e.weights += static_cast<double>(e.parameters) * 4;
-  e.gradients = static_cast<double>(e.trainable) * 4;
-  e.optimizer = static_cast<double>(e.trainable) * 8;
+  const std::string strategy =
+      trainer.strategy == "zero1" || trainer.strategy == "zero2" ? trainer.strategy : std::string("ddp");
+  const auto f = parallel::zero_memory_formula(strategy, e.trainable, world_size);
+  e.gradients = static_cast<double>(f.gradients);
+  e.optimizer = static_cast<double>(f.optimizer_states);
+  e.master = static_cast<double>(f.master_weights);
   e.ema = trainer.ema.enabled ? static_cast<double>(e.trainable) * 4 : 0;
   return e;
 }
@@ -82,13 +89,16 @@ std::string MemoryEstimate::report(const TrainerConfig& trainer) const {
   }
   os << std::left << std::setw(16) << "total" << std::right << std::setw(16) << parameters << std::setw(16) << trainable
      << "\n";
-  os << "memory per rank (strategy " << trainer.strategy << ", precision " << trainer.precision
-     << ", AdamW" << (trainer.ema.enabled ? ", EMA" : "") << "): weights " << gib(weights) << " + gradients "
-     << gib(gradients) << " + optimizer states " << gib(optimizer);
+  os << "memory per rank (strategy " << trainer.strategy << " on " << world_size << " process"
+     << (world_size > 1 ? "es" : "") << ", precision " << trainer.precision << ", AdamW"
+     << (trainer.ema.enabled ? ", EMA" : "") << "): weights " << gib(weights) << " + gradients " << gib(gradients)
+     << " + optimizer states " << gib(optimizer);
+  if (master > 0) os << " + fp32 master shard " << gib(master);
   if (trainer.ema.enabled) os << " + EMA " << gib(ema);
   os << " = " << gib(total()) << ", plus activations (not estimated)\n";
-  os << "chunk layout: none (strategy single keeps every parameter whole on one device; sharded chunks come with "
-        "the zero3 and gemini strategies)\n";
+  os << "chunk layout: none (" << trainer.strategy
+     << " keeps every parameter whole on each rank; sharded parameter chunks come with the zero3 and gemini "
+        "strategies)\n";
   return os.str();
 }
 
@@ -100,7 +110,7 @@ std::string RunData::summary() const {
 FitResult run(const RunConfig& config, const std::string& resume) {
   auto module = make_module(config);
   Trainer trainer(config.trainer);
-  RunData data = make_run_data(config);
+  RunData data = make_run_data(config, trainer.rank(), trainer.world_size());
   ZD_LOG_INFO("task ", config.task, ": ", data.summary(), ", device ", trainer.device().str());
   return trainer.fit(*module, *data.train_loader, data.validation_loader.get(), resume);
 }

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <set>
 #include <sstream>
 
 #include "zerodiff/core/Error.h"
@@ -36,8 +37,9 @@ namespace zerodiff::train {
 
 std::vector<std::pair<std::string, at::Tensor>> TrainingModule::trainable_parameters() {
   std::vector<std::pair<std::string, at::Tensor>> out;
+  std::set<const void*> seen;  // a tied (shared) tensor is listed once, under its first name
   for (auto& p : model().named_parameters(true)) {
-    if (p.value().requires_grad()) out.emplace_back(p.key(), p.value());
+    if (p.value().requires_grad() && seen.insert(p.value().unsafeGetTensorImpl()).second) out.emplace_back(p.key(), p.value());
   }
   return out;
 }
@@ -50,40 +52,6 @@ void TrainingModule::export_to(const std::string& dir) {
 // ------------------------------------------------------------------ helpers
 
 namespace {
-
-// AdamW state by parameter name: <name>.exp_avg, <name>.exp_avg_sq, <name>.step (int64 scalar).
-io::TensorMap optimizer_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, at::Tensor>>& params) {
-  io::TensorMap out;
-  auto& state = opt.state();
-  for (const auto& [name, p] : params) {
-    auto it = state.find(p.unsafeGetTensorImpl());
-    if (it == state.end()) continue;
-    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    out[name + ".exp_avg"] = s.exp_avg().detach().cpu();
-    out[name + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
-    out[name + ".step"] = torch::tensor(s.step(), torch::kLong);
-  }
-  return out;
-}
-
-void load_optimizer_state(torch::optim::AdamW& opt, const std::vector<std::pair<std::string, at::Tensor>>& params,
-                          const io::TensorMap& saved, const std::string& where) {
-  auto& state = opt.state();
-  for (const auto& [name, p] : params) {
-    auto m = saved.find(name + ".exp_avg");
-    if (m == saved.end()) continue;  // parameter had no update yet when saved
-    auto v = saved.find(name + ".exp_avg_sq");
-    auto s = saved.find(name + ".step");
-    if (v == saved.end() || s == saved.end() || m->second.sizes() != p.sizes() || v->second.sizes() != p.sizes()) {
-      throw IoError(zerodiff::str(where, ": optimizer state of '", name, "' is incomplete or has the wrong shape"));
-    }
-    auto st = std::make_unique<torch::optim::AdamWParamState>();
-    st->step(s->second.item<int64_t>());
-    st->exp_avg(m->second.to(p.device(), p.scalar_type()).clone());
-    st->exp_avg_sq(v->second.to(p.device(), p.scalar_type()).clone());
-    state[p.unsafeGetTensorImpl()] = std::move(st);
-  }
-}
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -108,23 +76,53 @@ uint64_t validation_seed(int64_t seed) { return static_cast<uint64_t>(seed) ^ 0x
 
 // ------------------------------------------------------------------ Trainer
 
-Trainer::Trainer(TrainerConfig config) : config_(std::move(config)) {
+Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group)
+    : config_(std::move(config)), group_(std::move(group)) {
   if (config_.precision == "bf16-true") {
     throw NotImplementedError(
         "trainer.precision 'bf16-true' (bfloat16 weights without fp32 master weights) is not available yet; use "
         "bf16-mixed (fp32 master weights, bfloat16 compute)");
   }
-  if (config_.strategy != "single") {
+  if (config_.strategy == "zero3" || config_.strategy == "gemini") {
     throw NotImplementedError(zerodiff::str("trainer.strategy '", config_.strategy,
-                                            "' is not available yet (distributed strategies land with issues 7-9); use single"));
+                                            "' (chunked parameter sharding) is not available yet; use single, ddp, zero1 "
+                                            "or zero2"));
+  }
+  if (group_) {
+    env_.rank = group_->rank();
+    env_.world_size = group_->size();
+  } else {
+    env_ = dist::LaunchEnv::from_environment();
+  }
+  if (config_.strategy == "single" && env_.world_size > 1) {
+    throw Error(zerodiff::str("trainer.strategy is single but this run has ", env_.world_size, " processes (", env_.source,
+                              "); use trainer.strategy=ddp, zero1 or zero2"));
   }
   const bool cuda = torch::cuda::is_available();
+  const int local = group_ ? 0 : env_.local_rank;
   if (config_.accelerator == "cuda") {
     ZD_CHECK(cuda, "trainer.accelerator is cuda but no CUDA device is available");
-    device_ = torch::Device(torch::kCUDA, 0);
+    device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local));
   } else if (config_.accelerator == "auto" && cuda) {
-    device_ = torch::Device(torch::kCUDA, 0);
+    device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local));
   }
+  if (device_.is_cuda()) {
+    ZD_CHECK(local < static_cast<int>(torch::cuda::device_count()), "LOCAL_RANK ", local, " but this node has ",
+             torch::cuda::device_count(), " CUDA devices");
+  }
+}
+
+dist::ProcessGroup& Trainer::process_group() {
+  if (!group_) {
+    dist::ProcessGroupOptions options;
+    options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.dist_timeout_s * 1000.0));
+    group_ = dist::ProcessGroup::create(env_, device_, options);
+    if (group_->size() > 1) {
+      ZD_LOG_INFO("process group: ", group_->backend_name(), ", ", group_->size(), " processes (", env_.source,
+                  "), this is rank ", group_->rank());
+    }
+  }
+  return *group_;
 }
 
 FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const std::string& resume,
@@ -139,11 +137,13 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   io::CheckpointManager checkpoints((out_dir / "checkpoints").string(), c.keep_last);
 
   // Resolve and read the checkpoint first: a bad --resume fails before anything is written.
+  const int rank = env_.rank, world = env_.world_size;
+  const bool is_rank0 = rank == 0;
   std::optional<io::Checkpoint> ckpt;
   if (resume == "latest") {
-    if (auto latest = checkpoints.latest()) ckpt = io::CheckpointManager::load(*latest);
+    if (auto latest = checkpoints.latest()) ckpt = io::CheckpointManager::load(*latest, rank, world);
   } else if (!resume.empty()) {
-    ckpt = io::CheckpointManager::load(resume);
+    ckpt = io::CheckpointManager::load(resume, rank, world);
   }
   if (resume.empty()) {
     if (auto existing = checkpoints.latest()) {
@@ -155,40 +155,37 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   torch::manual_seed(c.seed);
   module.configure_model(device_);
   const std::vector<ParameterGroup> groups = module.parameter_groups();
-  std::vector<std::pair<std::string, at::Tensor>> params;  // all groups, by name (optimizer state, checkpoints)
-  std::vector<at::Tensor> tensors;
-  std::vector<torch::optim::OptimizerParamGroup> optimizer_groups;
+  std::vector<parallel::ParamGroupSpec> specs;
   std::vector<std::optional<double>> group_peak_lr;  // none: trainer.optimizer.lr
-  size_t total = 0;
-  for (const auto& g : groups) total += g.params.size();
-  ZD_CHECK(total > 0, "the training module has no trainable parameters");
   for (const auto& g : groups) {
-    ZD_CHECK(!g.params.empty(), "parameter group '", g.name, "' of the training module is empty");
     ZD_CHECK(!g.lr || *g.lr > 0, "parameter group '", g.name, "': learning rate must be > 0, got ", g.lr.value_or(0));
-    std::vector<at::Tensor> group_tensors;
-    for (const auto& [name, p] : g.params) {
-      for (size_t k = 0; k < params.size(); ++k) {
-        ZD_CHECK(!params[k].second.is_same(p), "parameter '", name, "' appears twice in the parameter groups");
-        ZD_CHECK(params[k].first != name, "two parameters are named '", name,
-                 "' in the parameter groups (the optimizer state is saved by name)");
-      }
-      params.emplace_back(name, p);
-      tensors.push_back(p);
-      group_tensors.push_back(p);
-    }
     const double peak = g.lr.value_or(c.optimizer.lr);
+    specs.push_back(parallel::ParamGroupSpec{g.name, g.params, peak});
     group_peak_lr.push_back(g.lr);
-    optimizer_groups.emplace_back(group_tensors, std::make_unique<torch::optim::AdamWOptions>(
-                                                     torch::optim::AdamWOptions(peak)
-                                                         .betas({c.optimizer.betas[0], c.optimizer.betas[1]})
-                                                         .eps(c.optimizer.eps)
-                                                         .weight_decay(c.optimizer.weight_decay)));
     if (groups.size() > 1) ZD_LOG_INFO("parameter group '", g.name, "': ", g.params.size(), " tensors, peak lr ", peak);
   }
-  torch::optim::AdamW optimizer(std::move(optimizer_groups), torch::optim::AdamWOptions(c.optimizer.lr)
-                                                                 .betas({c.optimizer.betas[0], c.optimizer.betas[1]})
-                                                                 .eps(c.optimizer.eps)
-                                                                 .weight_decay(c.optimizer.weight_decay));
+  ZD_CHECK(loader.options().rank == rank && loader.options().world_size == world, "the data loader is set up for rank ",
+           loader.options().rank, " of ", loader.options().world_size, " but this process is rank ", rank, " of ", world,
+           " (make_run_data(config, trainer.rank(), trainer.world_size()))");
+  dist::ProcessGroup& pg = process_group();
+  {
+    parallel::StrategyOptions options;
+    options.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(c.bucket_size_mb * 1024 * 1024 / 4));
+    strategy_ = parallel::make_strategy(c.strategy, group_, options);
+  }
+  parallel::Strategy& strategy = *strategy_;
+  {
+    std::vector<at::Tensor> replicated;  // rank 0's parameters and buffers become everyone's
+    for (auto& p : module.model().parameters(true)) replicated.push_back(p);
+    for (auto& b : module.model().buffers(true)) replicated.push_back(b);
+    strategy.setup(specs, replicated,
+                   parallel::AdamWSettings{c.optimizer.betas[0], c.optimizer.betas[1], c.optimizer.eps,
+                                           c.optimizer.weight_decay});
+  }
+  if (world > 1) {
+    ZD_LOG_INFO("strategy ", strategy.name(), " on ", world, " processes; global batch ", loader.options().batch_size,
+                " x ", world, " x ", c.gradient_accumulation_steps);
+  }
   optim::LRSchedule schedule{optim::parse_lr_schedule(c.lr_schedule.type), c.optimizer.lr, c.lr_schedule.warmup_steps,
                              c.max_steps, c.lr_schedule.min_lr_ratio};
   std::optional<EMA> ema;
@@ -205,7 +202,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   }
   StepContext ctx;
   ctx.device = device_;
-  ctx.generator = at::make_generator<at::CPUGeneratorImpl>(c.seed);
+  // Rank 0 draws what a single-process run draws; other ranks draw their own streams (seeded from seed and rank).
+  ctx.generator = at::make_generator<at::CPUGeneratorImpl>(
+      rank == 0 ? static_cast<uint64_t>(c.seed) : static_cast<uint64_t>(c.seed) * 1000003ull + static_cast<uint64_t>(rank));
   int64_t step = 0;
 
   if (ckpt) {
@@ -216,7 +215,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       return it->second;
     };
     io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
-    load_optimizer_state(optimizer, params, need("optimizer"), where + "/optimizer.safetensors");
+    strategy.load_optimizer_state(need("optimizer"), where + "/optimizer" +
+                                                         (strategy.sharded() && world > 1 ? zerodiff::str(".rank-", rank, "-of-", world) : "") +
+                                                         ".safetensors");
     if (ema) ema->load(need("ema"));
     const auto& rng = need("rng");
     if (!rng.count("generator") || !rng.count("torch_default")) {
@@ -244,10 +245,11 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   const std::string resumed_path = ckpt ? ckpt->path : std::string();
   ckpt.reset();  // everything is copied; release the mapped checkpoint files
 
-  fs::create_directories(out_dir);
+  if (is_rank0) fs::create_directories(out_dir);
+  // Logs, metrics, TensorBoard, samples and the export are rank 0's; every rank trains and checkpoints.
   // metrics.jsonl continues exactly: a fresh run starts it anew; a resume keeps the lines up to its step.
   const fs::path metrics_path = out_dir / "metrics.jsonl";
-  {
+  if (is_rank0) {
     std::string kept;
     if (resumed_step > 0 && fs::exists(metrics_path)) {
       std::ifstream in(metrics_path);
@@ -262,11 +264,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     }
     io::write_file_atomic(metrics_path.string(), kept);
   }
-  std::ofstream metrics(metrics_path, std::ios::app);
+  std::ofstream metrics;
+  if (is_rank0) metrics.open(metrics_path, std::ios::app);
   // TensorBoard continues like metrics.jsonl: a fresh run starts the folder anew; a resume writes a new file
   // that begins with SessionLog START at the resumed step, so TensorBoard drops the older files' later points.
   std::optional<io::TensorBoardWriter> tensorboard;
-  if (c.tensorboard) {
+  if (c.tensorboard && is_rank0) {
     const fs::path tb_dir = out_dir / "tensorboard";
     if (resumed_step == 0) {
       std::error_code ec;
@@ -292,24 +295,28 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     throw Error("the data loader yields no batches");
   };
   auto save_checkpoint = [&]() {
-    std::map<std::string, io::TensorMap> files;
-    files["model"] = io::state_dict(module.model());
-    files["optimizer"] = optimizer_state(optimizer, params);
-    if (ema) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
-    files["rng"] = {{"generator", ctx.generator.get_state()},
-                    {"torch_default", at::detail::getDefaultCPUGenerator().get_state()}};
+    // Shared files come from rank 0 (every rank holds the same whole model); with several processes each rank
+    // adds its generator states and, for zero1/zero2, its optimizer shard.
+    std::map<std::string, io::TensorMap> files, rank_files;
+    auto& per_rank = world > 1 ? rank_files : files;
+    if (is_rank0) files["model"] = io::state_dict(module.model());
+    (strategy.sharded() ? per_rank : files)["optimizer"] = strategy.optimizer_state();
+    if (ema && is_rank0) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
+    per_rank["rng"] = {{"generator", ctx.generator.get_state()},
+                       {"torch_default", at::detail::getDefaultCPUGenerator().get_state()}};
     if (auto extra = module.extra_state(); !extra.empty()) files["module"] = io::TensorMap(extra.begin(), extra.end());
     if (scaler) {
       const auto st = scaler->state();
       files["scaler"] = io::TensorMap(st.begin(), st.end());
     }
     nlohmann::json state = {{"loader", loader.state().to_json()}, {"seed", c.seed}};
-    last_ckpt = checkpoints.save(step, files, state);
+    io::RankSync sync{rank, world, [&](bool ok) { return pg.all_true(ok, "checkpoint"); }};
+    last_ckpt = checkpoints.save(step, files, state, rank_files, sync);
     last_saved_step = step;
     ZD_LOG_INFO("checkpoint ", last_ckpt);
   };
   auto write_samples = [&](const std::string& name) {
-    if (c.sample_prompts.empty()) return;
+    if (c.sample_prompts.empty() || !is_rank0) return;
     auto images = module.sample(c.sample_prompts, c.sample_seed);
     if (!images) return;
     const std::string path = (out_dir / "samples" / name).string();
@@ -354,6 +361,16 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       for (auto& [k, v] : out->logs) sums[k] += v * n;
       samples += n;
     }
+    if (world > 1) {
+      // Each rank validated its shard of the validation set: sum over ranks (every rank has the same figures).
+      std::vector<double> flat{samples};
+      for (auto& [k, v] : sums) flat.push_back(v);
+      at::Tensor t = at::tensor(flat, at::kDouble);
+      pg.all_reduce(t, "metrics");
+      samples = t[0].item<double>();
+      size_t i = 1;
+      for (auto& [k, v] : sums) v = t[static_cast<int64_t>(i++)].item<double>();
+    }
     if (samples == 0) return;
     last_validation.clear();
     nlohmann::json line = {{"step", step}};
@@ -367,8 +384,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     }
     msg << " (" << static_cast<int64_t>(samples) << " samples, "
         << format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - tv).count()) << ")";
-    metrics << line.dump() << "\n" << std::flush;
-    if (tty) std::fprintf(stderr, "\n");
+    if (is_rank0) {
+      metrics << line.dump() << "\n" << std::flush;
+      if (tty) std::fprintf(stderr, "\n");
+    }
     ZD_LOG_INFO(msg.str());
   };
 
@@ -376,12 +395,11 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   int64_t consecutive_skips = 0;
   while (step < last_step) {
     const double lr = schedule.lr_at(step);  // of trainer.optimizer.lr; every group follows the same curve
-    for (size_t gi = 0; gi < optimizer.param_groups().size(); ++gi) {
+    for (size_t gi = 0; gi < group_peak_lr.size(); ++gi) {
       const auto& peak = group_peak_lr[gi];
-      static_cast<torch::optim::AdamWOptions&>(optimizer.param_groups()[gi].options())
-          .lr(peak ? lr / c.optimizer.lr * *peak : lr);
+      strategy.set_lr(gi, peak ? lr / c.optimizer.lr * *peak : lr);
     }
-    optimizer.zero_grad();
+    strategy.zero_grad();
     double loss_sum = 0;
     std::map<std::string, double> logs;
     for (int64_t micro = 0; micro < c.gradient_accumulation_steps; ++micro) {
@@ -394,7 +412,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       }
       ZD_CHECK(out.loss.defined() && out.loss.numel() == 1, "training_step must return a scalar loss");
       const at::Tensor loss = out.loss.to(at::kFloat) / static_cast<double>(c.gradient_accumulation_steps);
+      const bool last_micro = micro + 1 == c.gradient_accumulation_steps;
+      strategy.begin_backward(last_micro);
       (scaler ? scaler->scale(loss) : loss).backward();
+      strategy.end_backward(last_micro);
       const double value = out.loss.to(at::kDouble).item<double>();
       // With loss scaling an overflow is expected now and then: the scaler skips that step. Otherwise stop.
       ZD_CHECK(scaler || std::isfinite(value), "non-finite loss ", value, " at step ", step,
@@ -403,7 +424,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       for (auto& [k, v] : out.logs) logs[k] += v / static_cast<double>(c.gradient_accumulation_steps);
       images_seen += batch.size();
     }
-    const bool found_inf = scaler && scaler->unscale(tensors);
+    // The overflow decision is agreed by all ranks: one rank's inf skips the step everywhere.
+    const bool found_inf = scaler && pg.any_true(scaler->unscale(strategy.gradient_tensors()), "found_inf");
     const double max_norm = c.max_grad_norm > 0 ? c.max_grad_norm : std::numeric_limits<double>::infinity();
     double grad_norm = NAN;
     if (found_inf) {
@@ -411,10 +433,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       ZD_LOG_WARN("step ", step + 1, ": inf/NaN gradients at loss scale ", scaler->get_scale(),
                   "; step skipped, scale ", scaler->get_scale() * c.grad_scaler.backoff_factor);
     } else {
-      grad_norm = torch::nn::utils::clip_grad_norm_(tensors, max_norm);
+      grad_norm = strategy.clip_grad_norm(max_norm);
       ZD_CHECK(std::isfinite(grad_norm), "non-finite gradient norm at step ", step,
                " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
-      optimizer.step();
+      strategy.step();
     }
     if (scaler) scaler->update(found_inf);
     consecutive_skips = found_inf ? consecutive_skips + 1 : 0;
@@ -426,11 +448,22 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     }
     ++step;
     if (ema && !found_inf) ema->update(module.model(), step);
+    if (world > 1) {
+      // The logged loss and figures are means over all ranks' micro-batches.
+      std::vector<double> flat{loss_sum};
+      for (auto& [k, v] : logs) flat.push_back(v);
+      at::Tensor t = at::tensor(flat, at::kDouble);
+      pg.all_reduce(t, "metrics");
+      t.div_(static_cast<double>(world));
+      loss_sum = t[0].item<double>();
+      size_t i = 1;
+      for (auto& [k, v] : logs) v = t[static_cast<int64_t>(i++)].item<double>();
+    }
     last_loss = loss_sum / static_cast<double>(c.gradient_accumulation_steps);
 
     if (step % c.log_every == 0 || step == c.max_steps) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double ips = elapsed > 0 ? static_cast<double>(images_seen) / elapsed : 0;
+      const double ips = elapsed > 0 ? static_cast<double>(images_seen * world) / elapsed : 0;  // all ranks
       const double sps = elapsed > 0 ? static_cast<double>(step - start_step) / elapsed : 0;
       const double eta = sps > 0 ? static_cast<double>(c.max_steps - step) / sps : NAN;
       nlohmann::json line = {{"step", step}, {"loss", last_loss}, {"lr", lr}, {"images_per_s", ips},
@@ -440,7 +473,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       for (auto& [k, v] : logs) line[k] = v;
       const double rss = rss_mib();
       line["rss_mib"] = rss;
-      metrics << line.dump() << "\n" << std::flush;
+      if (is_rank0) metrics << line.dump() << "\n" << std::flush;
       if (tensorboard) {
         tensorboard->add_scalar("train/loss", last_loss, step);
         tensorboard->add_scalar("train/lr", lr, step);
@@ -455,7 +488,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
           << std::setprecision(3) << lr << " grad_norm " << std::setprecision(3) << grad_norm << " "
           << std::setprecision(3) << sps << " it/s " << std::setprecision(3) << ips << " img/s ETA "
           << format_duration(eta);
-      if (tty) {
+      if (tty && is_rank0) {
         const int width = 30;
         const int filled = static_cast<int>(width * step / c.max_steps);
         std::fprintf(stderr, "\r[%s%s] %s", std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
@@ -483,7 +516,19 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   result.export_dir = (out_dir / "final").string();
   // final/ is complete or absent (a re-run replaces it in one rename): a crash mid-export loses nothing.
   auto export_final = [&] {
-    io::write_directory_atomic(result.export_dir, [&](const std::string& temp) { module.export_to(temp); });
+    // Rank 0 writes the whole model (every rank holds it whole); the others wait for it to be complete.
+    std::string error;
+    if (is_rank0) {
+      try {
+        io::write_directory_atomic(result.export_dir, [&](const std::string& temp) { module.export_to(temp); });
+      } catch (const std::exception& e) {
+        if (world == 1) throw;
+        error = e.what();
+      }
+    }
+    if (!pg.all_true(error.empty(), "export")) {
+      throw IoError(error.empty() ? zerodiff::str(result.export_dir, ": rank 0 failed to export") : error);
+    }
   };
   if (ema) {
     // Export (and sample) with the EMA weights, then restore the raw ones.

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -24,7 +25,16 @@ struct Checkpoint {
   std::string path;                          ///< the checkpoint-<step> folder
   int64_t step = 0;                          ///< optimizer steps done when saved
   nlohmann::json state;                      ///< trainer_state.json
-  std::map<std::string, TensorMap> tensors;  ///< "<name>" -> tensors of <name>.safetensors
+  std::map<std::string, TensorMap> tensors;  ///< "<name>" -> tensors of <name>.safetensors (and this rank's
+                                             ///< "<name>.rank-<r>-of-<W>.safetensors" under "<name>")
+};
+
+/// How the processes of a multi-process run write one checkpoint together.
+struct RankSync {
+  int rank = 0;
+  int world_size = 1;
+  /// Collective over all ranks (also a barrier): true when every rank passed true.
+  std::function<bool(bool)> all_ok;
 };
 
 class CheckpointManager {
@@ -37,6 +47,14 @@ class CheckpointManager {
   /// checkpoints intact). An existing checkpoint-<step> is replaced only after the new one is complete.
   std::string save(int64_t step, const std::map<std::string, TensorMap>& tensors, const nlohmann::json& state);
 
+  /// Multi-process save, called by every rank: rank 0 writes `tensors` and `state`; every rank writes
+  /// `rank_tensors` (the same names on every rank) as "<name>.rank-<r>-of-<W>.safetensors". Ranks other than 0
+  /// stage their files next to the checkpoint; rank 0 moves them into its temporary folder, which becomes
+  /// checkpoint-<step> in one rename, so the folder is complete (every rank's files) or absent. Throws IoError
+  /// on every rank when any rank failed to write (nothing new under checkpoint-<step>, older ones intact).
+  std::string save(int64_t step, const std::map<std::string, TensorMap>& tensors, const nlohmann::json& state,
+                   const std::map<std::string, TensorMap>& rank_tensors, const RankSync& sync);
+
   /// Complete checkpoints, oldest first (checkpoint-<step> folders with a trainer_state.json).
   std::vector<std::string> list() const;
   /// The newest complete checkpoint, if any.
@@ -45,10 +63,14 @@ class CheckpointManager {
   /// Reads a checkpoint folder. Throws IoError naming the folder/file when it is missing, has no
   /// trainer_state.json, the JSON is invalid, or a listed tensor file is missing or corrupt.
   static Checkpoint load(const std::string& path);
+  /// As above for rank `rank` of `world_size`: also reads this rank's files (listed in trainer_state.json's
+  /// "rank_files"). Throws IoError when the checkpoint was written by another number of ranks.
+  static Checkpoint load(const std::string& path, int rank, int world_size);
 
   const std::string& dir() const { return dir_; }
 
  private:
+  void prune(const std::string& just_written, int64_t step);
   std::string dir_;
   int64_t keep_last_;
 };

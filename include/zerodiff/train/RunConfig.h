@@ -83,16 +83,19 @@ struct MemoryEstimate {
   int64_t parameters = 0, trainable = 0;
   double weights = 0;    ///< every parameter and buffer, fp32
   double gradients = 0;  ///< fp32, trainable parameters
-  double optimizer = 0;  ///< AdamW exp_avg + exp_avg_sq, fp32, trainable parameters
+  double optimizer = 0;  ///< AdamW exp_avg + exp_avg_sq, fp32, trainable parameters (this rank's shard in zero1/2)
+  double master = 0;     ///< fp32 master-weight shard of zero1/zero2 (0 otherwise)
   double ema = 0;        ///< EMA shadow, fp32, trainable parameters (when trainer.ema.enabled)
-  double total() const { return weights + gradients + optimizer + ema; }
+  int world_size = 1;    ///< processes the per-rank figures assume
+  double total() const { return weights + gradients + optimizer + master + ema; }
   /// The human-readable report (a table of components, then the memory lines).
   std::string report(const TrainerConfig& trainer) const;
 };
 
-/// Counts and estimates for `module` after configure_model / configure_model_for_dry_run. Strategy single,
-/// precision 32-true (the others are not available yet: Trainer refuses them).
-MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trainer);
+/// Counts and estimates for `module` after configure_model / configure_model_for_dry_run, per rank of
+/// `world_size` processes under trainer.strategy (ZeRO's formulas, parallel::zero_memory_formula), fp32 model
+/// states (the mixed precisions keep fp32 master weights too).
+MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trainer, int world_size = 1);
 
 /// A whole run as zerodiff-train does it: module, trainer, data, fit (resume: "", "latest" or a path).
 FitResult run(const RunConfig& config, const std::string& resume = "");

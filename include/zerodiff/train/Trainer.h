@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "zerodiff/data/DataLoader.h"
+#include "zerodiff/dist/ProcessGroup.h"
+#include "zerodiff/parallel/Strategy.h"
 #include "zerodiff/train/TrainingModule.h"
 
 namespace zerodiff::train {
@@ -102,7 +104,9 @@ struct TrainerConfig {
   double max_grad_norm = 1.0;             ///< 0 = no clipping (the norm is still logged)
   std::string accelerator = "auto";       ///< auto | cpu | cuda
   std::string precision = "32-true";      ///< 32-true | 16-mixed | bf16-mixed (bf16-true: not yet)
-  std::string strategy = "single";        ///< single (ddp, zero1/2/3, gemini: issues 7-9)
+  std::string strategy = "single";        ///< single | ddp | zero1 | zero2 (zero3, gemini: not yet)
+  double bucket_size_mb = 25;             ///< gradient bucket size (ddp, zero1, zero2)
+  double dist_timeout_s = 1800;           ///< rendezvous and collective timeout
   int64_t log_every = 10;
   int64_t checkpoint_every = 0;           ///< 0 = only at the end
   int64_t keep_last = 2;
@@ -128,7 +132,15 @@ struct TrainerConfig {
     v.choice("precision", precision, {"32-true", "16-mixed", "bf16-mixed", "bf16-true"},
              "Numeric precision (Lightning's names): 32-true; 16-mixed / bf16-mixed = fp32 master weights with "
              "autocast to float16 / bfloat16 (16-mixed adds dynamic loss scaling); bf16-true is not available yet");
-    v.choice("strategy", strategy, {"single", "ddp", "zero1", "zero2", "zero3", "gemini"}, "Parallel strategy");
+    v.choice("strategy", strategy, {"single", "ddp", "zero1", "zero2", "zero3", "gemini"},
+             "Parallel strategy: single (one process), ddp (replicated, gradients all-reduced during backward), zero1 "
+             "(optimizer states and fp32 master weights sharded), zero2 (zero1 + gradients reduce-scattered into "
+             "shards); zero3 and gemini are not available yet. Multi-process runs: docs/distributed.md");
+    v("bucket_size_mb", bucket_size_mb,
+      "Gradient bucket size in MiB of fp32 (ddp/zero1/zero2): each bucket is sent as soon as backward has produced "
+      "it; a resumed zero1/zero2 run needs the same value");
+    v("dist_timeout_s", dist_timeout_s,
+      "Seconds to wait for the rendezvous and for each collective; a dead or stuck peer fails the run after this");
     v("log_every", log_every, "Log and append metrics every N optimizer steps");
     v("checkpoint_every", checkpoint_every, "Checkpoint every N optimizer steps (0 = only at the end)");
     v("keep_last", keep_last, "Checkpoints kept (0 = all)");
@@ -155,6 +167,8 @@ struct TrainerConfig {
     v.check(sample_every >= 0, "sample_every", "must be >= 0, got ", sample_every);
     v.check(val_every >= 0, "val_every", "must be >= 0, got ", val_every);
     v.check(val_batches >= 0, "val_batches", "must be >= 0, got ", val_batches);
+    v.check(bucket_size_mb > 0, "bucket_size_mb", "must be > 0, got ", bucket_size_mb);
+    v.check(dist_timeout_s > 0, "dist_timeout_s", "must be > 0, got ", dist_timeout_s);
   }
 };
 
@@ -169,9 +183,12 @@ struct FitResult {
 
 class Trainer {
  public:
-  /// Throws NotImplementedError for precisions/strategies this build does not provide yet, and
-  /// zerodiff::Error when cuda is requested without a CUDA device.
-  explicit Trainer(TrainerConfig config);
+  /// Reads the launch environment (torchrun / SLURM variables, dist::LaunchEnv) unless `group` is given; the
+  /// process group itself is connected on first use (fit, process_group()). With CUDA, rank r uses device
+  /// LOCAL_RANK. Throws NotImplementedError for precisions/strategies this build does not provide yet,
+  /// dist::CommError for an incomplete launch environment, and zerodiff::Error when cuda is requested without
+  /// a CUDA device or strategy single is launched on several processes.
+  explicit Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group = nullptr);
 
   /// Trains `module` on `loader` until max_steps. `resume`: "" (fresh), "latest" (newest checkpoint under
   /// output_dir/checkpoints, fresh when there is none) or a checkpoint folder. A missing or corrupt
@@ -191,9 +208,19 @@ class Trainer {
 
   const TrainerConfig& config() const { return config_; }
   torch::Device device() const { return device_; }
+  /// This process's rank and the number of processes (known without connecting).
+  int rank() const { return env_.rank; }
+  int world_size() const { return env_.world_size; }
+  /// The run's process group, connected on first call (throws dist::CommError when the store is unreachable).
+  dist::ProcessGroup& process_group();
+  /// The strategy of the last fit (null before): memory() and the process group's byte counters.
+  const parallel::Strategy* strategy() const { return strategy_.get(); }
 
  private:
   TrainerConfig config_;
+  dist::LaunchEnv env_;
+  std::shared_ptr<dist::ProcessGroup> group_;
+  std::unique_ptr<parallel::Strategy> strategy_;
   torch::Device device_ = torch::kCPU;
 };
 

@@ -1,0 +1,128 @@
+// zerodiff/parallel/Strategy.h — how the Trainer's parameters, gradients and AdamW states are spread over
+// the processes of a run (DESIGN.md §3, layer 6). The Trainer talks only to this interface:
+//
+//   strategy->setup(groups, broadcast, adamw);        // once, after the model is built
+//   per step:  strategy->zero_grad();
+//              per micro-batch: strategy->begin_backward(last); loss.backward(); strategy->end_backward(last);
+//              grads = strategy->gradient_tensors();  // unscale / inf check (GradScaler) on these
+//              norm = strategy->clip_grad_norm(max);   // global L2 norm across ranks and shards
+//              strategy->step();                       // AdamW, then parameters are whole again on every rank
+//
+// Strategies (ZeRO: Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
+// Models"; DDP: Li et al. 2020, "PyTorch Distributed", and torch/csrc/distributed/c10d/reducer.cpp):
+//  * single — one process; torch AdamW over the parameters.
+//  * ddp    — parameters broadcast from rank 0; gradient buckets all-reduced (averaged) while backward is
+//             still running, on the last micro-batch of a step only; every rank runs the same AdamW step.
+//  * zero1  — as ddp for gradients; each rank owns a shard of the flattened fp32 master parameters and their
+//             AdamW states (FlatLayout), updates it, and the parameters are all-gathered bucket by bucket.
+//  * zero2  — zero1, plus gradients are reduce-scattered bucket by bucket during every backward into this
+//             rank's gradient shard; a parameter's full gradient is released as soon as its buckets are sent.
+// Parameters no rank used in a step keep no gradient and are skipped by AdamW (as torch's AdamW and DDP's
+// find_unused_parameters do); a parameter tensor appearing twice (tied weights) is trained once.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "zerodiff/dist/ProcessGroup.h"
+#include "zerodiff/io/Safetensors.h"
+
+namespace zerodiff::parallel {
+
+/// AdamW hyper-parameters shared by every group (each group has its own lr).
+struct AdamWSettings {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 1e-2;
+};
+
+/// One AdamW parameter group: parameters by name (names key the optimizer state in checkpoints).
+struct ParamGroupSpec {
+  std::string name;
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  double lr = 1e-4;
+};
+
+/// Bytes this rank holds for model states (activations excluded), measured on the live tensors.
+struct MemoryReport {
+  int64_t parameters = 0;        ///< the compute parameters (whole on every rank in ddp / zero1 / zero2)
+  int64_t gradients = 0;         ///< gradients held now (full ones, or this rank's shard in zero2)
+  int64_t master_weights = 0;    ///< fp32 master shard (zero1 / zero2); 0 where the parameters are the master
+  int64_t optimizer_states = 0;  ///< AdamW exp_avg + exp_avg_sq held by this rank
+  int64_t numel = 0;             ///< Ψ: trainable elements
+  int64_t padded_numel = 0;      ///< Ψ rounded up to a multiple of the world size (sharded strategies)
+};
+
+struct StrategyOptions {
+  int64_t bucket_numel = 25 * 1024 * 1024 / 4;  ///< gradient bucket size in elements (DDP's 25 MB of fp32)
+};
+
+class Strategy {
+ public:
+  explicit Strategy(std::shared_ptr<dist::ProcessGroup> group) : group_(std::move(group)) {}
+  virtual ~Strategy() = default;
+  Strategy(const Strategy&) = delete;
+  Strategy& operator=(const Strategy&) = delete;
+
+  /// "single", "ddp", "zero1" or "zero2".
+  virtual std::string name() const = 0;
+  /// Whether the optimizer state is sharded (each rank saves its own file in checkpoints).
+  virtual bool sharded() const { return false; }
+
+  /// Makes every tensor of `broadcast` (the model's parameters and buffers) equal to rank 0's and builds the
+  /// optimizer over `groups` (non-empty groups of trainable float tensors, each tensor once, names unique).
+  /// Throws zerodiff::Error on an empty or duplicated parameter, dist::CommError when a peer fails.
+  virtual void setup(std::vector<ParamGroupSpec> groups, const std::vector<at::Tensor>& broadcast,
+                     const AdamWSettings& adamw) = 0;
+  /// Sets group `group`'s current learning rate.
+  virtual void set_lr(size_t group, double lr) = 0;
+  /// Drops the gradients of the last step.
+  virtual void zero_grad() = 0;
+  /// Around each micro-batch's backward; `last` = the micro-batch that completes the optimizer step.
+  /// end_backward waits for the gradient communication of that backward (and throws dist::CommError when a
+  /// peer fails).
+  virtual void begin_backward(bool last) { (void)last; }
+  virtual void end_backward(bool last) { (void)last; }
+  /// The tensors whose .grad() the optimizer will use (parameters, or this rank's master-shard segments),
+  /// valid after the last end_backward of a step: what loss-scale unscaling and inf checks run on.
+  virtual std::vector<at::Tensor> gradient_tensors() = 0;
+  /// Clips the gradients to `max_norm` (infinity = measure only) by their global L2 norm over all ranks and
+  /// shards (torch.nn.utils.clip_grad_norm_'s rule: coefficient max_norm / (norm + 1e-6), capped at 1).
+  /// Returns the norm before clipping.
+  virtual double clip_grad_norm(double max_norm) = 0;
+  /// Applies AdamW; afterwards every rank holds the whole updated parameters.
+  virtual void step() = 0;
+
+  /// Optimizer state to checkpoint: all of it (single, ddp) or this rank's shard (zero1, zero2).
+  virtual io::TensorMap optimizer_state() const = 0;
+  /// Restores optimizer_state(). Throws IoError naming `where` and the entry when something is missing, has
+  /// the wrong shape, or was saved with another world size / bucket layout.
+  virtual void load_optimizer_state(const io::TensorMap& state, const std::string& where) = 0;
+
+  /// Model-state bytes held by this rank now.
+  virtual MemoryReport memory() const = 0;
+
+  dist::ProcessGroup& group() const { return *group_; }
+  const std::shared_ptr<dist::ProcessGroup>& group_ptr() const { return group_; }
+
+ protected:
+  std::shared_ptr<dist::ProcessGroup> group_;
+};
+
+/// The strategy called `name` ("single", "ddp", "zero1", "zero2") over `group`. single needs a group of size 1.
+/// Throws NotImplementedError for "zero3" / "gemini" (not available yet) and zerodiff::Error for unknown names.
+std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr<dist::ProcessGroup> group,
+                                        StrategyOptions options = {});
+
+/// ZeRO's per-rank model-state bytes for Ψ fp32 trainable elements on N ranks with AdamW (Rajbhandari et al.
+/// 2020, §5, with K = 8 bytes of Adam state per element and fp32 master weights): the expected MemoryReport
+/// (numel, padded_numel left 0) of `strategy` ("ddp", "zero1", "zero2").
+MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size);
+
+}  // namespace zerodiff::parallel

@@ -1,0 +1,640 @@
+// Multi-process tests on loopback with Gloo (label dist). Each test launches 2 or 3 copies of this binary
+// (fork + exec of /proc/self/exe with torchrun's variables RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+// MASTER_PORT and ZD_DIST_SCENARIO); a copy with ZD_DIST_SCENARIO set runs that scenario as one rank and
+// exits with 0 (pass), 1 (a check failed: the message is on stderr) or another code the test expects.
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "zerodiff/core/Error.h"
+#include "zerodiff/core/Logging.h"
+#include "zerodiff/data/DataLoader.h"
+#include "zerodiff/data/SyntheticShapesDataset.h"
+#include "zerodiff/dist/ProcessGroup.h"
+#include "zerodiff/io/Diffusers.h"
+#include "zerodiff/io/Safetensors.h"
+#include "zerodiff/models/unet/UNet2DConditionModel.h"
+#include "zerodiff/parallel/FlatLayout.h"
+#include "zerodiff/parallel/Strategy.h"
+#include "zerodiff/train/Trainer.h"
+
+namespace fs = std::filesystem;
+namespace zdist = zerodiff::dist;
+namespace zp = zerodiff::parallel;
+
+namespace {
+
+// ------------------------------------------------------------------ launcher (parent side)
+
+struct RankRun {
+  int exit_code = -1;  // -1: killed after the deadline
+  std::string output;  // stdout + stderr
+};
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// Runs `world` ranks of `scenario`; kills everything still running after `deadline_s`.
+// With stop_others, the remaining ranks are killed as soon as rank 0 exits (as torchrun stops a job).
+std::vector<RankRun> launch(int world, const std::string& scenario, double deadline_s = 240,
+                            const std::map<std::string, std::string>& extra = {}, bool stop_others = false) {
+  const std::string port = std::to_string(free_port());
+  const fs::path logs = fs::path(testing::TempDir()) / "zd_dist_logs";
+  fs::create_directories(logs);
+  std::vector<pid_t> pids;
+  std::vector<std::string> files;
+  for (int r = 0; r < world; ++r) {
+    std::map<std::string, std::string> env{{"RANK", std::to_string(r)},
+                                           {"WORLD_SIZE", std::to_string(world)},
+                                           {"LOCAL_RANK", std::to_string(r)},
+                                           {"LOCAL_WORLD_SIZE", std::to_string(world)},
+                                           {"MASTER_ADDR", "127.0.0.1"},
+                                           {"MASTER_PORT", port},
+                                           {"ZD_DIST_SCENARIO", scenario},
+                                           {"OMP_NUM_THREADS", "1"}};
+    for (const auto& [k, v] : extra) env[k] = v;
+    std::vector<std::string> strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string kv(*e);
+      if (!env.count(kv.substr(0, kv.find('=')))) strings.push_back(kv);
+    }
+    for (const auto& [k, v] : env) strings.push_back(k + "=" + v);
+    std::vector<char*> envp;
+    for (auto& s : strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    const std::string file = (logs / (scenario + "." + std::to_string(r) + ".log")).string();
+    files.push_back(file);
+    std::string self = fs::read_symlink("/proc/self/exe").string();
+    char* argv[] = {self.data(), nullptr};
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      FILE* out = std::fopen(file.c_str(), "w");
+      if (out != nullptr) {
+        ::dup2(fileno(out), STDOUT_FILENO);
+        ::dup2(fileno(out), STDERR_FILENO);
+      }
+      ::execve(argv[0], argv, envp.data());
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<RankRun> runs(world);
+  std::vector<bool> done(world, false);
+  const auto t0 = std::chrono::steady_clock::now();
+  int remaining = world;
+  while (remaining > 0) {
+    for (int r = 0; r < world; ++r) {
+      if (done[r]) continue;
+      int status = 0;
+      if (::waitpid(pids[r], &status, WNOHANG) == pids[r]) {
+        done[r] = true;
+        --remaining;
+        runs[r].exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+    }
+    if ((stop_others && done[0]) ||
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > deadline_s) {
+      for (int r = 0; r < world; ++r) {
+        if (!done[r]) {
+          ::kill(pids[r], SIGKILL);
+          ::waitpid(pids[r], nullptr, 0);
+          runs[r].exit_code = -1;
+        }
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (int r = 0; r < world; ++r) {
+    std::ifstream in(files[r]);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    runs[r].output = ss.str();
+  }
+  return runs;
+}
+
+void expect_all_pass(const std::vector<RankRun>& runs) {
+  for (size_t r = 0; r < runs.size(); ++r) {
+    EXPECT_EQ(runs[r].exit_code, 0) << "rank " << r << " output:\n" << runs[r].output;
+  }
+}
+
+// ------------------------------------------------------------------ scenarios (rank side)
+
+#define WCHECK(cond, ...)                                                                            \
+  do {                                                                                                \
+    if (!(cond)) {                                                                                    \
+      std::cerr << "CHECK FAILED (" #cond "): " << zerodiff::str(__VA_ARGS__) << std::endl;          \
+      std::exit(1);                                                                                   \
+    }                                                                                                 \
+  } while (0)
+
+// The tiny SD-1-style UNet, plus a tied head (one Linear registered under two names and applied twice) and an
+// unused branch (trainable parameters no forward touches: a frozen-by-disuse branch must not hang).
+struct TinyNet : torch::nn::Module {
+  TinyNet() {
+    auto config = zerodiff::io::read_config_json(std::string(ZERODIFF_TEST_DATA_DIR) + "/parity/unet_sd1_tiny");
+    unet = register_module("unet", zerodiff::models::UNet2DConditionModel(
+                                       zerodiff::models::UNet2DConditionOptions::from_json(config)));
+    head = register_module("head", torch::nn::Linear(4, 4));
+    register_module("head_tied", head);
+    unused = register_module("unused", torch::nn::Linear(3, 2));
+  }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
+    auto y = unet->forward(x, t, ctx).permute({0, 2, 3, 1});
+    return head(torch::silu(head(y))).permute({0, 3, 1, 2});
+  }
+  // Trainable parameters, a tied tensor once (as TrainingModule::trainable_parameters lists them).
+  std::vector<std::pair<std::string, at::Tensor>> trainable() {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    std::set<const void*> seen;
+    for (auto& p : named_parameters(true)) {
+      if (seen.insert(p.value().unsafeGetTensorImpl()).second) out.emplace_back(p.key(), p.value());
+    }
+    return out;
+  }
+  zerodiff::models::UNet2DConditionModel unet{nullptr};
+  torch::nn::Linear head{nullptr}, unused{nullptr};
+};
+
+constexpr int64_t kGlobalBatch = 6;
+
+struct GlobalBatch {
+  at::Tensor x, t, ctx, target;
+};
+
+GlobalBatch batch_for_step(int64_t step, int64_t cross_dim) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 + step);
+  GlobalBatch b;
+  b.x = at::randn({kGlobalBatch, 4, 16, 16}, gen);
+  b.t = at::randint(0, 1000, {kGlobalBatch}, gen);
+  b.ctx = at::randn({kGlobalBatch, 7, cross_dim}, gen);
+  b.target = at::randn({kGlobalBatch, 4, 16, 16}, gen);
+  return b;
+}
+
+struct TrainResult {
+  std::map<std::string, at::Tensor> params;
+  std::vector<double> norms;  // gradient norm of each step before clipping
+  zp::MemoryReport memory;
+};
+
+// `steps` AdamW steps of `strategy` on rows [rank*G/N, (rank+1)*G/N) of each global batch, in `accum`
+// micro-batches; the loss is the per-rank mean, so the rank average is the global-batch mean.
+TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool perturb) {
+  const int rank = strategy.group().rank(), world = strategy.group().size();
+  torch::manual_seed(0);
+  TinyNet net;
+  if (perturb && rank != 0) {
+    torch::NoGradGuard g;
+    for (auto& p : net.parameters()) p.add_(0.5);  // setup's broadcast must undo this
+  }
+  // lr 1e-4: five steps move parameters by ~5e-4, 50x the tolerance. (With AdamW's eps 1e-8, an element whose
+  // gradient is ~1e-8 turns a 1e-7 relative difference of summation order into a sizeable step difference;
+  // that noise scales with lr.)
+  strategy.setup({zp::ParamGroupSpec{"all", net.trainable(), 1e-4}}, [&] {
+    std::vector<at::Tensor> all;
+    for (auto& p : net.parameters()) all.push_back(p);
+    for (auto& b : net.buffers()) all.push_back(b);
+    return all;
+  }(), zp::AdamWSettings{0.9, 0.999, 1e-8, 1e-2});
+  const int64_t per_rank = kGlobalBatch / world, per_micro = per_rank / accum;
+  std::vector<double> norms;
+  for (int s = 0; s < steps; ++s) {
+    const auto b = batch_for_step(s, net.unet->options.cross_attention_dim()[0]);
+    strategy.zero_grad();
+    for (int m = 0; m < accum; ++m) {
+      const int64_t lo = rank * per_rank + m * per_micro, hi = lo + per_micro;
+      const auto out = net.forward(b.x.slice(0, lo, hi), b.t.slice(0, lo, hi), b.ctx.slice(0, lo, hi));
+      const auto loss = torch::mse_loss(out, b.target.slice(0, lo, hi)) / static_cast<double>(accum);
+      strategy.begin_backward(m + 1 == accum);
+      loss.backward();
+      strategy.end_backward(m + 1 == accum);
+    }
+    // Clipping is active (norms are about 0.2): the global norm over ranks and shards must be right. Adam hides
+    // a wrong gradient scale, so the norms are compared with the single-process run's too.
+    norms.push_back(strategy.clip_grad_norm(0.05));
+    strategy.step();
+  }
+  TrainResult r;
+  r.norms = norms;
+  r.memory = strategy.memory();
+  for (auto& p : net.named_parameters(true)) r.params[p.key()] = p.value().detach().clone();
+  return r;
+}
+
+int scenario_parity(const std::string& strategy_name, int accum) {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(60)});
+  const int world = group->size();
+  zp::StrategyOptions options;
+  options.bucket_numel = 20000;  // several buckets, parameters straddling bucket boundaries
+  auto strategy = zp::make_strategy(strategy_name, group, options);
+  group->reset_stats();
+  constexpr int kSteps = 5;
+  const auto dist = train_tiny(*strategy, kSteps, accum, /*perturb=*/true);
+  const auto stats = group->stats();
+  // Reference: one process, the whole global batch at once.
+  auto single = zp::make_strategy("single", zdist::ProcessGroup::single());
+  const auto ref = train_tiny(*single, kSteps, 1, false);
+  double max_diff = 0;
+  std::string worst;
+  for (const auto& [name, t] : ref.params) {
+    const double d = (dist.params.at(name) - t).abs().max().item<double>();
+    if (d > max_diff) worst = name;
+    max_diff = std::max(max_diff, d);
+  }
+  std::cout << "largest difference in " << worst << std::endl;
+  std::cout << strategy_name << " world " << world << " accum " << accum << ": max |param - single| = " << max_diff
+            << std::endl;
+  WCHECK(max_diff <= 1e-5, strategy_name, ": parameters differ from the single-process run by ", max_diff);
+  double max_moved = 0;
+  {
+    torch::manual_seed(0);
+    TinyNet init;
+    for (auto& p : init.named_parameters(true)) {
+      max_moved = std::max(max_moved, (ref.params.at(p.key()) - p.value()).abs().max().item<double>());
+    }
+  }
+  std::cout << "  (the single-process run moved parameters by up to " << max_moved << ")" << std::endl;
+  WCHECK(max_moved > 20 * 1e-5, "the reference run barely trained: ", max_moved);
+  for (int s = 0; s < kSteps; ++s) {
+    std::cout << "  step " << s + 1 << " gradient norm " << dist.norms[s] << " (single " << ref.norms[s] << ")" << std::endl;
+    WCHECK(std::abs(dist.norms[s] - ref.norms[s]) <= 1e-5 * ref.norms[s], "gradient norm of step ", s + 1, ": ",
+           dist.norms[s], " vs single ", ref.norms[s]);
+  }
+  // The unused branch had no gradient anywhere: untouched (no weight decay), as torch's AdamW leaves it.
+  torch::manual_seed(0);
+  TinyNet fresh;
+  WCHECK(torch::equal(dist.params.at("unused.weight"), fresh.unused->weight), "the unused branch was updated");
+
+  // Memory per rank vs ZeRO's formulas (Ψ trainable elements, N ranks): within 2 % plus padding.
+  const auto& m = dist.memory;
+  const auto f = zp::zero_memory_formula(strategy_name, m.numel, world);
+  const double pad_bytes = 12.0 * static_cast<double>(m.padded_numel - m.numel) / world + 16;
+  auto close = [&](const char* what, int64_t got, int64_t want) {
+    std::cout << "  " << what << ": " << got << " B (formula " << want << " B)" << std::endl;
+    WCHECK(std::abs(static_cast<double>(got - want)) <= 0.02 * static_cast<double>(want) + pad_bytes, what, " ", got,
+           " vs formula ", want);
+  };
+  close("optimizer states", m.optimizer_states, f.optimizer_states);
+  close("master weights", m.master_weights, f.master_weights);
+  close("gradients", m.gradients, f.gradients);
+  close("parameters", m.parameters, f.parameters);
+
+  // Communication volume per step (bytes of the payload on every rank) vs theory.
+  auto bytes = [&](const std::string& tag) { return stats.count(tag) ? stats.at(tag).bytes : int64_t{0}; };
+  const int64_t psi_bytes = 4 * m.padded_numel;  // padding < N elements
+  const int64_t syncs = strategy_name == "zero2" ? accum : 1;  // zero2 reduce-scatters every micro-batch
+  for (const auto& [tag, s] : stats) std::cout << "  comm " << tag << ": " << s.calls << " calls, " << s.bytes << " B" << std::endl;
+  if (strategy_name == "ddp") {
+    WCHECK(bytes("grad_all_reduce") == kSteps * psi_bytes, "ddp all-reduce moved ", bytes("grad_all_reduce"));
+    WCHECK(bytes("param_all_gather") == 0 && bytes("grad_reduce_scatter") == 0, "ddp moved parameters or shards");
+  } else if (strategy_name == "zero1") {
+    WCHECK(bytes("grad_all_reduce") == kSteps * psi_bytes, "zero1 all-reduce moved ", bytes("grad_all_reduce"));
+    WCHECK(bytes("param_all_gather") == kSteps * psi_bytes, "zero1 all-gather moved ", bytes("param_all_gather"));
+  } else {
+    WCHECK(bytes("grad_reduce_scatter") == kSteps * syncs * psi_bytes, "zero2 reduce-scatter moved ",
+           bytes("grad_reduce_scatter"));
+    WCHECK(bytes("param_all_gather") == kSteps * psi_bytes, "zero2 all-gather moved ", bytes("param_all_gather"));
+    WCHECK(bytes("grad_all_reduce") == 0, "zero2 all-reduced gradients");
+  }
+  // Everything else is small control traffic: used-parameter flags and the norm.
+  const int64_t control = bytes("grad_used_flags") + bytes("grad_norm");
+  WCHECK(control < psi_bytes / 100, "control traffic ", control, " B is not small");
+  return 0;
+}
+
+// A module for the Trainer: ToyNet-like conv net, noise from the run's (per-rank) generator.
+struct ToyNet : torch::nn::Module {
+  ToyNet() {
+    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 3, 3).padding(1)));
+  }
+  at::Tensor forward(const at::Tensor& x) { return conv2(torch::silu(conv1(x))); }
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+};
+
+struct ToyModule : zerodiff::train::TrainingModule {
+  std::shared_ptr<ToyNet> net;
+  void configure_model(const torch::Device& device) override {
+    net = std::make_shared<ToyNet>();
+    net->to(device);
+  }
+  torch::nn::Module& model() override { return *net; }
+  zerodiff::train::StepOutput training_step(const zerodiff::data::Batch& batch, zerodiff::train::StepContext& ctx) override {
+    auto noise = at::randn(batch.images.sizes(), ctx.generator) * 0.1;
+    return {torch::mse_loss(net->forward(batch.images + noise), batch.images.flip(-1)), {}};
+  }
+};
+
+int scenario_resume(const std::string& strategy_name) {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(60)});
+  zerodiff::log::init({.level = zerodiff::log::Level::warn, .rank = group->rank()});
+  const fs::path root = fs::path(std::getenv("ZD_DIST_DIR"));
+  auto config = [&](const std::string& name) {
+    zerodiff::train::TrainerConfig c;
+    c.output_dir = (root / name).string();
+    c.max_steps = 6;
+    c.accelerator = "cpu";
+    c.strategy = strategy_name;
+    c.optimizer.lr = 1e-2;
+    c.lr_schedule.type = "cosine";
+    c.ema.enabled = true;
+    c.ema.decay = 0.9;
+    c.gradient_accumulation_steps = 2;
+    c.checkpoint_every = 2;
+    c.bucket_size_mb = 0.001;  // a few hundred elements: several buckets
+    return c;
+  };
+  auto loader = [&] {
+    zerodiff::data::DataLoaderOptions o;
+    o.batch_size = 2;
+    o.num_workers = 1;
+    o.seed = 5;
+    o.image.resolution = 16;
+    o.image.random_flip = true;
+    o.rank = group->rank();
+    o.world_size = group->size();
+    return std::make_unique<zerodiff::data::DataLoader>(
+        std::make_shared<zerodiff::data::SyntheticShapesDataset>(
+            zerodiff::data::SyntheticShapesOptions{.size = 12, .image_size = 16, .seed = 3}),
+        o);
+  };
+  {
+    ToyModule m;
+    auto l = loader();
+    zerodiff::train::Trainer(config("a"), group).fit(m, *l);
+  }
+  {
+    ToyModule m;
+    auto l = loader();
+    zerodiff::train::Trainer(config("b"), group).fit(m, *l, "", /*stop_at_step=*/3);
+  }
+  {
+    ToyModule m;  // as a relaunched job
+    auto l = loader();
+    const auto r = zerodiff::train::Trainer(config("b"), group).fit(m, *l, "latest");
+    WCHECK(r.steps == 6, "resumed run ended at step ", r.steps);
+  }
+  if (group->rank() == 0) {
+    const auto ckpt = root / "b" / "checkpoints" / "checkpoint-6";
+    WCHECK(fs::exists(ckpt / zerodiff::str("rng.rank-1-of-", group->size(), ".safetensors")), "no rank-1 rng file in ",
+           ckpt.string());
+    if (strategy_name != "ddp") {
+      WCHECK(fs::exists(ckpt / zerodiff::str("optimizer.rank-", group->size() - 1, "-of-", group->size(), ".safetensors")),
+             "no optimizer shard of the last rank in ", ckpt.string());
+    }
+    const auto a = zerodiff::io::load_safetensors((root / "a" / "final" / "model.safetensors").string());
+    const auto b = zerodiff::io::load_safetensors((root / "b" / "final" / "model.safetensors").string());
+    for (const auto& [name, t] : a) WCHECK(torch::equal(t, b.at(name)), name, " differs after the sharded resume");
+    std::cout << strategy_name << ": resumed run equals the uninterrupted one (" << a.size() << " tensors)" << std::endl;
+  }
+  group->barrier();
+  return 0;
+}
+
+// Rank 1 dies (or hangs) after two steps; rank 0 must stop with a clear error within the timeout: exit 42.
+int scenario_dead_peer(bool hang) {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(5)});
+  auto strategy = zp::make_strategy("zero2", group);
+  torch::manual_seed(0);
+  torch::nn::Linear net(64, 64);
+  strategy->setup({zp::ParamGroupSpec{"all", {{"weight", net->weight}, {"bias", net->bias}}, 1e-3}},
+                  {net->weight, net->bias}, {});
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    for (int s = 0; s < 100; ++s) {
+      if (s == 2 && group->rank() == 1) {
+        if (hang) std::this_thread::sleep_for(std::chrono::hours(1));
+        std::_Exit(3);
+      }
+      strategy->zero_grad();
+      strategy->begin_backward(true);
+      net->forward(torch::randn({4, 64})).pow(2).mean().backward();
+      strategy->end_backward(true);
+      strategy->step();
+    }
+  } catch (const zdist::CommError& e) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::cout << "rank " << group->rank() << " stopped after " << s << " s: " << e.what() << std::endl;
+    return 42;
+  }
+  std::cout << "rank " << group->rank() << " finished without noticing the dead peer" << std::endl;
+  return 1;
+}
+
+int run_scenario(const std::string& s) {
+  try {
+    if (s.rfind("parity_", 0) == 0) {
+      // parity_<strategy>_<accum>
+      const auto rest = s.substr(7);
+      const auto cut = rest.rfind('_');
+      return scenario_parity(rest.substr(0, cut), std::stoi(rest.substr(cut + 1)));
+    }
+    if (s.rfind("resume_", 0) == 0) return scenario_resume(s.substr(7));
+    if (s == "dead_peer") return scenario_dead_peer(false);
+    if (s == "stuck_peer") return scenario_dead_peer(true);
+    std::cerr << "unknown scenario " << s << std::endl;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "scenario " << s << " threw: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ tests
+
+class StrategyParity : public testing::TestWithParam<std::tuple<std::string, int, int>> {};
+
+TEST_P(StrategyParity, FiveAdamWStepsEqualTheSingleProcessRun) {
+  const auto& [strategy, world, accum] = GetParam();
+  const auto runs = launch(world, zerodiff::str("parity_", strategy, "_", accum));
+  expect_all_pass(runs);
+  std::cout << runs[0].output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Dist, StrategyParity,
+                         testing::Values(std::make_tuple("ddp", 2, 1), std::make_tuple("ddp", 3, 1),
+                                         std::make_tuple("zero1", 2, 1), std::make_tuple("zero1", 3, 1),
+                                         std::make_tuple("zero2", 2, 1), std::make_tuple("zero2", 3, 1),
+                                         std::make_tuple("zero2", 3, 2), std::make_tuple("ddp", 3, 2)),
+                         [](const auto& info) {
+                           return zerodiff::str(std::get<0>(info.param), "_world", std::get<1>(info.param), "_accum",
+                                                std::get<2>(info.param));
+                         });
+
+class ShardedResume : public testing::TestWithParam<std::string> {};
+
+TEST_P(ShardedResume, ResumeEqualsAnUninterruptedRun) {
+  const fs::path dir = fs::path(testing::TempDir()) / ("zd_dist_resume_" + GetParam());
+  fs::remove_all(dir);
+  const auto runs = launch(2, "resume_" + GetParam(), 240, {{"ZD_DIST_DIR", dir.string()}});
+  expect_all_pass(runs);
+  std::cout << runs[0].output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Dist, ShardedResume, testing::Values("ddp", "zero1", "zero2"));
+
+TEST(DistFailure, ADeadRankStopsTheOthersWithAClearError) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto runs = launch(2, "dead_peer", 60);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(runs[1].exit_code, 3);
+  EXPECT_EQ(runs[0].exit_code, 42) << runs[0].output;
+  EXPECT_NE(runs[0].output.find("peer"), std::string::npos) << runs[0].output;
+  EXPECT_LT(s, 30.0);
+  std::cout << runs[0].output;
+}
+
+TEST(DistFailure, AStuckRankFailsTheOthersAfterTheTimeout) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto runs = launch(2, "stuck_peer", 40, {}, /*stop_others=*/true);  // the stuck rank is killed then
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(runs[0].exit_code, 42) << runs[0].output;
+  EXPECT_NE(runs[0].output.find("timeout 5 s"), std::string::npos) << runs[0].output;
+  EXPECT_GT(s, 4.5);  // it waited for the timeout ...
+  EXPECT_LT(s, 20.0);  // ... and not much longer
+  std::cout << runs[0].output;
+}
+
+TEST(LaunchEnv, ReadsTorchrunAndSlurmAndNamesWhatIsMissing) {
+  auto clear = [] {
+    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                          "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE",
+                          "SLURM_TASKS_PER_NODE", "SLURM_JOB_NODELIST", "SLURM_NODELIST"}) {
+      ::unsetenv(v);
+    }
+  };
+  clear();
+  auto single = zdist::LaunchEnv::from_environment();
+  EXPECT_EQ(single.world_size, 1);
+  EXPECT_EQ(single.source, "single");
+
+  ::setenv("RANK", "1", 1);
+  ::setenv("WORLD_SIZE", "4", 1);
+  ::setenv("LOCAL_RANK", "1", 1);
+  ::setenv("MASTER_PORT", "29501", 1);
+  try {
+    zdist::LaunchEnv::from_environment();
+    ADD_FAILURE() << "no error without MASTER_ADDR";
+  } catch (const zdist::CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("MASTER_ADDR"), std::string::npos) << e.what();
+  }
+  ::setenv("MASTER_ADDR", "10.0.0.1", 1);
+  auto tr = zdist::LaunchEnv::from_environment();
+  EXPECT_EQ(tr.source, "torchrun");
+  EXPECT_EQ(tr.rank, 1);
+  EXPECT_EQ(tr.world_size, 4);
+  EXPECT_EQ(tr.master_addr, "10.0.0.1");
+  EXPECT_EQ(tr.master_port, 29501);
+  ::setenv("WORLD_SIZE", "four", 1);
+  EXPECT_THROW(zdist::LaunchEnv::from_environment(), zdist::CommError);
+  clear();
+
+  ::setenv("SLURM_PROCID", "5", 1);
+  ::setenv("SLURM_NTASKS", "8", 1);
+  ::setenv("SLURM_LOCALID", "1", 1);
+  ::setenv("SLURM_TASKS_PER_NODE", "4(x2)", 1);
+  ::setenv("SLURM_JOB_NODELIST", "gpu[07-08,12],login1", 1);
+  auto sl = zdist::LaunchEnv::from_environment();
+  EXPECT_EQ(sl.source, "slurm");
+  EXPECT_EQ(sl.rank, 5);
+  EXPECT_EQ(sl.world_size, 8);
+  EXPECT_EQ(sl.local_rank, 1);
+  EXPECT_EQ(sl.local_world_size, 4);
+  EXPECT_EQ(sl.master_addr, "gpu07");
+  EXPECT_EQ(sl.master_port, 29500);
+  clear();
+  EXPECT_EQ(zdist::first_slurm_host("a,b"), "a");
+  EXPECT_EQ(zdist::first_slurm_host("node[3-5]"), "node3");
+  EXPECT_THROW(zdist::first_slurm_host("node[]"), zdist::CommError);
+}
+
+TEST(LaunchEnv, AnUnreachableStoreIsNamedWithinTheTimeout) {
+  zdist::LaunchEnv env;
+  env.rank = 1;
+  env.world_size = 2;
+  env.master_addr = "127.0.0.1";
+  env.master_port = free_port();  // nobody serves it
+  env.source = "torchrun";
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    zdist::ProcessGroup::create(env, torch::kCPU, zdist::ProcessGroupOptions{std::chrono::seconds(2)});
+    ADD_FAILURE() << "connected to nothing";
+  } catch (const zdist::CommError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(zerodiff::str("127.0.0.1:", env.master_port)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("MASTER_ADDR:MASTER_PORT"), std::string::npos) << msg;
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
+}
+
+TEST(FlatLayout, BucketsPadOnlyTheEndAndShardsTileTheSpace) {
+  const zp::FlatLayout layout({5, 7, 3, 11}, 3, 8);  // Ψ = 26, buckets of 9 (multiple of 3)
+  EXPECT_EQ(layout.numel(), 26);
+  EXPECT_EQ(layout.padded_numel(), 27);
+  EXPECT_EQ(layout.shard_numel(), 9);
+  ASSERT_EQ(layout.buckets().size(), 3u);
+  EXPECT_EQ(layout.buckets()[2].numel, 9);
+  // Every element of every parameter is owned by exactly one rank.
+  std::vector<int> owner(26, 0);
+  for (int r = 0; r < 3; ++r) {
+    int64_t covered = 0;
+    for (const auto& piece : layout.shard_pieces(r)) {
+      for (int64_t i = 0; i < piece.numel; ++i) owner[layout.param_offset(piece.param) + piece.param_offset + i] += 1;
+      covered += piece.numel;
+      EXPECT_LE(piece.offset + piece.numel, layout.shard_numel());
+    }
+    EXPECT_LE(covered, 9);
+  }
+  for (int i = 0; i < 26; ++i) EXPECT_EQ(owner[i], 1) << "element " << i;
+  // Parameter 1 (elements 5..11) straddles buckets 0 and 1.
+  EXPECT_EQ(layout.buckets_of(1), (std::vector<size_t>{0, 1}));
+  EXPECT_THROW(zp::FlatLayout({}, 2, 4), zerodiff::Error);
+  EXPECT_THROW(zp::make_strategy("zero3", zdist::ProcessGroup::single()), zerodiff::NotImplementedError);
+  EXPECT_THROW(zp::make_strategy("single", zdist::ProcessGroup::single())->setup(
+                   {zp::ParamGroupSpec{"g", {{"a", torch::ones({2}, torch::requires_grad())},
+                                             {"a", torch::ones({2}, torch::requires_grad())}}, 1e-3}},
+                   {}, {}),
+               zerodiff::Error);
+}
+
+int main(int argc, char** argv) {
+  if (const char* scenario = std::getenv("ZD_DIST_SCENARIO")) return run_scenario(scenario);
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
