@@ -35,7 +35,8 @@ void check_groups(const std::vector<ParamGroupSpec>& groups) {
     for (const auto& [name, p] : g.params) {
       ZD_CHECK(p.defined() && p.is_floating_point(), "parameter '", name, "' is not a floating-point tensor");
       auto [it, fresh] = seen.emplace(p.unsafeGetTensorImpl(), name);
-      ZD_CHECK(fresh, "parameter '", name, "' appears twice in the parameter groups (already as '", it->second, "')");
+      ZD_CHECK(fresh, "parameter '", name, "' appears twice in the parameter groups",
+               it->second == name ? std::string() : zerodiff::str(" (also as '", it->second, "')"));
       ZD_CHECK(names[name]++ == 0, "two parameters are named '", name,
                "' in the parameter groups (the optimizer state is saved by name)");
     }

@@ -28,6 +28,7 @@
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/io/Safetensors.h"
 #include "zerodiff/models/unet/UNet2DConditionModel.h"
+#include "zerodiff/optim/GradScaler.h"
 #include "zerodiff/parallel/FlatLayout.h"
 #include "zerodiff/parallel/Strategy.h"
 #include "zerodiff/train/Trainer.h"
@@ -455,6 +456,41 @@ int scenario_dead_peer(bool hang) {
   return 1;
 }
 
+// GradScaler under zero2: an inf in one rank's gradient shard (rank 1 only) skips the step on every rank.
+int scenario_inf_one_rank() {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(60)});
+  auto strategy = zp::make_strategy("zero2", group);
+  torch::manual_seed(0);
+  torch::nn::Linear net(16, 16);
+  strategy->setup({zp::ParamGroupSpec{"all", {{"weight", net->weight}, {"bias", net->bias}}, 1e-2}},
+                  {net->weight, net->bias}, {});
+  zerodiff::optim::GradScaler scaler(zerodiff::optim::GradScalerOptions{1024.0, 2.0, 0.5, 100});
+  for (int s = 0; s < 3; ++s) {
+    const at::Tensor before = net->weight.detach().clone();
+    strategy->zero_grad();
+    strategy->begin_backward(true);
+    scaler.scale(net->forward(torch::randn({4, 16})).pow(2).mean()).backward();
+    strategy->end_backward(true);
+    auto grads = strategy->gradient_tensors();
+    if (s == 1 && group->rank() == 1) {
+      WCHECK(!grads.empty() && grads[0].grad().defined(), "rank 1 owns no gradient segment");
+      grads[0].mutable_grad().view(-1)[0] = std::numeric_limits<float>::infinity();
+    }
+    const bool local = scaler.unscale(grads);
+    const bool found = group->any_true(local, "found_inf");
+    WCHECK(found == (s == 1), "step ", s, ": found_inf ", found, " (local ", local, ") on rank ", group->rank());
+    if (!found) strategy->step();
+    scaler.update(found);
+    const bool same = torch::equal(before, net->weight.detach());
+    WCHECK(same == found, "step ", s, ": parameters ", same ? "unchanged" : "changed", " on rank ", group->rank());
+  }
+  WCHECK(scaler.get_scale() == 512.0, "scale ", scaler.get_scale(), " after one skipped step");
+  std::cout << "rank " << group->rank() << ": the inf on rank 1 skipped step 2 here too; scale 512" << std::endl;
+  return 0;
+}
+
 int run_scenario(const std::string& s) {
   try {
     if (s.rfind("parity_", 0) == 0) {
@@ -465,6 +501,7 @@ int run_scenario(const std::string& s) {
     }
     if (s.rfind("resume_", 0) == 0) return scenario_resume(s.substr(7));
     if (s == "dead_peer") return scenario_dead_peer(false);
+    if (s == "inf_one_rank") return scenario_inf_one_rank();
     if (s == "stuck_peer") return scenario_dead_peer(true);
     std::cerr << "unknown scenario " << s << std::endl;
     return 2;
@@ -508,6 +545,12 @@ TEST_P(ShardedResume, ResumeEqualsAnUninterruptedRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dist, ShardedResume, testing::Values("ddp", "zero1", "zero2"));
+
+TEST(DistGradScaler, AnInfOnOneRankSkipsTheStepOnEveryRank) {
+  const auto runs = launch(2, "inf_one_rank");
+  expect_all_pass(runs);
+  std::cout << runs[0].output << runs[1].output;
+}
 
 TEST(DistFailure, ADeadRankStopsTheOthersWithAClearError) {
   const auto t0 = std::chrono::steady_clock::now();

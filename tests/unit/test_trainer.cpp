@@ -289,6 +289,30 @@ TEST(Trainer, ParameterGroupsHaveTheirOwnLearningRate) {
   }
 }
 
+// Tied weights: one Linear registered under two names is one trainable tensor, trained once.
+TEST(Trainer, TiedParametersAreTrainedOnce) {
+  struct Tied : ToyModule {
+    std::shared_ptr<torch::nn::Module> root;
+    void configure_model(const torch::Device& device) override {
+      ToyModule::configure_model(device);
+      root = std::make_shared<torch::nn::Module>();
+      root->register_module("net", net);
+      root->register_module("net_again", net);  // the same parameters under a second name
+    }
+    torch::nn::Module& model() override { return *root; }
+  };
+  Tied m;
+  m.configure_model(torch::kCPU);
+  const auto params = m.trainable_parameters();
+  EXPECT_EQ(params.size(), m.net->parameters().size());
+  EXPECT_EQ(params[0].first, "net.conv1.weight");
+  torch::set_num_threads(1);
+  zd::DataLoader loader(shapes(), loader_options(2));
+  auto c = config(fresh("tied"), 2);
+  c.ema.enabled = false;
+  EXPECT_EQ(zt::Trainer(c).fit(m, loader).steps, 2);  // refused ("appears twice") if listed twice
+}
+
 TEST(GradScaler, GrowsBacksOffAndRoundTrips) {
   zerodiff::optim::GradScaler s({.init_scale = 4, .growth_factor = 2, .backoff_factor = 0.5, .growth_interval = 2});
   EXPECT_EQ(s.scale(torch::tensor(1.5)).item<double>(), 6.0);
