@@ -278,6 +278,7 @@ class ZeroStrategy : public Strategy {
           grad = grad_shard_.slice(0, piece.offset, piece.offset + piece.numel);
         } else {
           grad = params_[piece.param].grad().view(-1).slice(0, piece.param_offset, piece.param_offset + piece.numel);
+          if (grad.scalar_type() != at::kFloat) grad = grad.to(at::kFloat);  // fp16/bf16 compute, fp32 master
         }
       }
       segments_[k].mutable_grad() = grad;

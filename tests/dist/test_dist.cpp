@@ -676,6 +676,38 @@ TEST(FlatLayout, BucketsPadOnlyTheEndAndShardsTileTheSpace) {
                zerodiff::Error);
 }
 
+// Mixed-precision readiness: bf16 compute parameters, fp32 master shards (one process, both stages).
+TEST(ZeroMasterWeights, Bf16ParametersFollowAnFp32Master) {
+  for (const std::string name : {"zero1", "zero2"}) {
+    auto strategy = zp::make_strategy(name, zdist::ProcessGroup::single());
+    torch::manual_seed(0);
+    torch::nn::Linear net(8, 8);
+    net->to(at::kBFloat16);
+    strategy->setup({zp::ParamGroupSpec{"all", {{"weight", net->weight}, {"bias", net->bias}}, 1e-4}},
+                    {net->weight, net->bias}, {});
+    const at::Tensor w0 = net->weight.detach().to(at::kFloat);
+    for (int s = 0; s < 3; ++s) {
+      strategy->zero_grad();
+      strategy->begin_backward(true);
+      net->forward(torch::randn({4, 8}).to(at::kBFloat16)).to(at::kFloat).pow(2).mean().backward();
+      strategy->end_backward(true);
+      strategy->clip_grad_norm(std::numeric_limits<double>::infinity());
+      strategy->step();
+    }
+    const auto state = strategy->optimizer_state();
+    const at::Tensor master = state.at("weight@0.master").view({8, 8});
+    EXPECT_EQ(master.scalar_type(), at::kFloat) << name;
+    // The parameters are the master rounded to bf16 ...
+    EXPECT_TRUE(torch::equal(net->weight.detach(), master.to(at::kBFloat16))) << name;
+    // ... and the master kept the 1e-4 steps that bf16 (8 bits of mantissa) would have rounded away.
+    EXPECT_GT((master - w0).abs().max().item<double>(), 1e-4) << name;
+    EXPECT_FALSE(torch::equal(master, master.to(at::kBFloat16).to(at::kFloat))) << name;
+    const auto mem = strategy->memory();
+    EXPECT_EQ(mem.master_weights, 4 * 72) << name;
+    EXPECT_EQ(mem.parameters, 2 * 72) << name;
+  }
+}
+
 int main(int argc, char** argv) {
   if (const char* scenario = std::getenv("ZD_DIST_SCENARIO")) return run_scenario(scenario);
   testing::InitGoogleTest(&argc, argv);
