@@ -10,14 +10,15 @@
 #include <map>
 
 #include "GradientReducer.h"
+#include "StrategyUtil.h"
+#include "Zero3.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/parallel/FlatLayout.h"
 
 namespace zerodiff::parallel {
 
-namespace {
+namespace detail {
 
-using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
 torch::optim::AdamWOptions adamw_options(double lr, const AdamWSettings& s) {
   return torch::optim::AdamWOptions(lr).betas({s.beta1, s.beta2}).eps(s.eps).weight_decay(s.weight_decay);
@@ -78,6 +79,17 @@ int64_t adam_state_bytes(const torch::optim::AdamW& opt) {
   }
   return total;
 }
+
+}  // namespace detail
+
+namespace {
+
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+using detail::adamw_options;
+using detail::check_groups;
+using detail::broadcast_from_rank0;
+using detail::nbytes;
+using detail::adam_state_bytes;
 
 // AdamW state by parameter name: <name>.exp_avg, <name>.exp_avg_sq, <name>.step (int64 scalar).
 io::TensorMap adam_state(const torch::optim::AdamW& opt, const Named& params) {
@@ -185,6 +197,7 @@ class ReplicatedStrategy : public Strategy {
       r.numel += p.numel();
     }
     r.padded_numel = layout_ ? layout_->padded_numel() : r.numel;
+    r.peak_parameters = r.parameters;
     r.optimizer_states = adam_state_bytes(*optimizer_);
     return r;
   }
@@ -388,6 +401,7 @@ class ZeroStrategy : public Strategy {
     r.optimizer_states = adam_state_bytes(*optimizer_);
     r.numel = layout_->numel();
     r.padded_numel = layout_->padded_numel();
+    r.peak_parameters = r.parameters;
     return r;
   }
 
@@ -421,11 +435,12 @@ std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr
   if (name == "ddp") return std::make_unique<ReplicatedStrategy>(std::move(group), true, options);
   if (name == "zero1") return std::make_unique<ZeroStrategy>(std::move(group), 1, options);
   if (name == "zero2") return std::make_unique<ZeroStrategy>(std::move(group), 2, options);
-  if (name == "zero3" || name == "gemini") {
-    throw NotImplementedError(zerodiff::str("trainer.strategy '", name,
-                                            "' (chunked parameter sharding) is not available yet; use ddp, zero1 or zero2"));
+  if (name == "zero3") return detail::make_zero3(std::move(group), options);
+  if (name == "gemini") {
+    throw NotImplementedError(
+        "trainer.strategy 'gemini' (placement of chunks between GPU and CPU) is not available yet; use zero3");
   }
-  throw Error(zerodiff::str("unknown strategy '", name, "' (single, ddp, zero1, zero2)"));
+  throw Error(zerodiff::str("unknown strategy '", name, "' (single, ddp, zero1, zero2, zero3)"));
 }
 
 MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size) {
@@ -442,6 +457,11 @@ MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int
     r.master_weights = 4 * psi / n;
     r.optimizer_states = 8 * psi / n;
   } else if (strategy == "zero2") {
+    r.gradients = 4 * psi / n;
+    r.master_weights = 4 * psi / n;
+    r.optimizer_states = 8 * psi / n;
+  } else if (strategy == "zero3") {
+    r.parameters = 4 * psi / n;
     r.gradients = 4 * psi / n;
     r.master_weights = 4 * psi / n;
     r.optimizer_states = 8 * psi / n;

@@ -157,11 +157,36 @@ std::vector<std::pair<std::string, at::Tensor>> TextToImageModule::trainable_par
   return out;
 }
 
+std::vector<parallel::UnitSpec> TextToImageModule::sharding_units() {
+  std::vector<parallel::UnitSpec> out;
+  if (config_.train_text_encoder) {
+    parallel::UnitSpec text{"text_encoder", {}};
+    for (auto& p : text_encoder_->named_parameters(true)) text.params.emplace_back("text_encoder." + p.key(), p.value());
+    out.push_back(std::move(text));
+  }
+  for (const auto& unit : unet_->units()) {
+    parallel::UnitSpec spec{"unet." + unit.name, {}};
+    for (auto& p : unit.module->named_parameters(true)) spec.params.emplace_back(p.key(), p.value());
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+void TextToImageModule::set_unit_hooks(parallel::UnitHooks* hooks) {
+  unit_hooks_ = hooks;
+  unet_->set_unit_hooks(hooks, config_.train_text_encoder ? 1 : 0);
+}
+
 at::Tensor TextToImageModule::text_embeddings(const data::Batch& batch, const StepContext& ctx, bool grad) {
   const at::Tensor ids = (*tokenizer_)(batch.captions).input_ids.to(ctx.device);
-  if (grad && config_.train_text_encoder) return text_encoder_->encode(ids, config_.clip_skip);
+  // A trained text encoder is zero3's unit 0: gathered around its forward.
+  auto encode = [&] {
+    if (!config_.train_text_encoder) return text_encoder_->encode(ids, config_.clip_skip);
+    return parallel::run_unit(unit_hooks_, 0, [&] { return text_encoder_->encode(ids, config_.clip_skip); });
+  };
+  if (grad && config_.train_text_encoder) return encode();
   torch::NoGradGuard no_grad;
-  return text_encoder_->encode(ids, config_.clip_skip);
+  return encode();
 }
 
 at::Tensor TextToImageModule::posterior_parameters(const at::Tensor& images, const StepContext& ctx) {

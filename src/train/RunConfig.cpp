@@ -1,5 +1,6 @@
 #include "zerodiff/train/RunConfig.h"
 
+#include "zerodiff/memory/ChunkManager.h"
 #include "zerodiff/parallel/Strategy.h"
 
 #include <iomanip>
@@ -62,10 +63,43 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
     e.parameters += c.parameters;
     e.trainable += c.trainable;
   }
-  e.weights += static_cast<double>(e.parameters) * 4;
   const std::string strategy =
-      trainer.strategy == "zero1" || trainer.strategy == "zero2" ? trainer.strategy : std::string("ddp");
+      trainer.strategy == "zero1" || trainer.strategy == "zero2" || trainer.strategy == "zero3" ? trainer.strategy
+                                                                                                 : std::string("ddp");
   const auto f = parallel::zero_memory_formula(strategy, e.trainable, world_size);
+  // Frozen parameters stay whole; trainable ones are whole (4Ψ) or, under zero3, this rank's chunk shards.
+  e.weights += static_cast<double>(e.parameters - e.trainable) * 4 + static_cast<double>(f.parameters);
+  if (trainer.strategy == "zero3") {
+    // The chunk layout zero3 would build: trainable parameters unit by unit, packed greedily.
+    std::vector<int64_t> numels;
+    std::unordered_set<const void*> seen;
+    auto units = module.sharding_units();
+    if (units.empty()) {
+      parallel::UnitSpec all{"model", {}};
+      for (auto& p : module.model().named_parameters(true)) all.params.emplace_back(p.key(), p.value());
+      units.push_back(std::move(all));
+    }
+    for (const auto& u : units) {
+      for (const auto& [_, p] : u.params) {
+        if (trainable.count(p.unsafeGetTensorImpl()) && seen.insert(p.unsafeGetTensorImpl()).second) numels.push_back(p.numel());
+      }
+    }
+    if (!numels.empty()) {
+      const int64_t requested = static_cast<int64_t>(trainer.zero3_chunk_size_mb * 1024 * 1024 / 4);
+      const int64_t n = world_size;
+      const int64_t chunk = requested > 0 ? (requested + n - 1) / n * n
+                                          : memory::search_chunk_numel(numels, world_size, int64_t{32} << 20, int64_t{1} << 20);
+      const int64_t padding = memory::packing_padding(numels, chunk);
+      const int64_t chunks = (e.trainable + padding) / chunk;
+      std::ostringstream os;
+      os << std::fixed << std::setprecision(1) << chunks << " chunks of " << chunk << " elements ("
+         << static_cast<double>(chunk) * 4 / (1024.0 * 1024) << " MiB fp32) over " << units.size() << " units, padding "
+         << padding << " elements (" << std::setprecision(2) << 100.0 * static_cast<double>(padding) /
+                                                                  static_cast<double>(e.trainable + padding)
+         << " %); each rank keeps 1/" << world_size << " of every chunk";
+      e.chunk_layout = os.str();
+    }
+  }
   e.gradients = static_cast<double>(f.gradients);
   e.optimizer = static_cast<double>(f.optimizer_states);
   e.master = static_cast<double>(f.master_weights);
@@ -96,9 +130,12 @@ std::string MemoryEstimate::report(const TrainerConfig& trainer) const {
   if (master > 0) os << " + fp32 master shard " << gib(master);
   if (trainer.ema.enabled) os << " + EMA " << gib(ema);
   os << " = " << gib(total()) << ", plus activations (not estimated)\n";
-  os << "chunk layout: none (" << trainer.strategy
-     << " keeps every parameter whole on each rank; sharded parameter chunks come with the zero3 and gemini "
-        "strategies)\n";
+  if (!chunk_layout.empty()) {
+    os << "chunk layout: " << chunk_layout << "\n";
+  } else {
+    os << "chunk layout: none (" << trainer.strategy
+       << " keeps every parameter whole on each rank; parameters are sharded in chunks by zero3)\n";
+  }
   return os.str();
 }
 

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <set>
 #include <sstream>
@@ -83,10 +84,14 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
         "trainer.precision 'bf16-true' (bfloat16 weights without fp32 master weights) is not available yet; use "
         "bf16-mixed (fp32 master weights, bfloat16 compute)");
   }
-  if (config_.strategy == "zero3" || config_.strategy == "gemini") {
-    throw NotImplementedError(zerodiff::str("trainer.strategy '", config_.strategy,
-                                            "' (chunked parameter sharding) is not available yet; use single, ddp, zero1 "
-                                            "or zero2"));
+  if (config_.strategy == "gemini") {
+    throw NotImplementedError(
+        "trainer.strategy 'gemini' (chunk placement between GPU and CPU memory) is not available yet; use zero3");
+  }
+  if (config_.strategy == "zero3" && config_.ema.enabled) {
+    throw NotImplementedError(
+        "trainer.ema with strategy zero3 is not available yet (the EMA would need whole parameters every step); "
+        "use zero2, or turn trainer.ema.enabled off");
   }
   if (group_) {
     env_.rank = group_->rank();
@@ -171,9 +176,20 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   {
     parallel::StrategyOptions options;
     options.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(c.bucket_size_mb * 1024 * 1024 / 4));
+    options.chunk_numel = static_cast<int64_t>(c.zero3_chunk_size_mb * 1024 * 1024 / 4);
     strategy_ = parallel::make_strategy(c.strategy, group_, options);
   }
   parallel::Strategy& strategy = *strategy_;
+  // zero3 gathers parameters unit by unit: the module's units (it calls the hooks itself), or the whole model
+  // as one unit that the Trainer brackets around each step.
+  std::vector<parallel::UnitSpec> units = module.sharding_units();
+  const bool whole_model_unit = units.empty();
+  if (whole_model_unit) {
+    parallel::UnitSpec all{"model", {}};
+    for (auto& p : module.model().named_parameters(true)) all.params.emplace_back(p.key(), p.value());
+    units.push_back(std::move(all));
+  }
+  strategy.set_units(std::move(units));
   {
     std::vector<at::Tensor> replicated;  // rank 0's parameters and buffers become everyone's
     for (auto& p : module.model().parameters(true)) replicated.push_back(p);
@@ -182,6 +198,20 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
                    parallel::AdamWSettings{c.optimizer.betas[0], c.optimizer.betas[1], c.optimizer.eps,
                                            c.optimizer.weight_decay});
   }
+  parallel::UnitHooks* bracket = whole_model_unit ? strategy.unit_hooks() : nullptr;
+  struct HooksGuard {  // the module never keeps hooks that die with this fit's strategy
+    TrainingModule& m;
+    ~HooksGuard() { m.set_unit_hooks(nullptr); }
+  } hooks_guard{module};
+  if (!whole_model_unit) module.set_unit_hooks(strategy.unit_hooks());
+  const bool sharded_params = !strategy.replicated_parameters();
+  // With zero3, whole parameters exist only between gather_full_parameters and release_full_parameters.
+  auto with_full_parameters = [&](bool write_back, const std::function<void()>& fn) {
+    if (!sharded_params) return fn();
+    strategy.gather_full_parameters();
+    fn();
+    strategy.release_full_parameters(write_back);
+  };
   if (world > 1) {
     ZD_LOG_INFO("strategy ", strategy.name(), " on ", world, " processes; global batch ", loader.options().batch_size,
                 " x ", world, " x ", c.gradient_accumulation_steps);
@@ -214,7 +244,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       if (it == ckpt->tensors.end()) throw IoError(zerodiff::str(where, ": no ", name, ".safetensors"));
       return it->second;
     };
-    io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
+    with_full_parameters(/*write_back=*/true, [&] {
+      io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
+    });
     strategy.load_optimizer_state(need("optimizer"), where + "/optimizer" +
                                                          (strategy.sharded() && world > 1 ? zerodiff::str(".rank-", rank, "-of-", world) : "") +
                                                          ".safetensors");
@@ -299,7 +331,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     // adds its generator states and, for zero1/zero2, its optimizer shard.
     std::map<std::string, io::TensorMap> files, rank_files;
     auto& per_rank = world > 1 ? rank_files : files;
-    if (is_rank0) files["model"] = io::state_dict(module.model());
+    with_full_parameters(false, [&] {
+      if (!is_rank0) return;
+      io::TensorMap model;
+      for (auto& [k, v] : io::state_dict(module.model())) model[k] = sharded_params ? v.detach().clone() : v;
+      files["model"] = std::move(model);
+    });
     (strategy.sharded() ? per_rank : files)["optimizer"] = strategy.optimizer_state();
     if (ema && is_rank0) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
     per_rank["rng"] = {{"generator", ctx.generator.get_state()},
@@ -316,9 +353,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     ZD_LOG_INFO("checkpoint ", last_ckpt);
   };
   auto write_samples = [&](const std::string& name) {
-    if (c.sample_prompts.empty() || !is_rank0) return;
-    auto images = module.sample(c.sample_prompts, c.sample_seed);
-    if (!images) return;
+    if (c.sample_prompts.empty()) return;
+    // Sampling needs the whole model: rank 0 alone when every rank holds it, all ranks together under zero3.
+    if (!is_rank0 && !sharded_params) return;
+    std::optional<at::Tensor> images;
+    with_full_parameters(false, [&] { images = module.sample(c.sample_prompts, c.sample_seed); });
+    if (!images || !is_rank0) return;
     const std::string path = (out_dir / "samples" / name).string();
     ZD_CHECK(images->dim() == 4 && images->size(1) == 3, "sample(): expected images [N, 3, H, W], got ", images->sizes());
     const at::Tensor grid = models::make_image_grid(images->detach().to(torch::kCPU, torch::kFloat), 4);
@@ -348,7 +388,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       std::optional<StepOutput> out;
       {
         nn::AutocastScope autocast(device_.type(), compute_dtype);
+        if (bracket) bracket->pre_forward(0);
         out = module.validation_step(batch, vctx);
+        if (bracket) bracket->post_forward(0, {});
       }
       if (!out) {
         ZD_LOG_WARN("the training module has no validation_step: validation skipped");
@@ -408,7 +450,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       StepOutput out;
       {
         nn::AutocastScope autocast(device_.type(), compute_dtype);  // forward in the compute dtype (mixed modes)
+        if (bracket) bracket->pre_forward(0);
         out = module.training_step(batch, ctx);
+        if (bracket) bracket->post_forward(0, {out.loss});
       }
       ZD_CHECK(out.loss.defined() && out.loss.numel() == 1, "training_step must return a scalar loss");
       const at::Tensor loss = out.loss.to(at::kFloat) / static_cast<double>(c.gradient_accumulation_steps);
@@ -518,14 +562,15 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   auto export_final = [&] {
     // Rank 0 writes the whole model (every rank holds it whole); the others wait for it to be complete.
     std::string error;
-    if (is_rank0) {
+    with_full_parameters(false, [&] {
+      if (!is_rank0) return;
       try {
         io::write_directory_atomic(result.export_dir, [&](const std::string& temp) { module.export_to(temp); });
       } catch (const std::exception& e) {
         if (world == 1) throw;
         error = e.what();
       }
-    }
+    });
     if (!pg.all_true(error.empty(), "export")) {
       throw IoError(error.empty() ? zerodiff::str(result.export_dir, ": rank 0 failed to export") : error);
     }
@@ -549,6 +594,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   }
   ZD_LOG_INFO("exported to ", result.export_dir);
   result.validation = last_validation;
+  // zero3: the module leaves fit with whole parameters (they keep the gathered storage after the strategy goes).
+  if (sharded_params) strategy.gather_full_parameters();
   return result;
 }
 

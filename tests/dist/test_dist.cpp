@@ -167,10 +167,34 @@ struct TinyNet : torch::nn::Module {
     register_module("head_tied", head);
     unused = register_module("unused", torch::nn::Linear(3, 2));
   }
+  // The head is one unit called twice (zero3: the unit-called-twice case).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
     auto y = unet->forward(x, t, ctx).permute({0, 2, 3, 1});
-    return head(torch::silu(head(y))).permute({0, 3, 1, 2});
+    y = zp::run_unit(hooks, head_unit, [&] { return head(y); });
+    y = torch::silu(y);
+    y = zp::run_unit(hooks, head_unit, [&] { return head(y); });
+    return y.permute({0, 3, 1, 2});
   }
+  // zero3 units in execution order: the UNet's, then "head" (registered twice: tied), then "unused".
+  std::vector<zp::UnitSpec> units() {
+    std::vector<zp::UnitSpec> out;
+    for (const auto& u : unet->units()) {
+      zp::UnitSpec spec{u.name, {}};
+      for (auto& p : u.module->named_parameters(true)) spec.params.emplace_back(p.key(), p.value());
+      out.push_back(std::move(spec));
+    }
+    head_unit = out.size();
+    out.push_back({"head", {{"weight", head->weight}, {"bias", head->bias}}});
+    out.push_back({"head_tied", {{"weight", head->weight}, {"bias", head->bias}}});  // same tensors again
+    out.push_back({"unused", {{"weight", unused->weight}, {"bias", unused->bias}}});
+    return out;
+  }
+  void set_hooks(zp::UnitHooks* h) {
+    hooks = h;
+    unet->set_unit_hooks(h, 0);
+  }
+  zp::UnitHooks* hooks = nullptr;
+  size_t head_unit = 0;
   // Trainable parameters, a tied tensor once (as TrainingModule::trainable_parameters lists them).
   std::vector<std::pair<std::string, at::Tensor>> trainable() {
     std::vector<std::pair<std::string, at::Tensor>> out;
@@ -184,7 +208,7 @@ struct TinyNet : torch::nn::Module {
   torch::nn::Linear head{nullptr}, unused{nullptr};
 };
 
-constexpr int64_t kGlobalBatch = 6;
+constexpr int64_t kGlobalBatch = 12;  // divisible by every world size x accumulation tested
 
 struct GlobalBatch {
   at::Tensor x, t, ctx, target;
@@ -203,6 +227,7 @@ GlobalBatch batch_for_step(int64_t step, int64_t cross_dim) {
 struct TrainResult {
   std::map<std::string, at::Tensor> params;
   std::vector<double> norms;  // gradient norm of each step before clipping
+  std::map<std::string, zdist::CommStats> stats;
   zp::MemoryReport memory;
 };
 
@@ -219,15 +244,18 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
   // lr 1e-4: five steps move parameters by ~5e-4, 50x the tolerance. (With AdamW's eps 1e-8, an element whose
   // gradient is ~1e-8 turns a 1e-7 relative difference of summation order into a sizeable step difference;
   // that noise scales with lr.)
+  strategy.set_units(net.units());
   strategy.setup({zp::ParamGroupSpec{"all", net.trainable(), 1e-4}}, [&] {
     std::vector<at::Tensor> all;
     for (auto& p : net.parameters()) all.push_back(p);
     for (auto& b : net.buffers()) all.push_back(b);
     return all;
   }(), zp::AdamWSettings{0.9, 0.999, 1e-8, 1e-2});
+  net.set_hooks(strategy.unit_hooks());
   const int64_t per_rank = kGlobalBatch / world, per_micro = per_rank / accum;
   std::vector<double> norms;
   for (int s = 0; s < steps; ++s) {
+    if (s == 1) strategy.group().reset_stats();  // communication is counted over steps 2..N (step 1 records zero3's order)
     const auto b = batch_for_step(s, net.unet->options.cross_attention_dim()[0]);
     strategy.zero_grad();
     for (int m = 0; m < accum; ++m) {
@@ -246,7 +274,11 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
   TrainResult r;
   r.norms = norms;
   r.memory = strategy.memory();
+  r.stats = strategy.group().stats();  // the training's traffic (before the gather for the comparison)
+  strategy.gather_full_parameters();  // zero3: whole parameters to compare (no-op for the others)
   for (auto& p : net.named_parameters(true)) r.params[p.key()] = p.value().detach().clone();
+  strategy.release_full_parameters(false);
+  net.set_hooks(nullptr);
   return r;
 }
 
@@ -257,11 +289,13 @@ int scenario_parity(const std::string& strategy_name, int accum) {
   const int world = group->size();
   zp::StrategyOptions options;
   options.bucket_numel = 20000;  // several buckets, parameters straddling bucket boundaries
+  options.chunk_numel = 80000;   // zero3: about ten chunks (the largest tensor has 73,728 elements)
   auto strategy = zp::make_strategy(strategy_name, group, options);
   group->reset_stats();
   constexpr int kSteps = 5;
+  constexpr int kCounted = kSteps - 1;  // steps whose communication is counted
   const auto dist = train_tiny(*strategy, kSteps, accum, /*perturb=*/true);
-  const auto stats = group->stats();
+  const auto& stats = dist.stats;
   // Reference: one process, the whole global batch at once.
   auto single = zp::make_strategy("single", zdist::ProcessGroup::single());
   const auto ref = train_tiny(*single, kSteps, 1, false);
@@ -299,7 +333,9 @@ int scenario_parity(const std::string& strategy_name, int accum) {
   // Memory per rank vs ZeRO's formulas (Ψ trainable elements, N ranks): within 2 % plus padding.
   const auto& m = dist.memory;
   const auto f = zp::zero_memory_formula(strategy_name, m.numel, world);
-  const double pad_bytes = 12.0 * static_cast<double>(m.padded_numel - m.numel) / world + 16;
+  // Padding sits at the end of each bucket or chunk, so one rank may hold all of it: 12 B (master 4 + AdamW 8)
+  // per padding element.
+  const double pad_bytes = 12.0 * static_cast<double>(m.padded_numel - m.numel) + 16;
   auto close = [&](const char* what, int64_t got, int64_t want) {
     std::cout << "  " << what << ": " << got << " B (formula " << want << " B)" << std::endl;
     WCHECK(std::abs(static_cast<double>(got - want)) <= 0.02 * static_cast<double>(want) + pad_bytes, what, " ", got,
@@ -310,21 +346,53 @@ int scenario_parity(const std::string& strategy_name, int accum) {
   close("gradients", m.gradients, f.gradients);
   close("parameters", m.parameters, f.parameters);
 
+  if (const auto* chunks = strategy->chunks()) {
+    // Between steps only the shards are resident; during the step at most the shards plus the chunks of a
+    // window of three consecutive units (the running one, the one prefetched, the one whose gradients are
+    // still arriving).
+    WCHECK(m.parameters == chunks->shard_bytes(), "resident parameter bytes between steps ", m.parameters,
+           " != shard bytes ", chunks->shard_bytes());
+    int64_t window = 0;
+    for (size_t u = 0; u < chunks->num_units(); ++u) {
+      std::set<size_t> cs;
+      for (size_t v = u == 0 ? 0 : u - 1; v <= std::min(u + 1, chunks->num_units() - 1); ++v) {
+        cs.insert(chunks->unit_chunks(v).begin(), chunks->unit_chunks(v).end());
+      }
+      int64_t b = 0;
+      for (size_t c : cs) b += chunks->chunk(c).chunk_numel() * 4;
+      window = std::max(window, b);
+    }
+    const int64_t all_gathered = chunks->shard_bytes() + m.padded_numel * 4;
+    std::cout << "  zero3: " << chunks->num_chunks() << " chunks of " << chunks->chunk_numel()
+              << " elements; resident between steps " << m.parameters << " B (shards), peak during the step "
+              << m.peak_parameters << " B, bound " << chunks->shard_bytes() + window << " B (all gathered: "
+              << all_gathered << " B)" << std::endl;
+    WCHECK(m.peak_parameters <= chunks->shard_bytes() + window, "peak resident ", m.peak_parameters,
+           " B exceeds shards + a three-unit window ", chunks->shard_bytes() + window);
+    WCHECK(m.peak_parameters < all_gathered, "zero3 gathered everything at once");
+  }
   // Communication volume per step (bytes of the payload on every rank) vs theory.
   auto bytes = [&](const std::string& tag) { return stats.count(tag) ? stats.at(tag).bytes : int64_t{0}; };
   const int64_t psi_bytes = 4 * m.padded_numel;  // padding < N elements
   const int64_t syncs = strategy_name == "zero2" ? accum : 1;  // zero2 reduce-scatters every micro-batch
   for (const auto& [tag, s] : stats) std::cout << "  comm " << tag << ": " << s.calls << " calls, " << s.bytes << " B" << std::endl;
   if (strategy_name == "ddp") {
-    WCHECK(bytes("grad_all_reduce") == kSteps * psi_bytes, "ddp all-reduce moved ", bytes("grad_all_reduce"));
+    WCHECK(bytes("grad_all_reduce") == kCounted * psi_bytes, "ddp all-reduce moved ", bytes("grad_all_reduce"));
     WCHECK(bytes("param_all_gather") == 0 && bytes("grad_reduce_scatter") == 0, "ddp moved parameters or shards");
   } else if (strategy_name == "zero1") {
-    WCHECK(bytes("grad_all_reduce") == kSteps * psi_bytes, "zero1 all-reduce moved ", bytes("grad_all_reduce"));
-    WCHECK(bytes("param_all_gather") == kSteps * psi_bytes, "zero1 all-gather moved ", bytes("param_all_gather"));
-  } else {
-    WCHECK(bytes("grad_reduce_scatter") == kSteps * syncs * psi_bytes, "zero2 reduce-scatter moved ",
+    WCHECK(bytes("grad_all_reduce") == kCounted * psi_bytes, "zero1 all-reduce moved ", bytes("grad_all_reduce"));
+    WCHECK(bytes("param_all_gather") == kCounted * psi_bytes, "zero1 all-gather moved ", bytes("param_all_gather"));
+  } else if (strategy_name == "zero3") {
+    // Per micro-batch: every chunk all-gathered in forward and again in backward, reduce-scattered once (3Ψ).
+    WCHECK(bytes("param_all_gather") == 2 * kCounted * accum * psi_bytes, "zero3 all-gather moved ",
+           bytes("param_all_gather"), ", expected ", 2 * kCounted * accum * psi_bytes);
+    WCHECK(bytes("grad_reduce_scatter") == kCounted * accum * psi_bytes, "zero3 reduce-scatter moved ",
            bytes("grad_reduce_scatter"));
-    WCHECK(bytes("param_all_gather") == kSteps * psi_bytes, "zero2 all-gather moved ", bytes("param_all_gather"));
+    WCHECK(bytes("grad_all_reduce") == 0, "zero3 all-reduced gradients");
+  } else {
+    WCHECK(bytes("grad_reduce_scatter") == kCounted * syncs * psi_bytes, "zero2 reduce-scatter moved ",
+           bytes("grad_reduce_scatter"));
+    WCHECK(bytes("param_all_gather") == kCounted * psi_bytes, "zero2 all-gather moved ", bytes("param_all_gather"));
     WCHECK(bytes("grad_all_reduce") == 0, "zero2 all-reduced gradients");
   }
   // Everything else is small control traffic: used-parameter flags and the norm.
@@ -525,7 +593,9 @@ TEST_P(StrategyParity, FiveAdamWStepsEqualTheSingleProcessRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dist, StrategyParity,
-                         testing::Values(std::make_tuple("ddp", 2, 1), std::make_tuple("ddp", 3, 1),
+                         testing::Values(std::make_tuple("zero3", 2, 1), std::make_tuple("zero3", 3, 1),
+                                         std::make_tuple("zero3", 4, 1), std::make_tuple("zero3", 2, 2),
+                                         std::make_tuple("ddp", 2, 1), std::make_tuple("ddp", 3, 1),
                                          std::make_tuple("zero1", 2, 1), std::make_tuple("zero1", 3, 1),
                                          std::make_tuple("zero2", 2, 1), std::make_tuple("zero2", 3, 1),
                                          std::make_tuple("zero2", 3, 2), std::make_tuple("ddp", 3, 2)),

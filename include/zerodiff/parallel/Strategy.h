@@ -31,6 +31,8 @@
 
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/io/Safetensors.h"
+#include "zerodiff/memory/ChunkManager.h"
+#include "zerodiff/parallel/UnitHooks.h"
 
 namespace zerodiff::parallel {
 
@@ -56,11 +58,20 @@ struct MemoryReport {
   int64_t master_weights = 0;    ///< fp32 master shard (zero1 / zero2); 0 where the parameters are the master
   int64_t optimizer_states = 0;  ///< AdamW exp_avg + exp_avg_sq held by this rank
   int64_t numel = 0;             ///< Ψ: trainable elements
-  int64_t padded_numel = 0;      ///< Ψ rounded up to a multiple of the world size (sharded strategies)
+  int64_t padded_numel = 0;      ///< Ψ plus padding (to a multiple of the world size, or of zero3's chunks)
+  int64_t peak_parameters = 0;   ///< zero3: most parameter bytes resident since the last zero_grad (shards +
+                                 ///< gathered chunks); others: = parameters
 };
 
 struct StrategyOptions {
   int64_t bucket_numel = 25 * 1024 * 1024 / 4;  ///< gradient bucket size in elements (DDP's 25 MB of fp32)
+  int64_t chunk_numel = 0;                      ///< zero3 chunk size in elements (0 = search for least padding)
+};
+
+/// A sharding unit for zero3: its parameters (the trainable ones are chunked), in execution order.
+struct UnitSpec {
+  std::string name;
+  std::vector<std::pair<std::string, at::Tensor>> params;
 };
 
 class Strategy {
@@ -74,6 +85,19 @@ class Strategy {
   virtual std::string name() const = 0;
   /// Whether the optimizer state is sharded (each rank saves its own file in checkpoints).
   virtual bool sharded() const { return false; }
+  /// Whether every rank holds the whole parameters between steps (false for zero3: only shards; use
+  /// gather_full_parameters() to read or write them).
+  virtual bool replicated_parameters() const { return true; }
+
+  /// zero3: the model's sharding units in execution order, before setup(); every trainable parameter must be
+  /// in one. Other strategies ignore them.
+  virtual void set_units(std::vector<UnitSpec> units) { (void)units; }
+  /// The hooks the model must call around each unit's forward (null when the strategy needs none).
+  virtual UnitHooks* unit_hooks() { return nullptr; }
+  /// Collective (every rank calls it): makes every parameter whole until release_full_parameters(). With
+  /// `write_back`, values written into the parameters meanwhile become the new shards (and master weights).
+  virtual void gather_full_parameters() {}
+  virtual void release_full_parameters(bool write_back) { (void)write_back; }
 
   /// Makes every tensor of `broadcast` (the model's parameters and buffers) equal to rank 0's and builds the
   /// optimizer over `groups` (non-empty groups of trainable float tensors, each tensor once, names unique).
@@ -107,6 +131,8 @@ class Strategy {
 
   /// Model-state bytes held by this rank now.
   virtual MemoryReport memory() const = 0;
+  /// zero3's chunks (layout and resident-byte accounting); null for the other strategies.
+  virtual const memory::ChunkManager* chunks() const { return nullptr; }
 
   dist::ProcessGroup& group() const { return *group_; }
   const std::shared_ptr<dist::ProcessGroup>& group_ptr() const { return group_; }
@@ -115,14 +141,14 @@ class Strategy {
   std::shared_ptr<dist::ProcessGroup> group_;
 };
 
-/// The strategy called `name` ("single", "ddp", "zero1", "zero2") over `group`. single needs a group of size 1.
-/// Throws NotImplementedError for "zero3" / "gemini" (not available yet) and zerodiff::Error for unknown names.
+/// The strategy called `name` ("single", "ddp", "zero1", "zero2", "zero3") over `group`. single needs a group
+/// of size 1. Throws NotImplementedError for "gemini" (not available yet) and zerodiff::Error for unknown names.
 std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr<dist::ProcessGroup> group,
                                         StrategyOptions options = {});
 
 /// ZeRO's per-rank model-state bytes for Ψ fp32 trainable elements on N ranks with AdamW (Rajbhandari et al.
 /// 2020, §5, with K = 8 bytes of Adam state per element and fp32 master weights): the expected MemoryReport
-/// (numel, padded_numel left 0) of `strategy` ("ddp", "zero1", "zero2").
+/// (numel, padded_numel left 0) of `strategy` ("ddp", "zero1", "zero2", "zero3").
 MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size);
 
 }  // namespace zerodiff::parallel

@@ -99,8 +99,14 @@ class TextToImageModule : public TrainingModule {
 
   models::UNet2DConditionModel& unet() { return unet_; }
 
+  /// zero3 units: "text_encoder" (when trained) then the UNet's units() (stem, down_blocks.i, mid_block,
+  /// up_blocks.i, head).
+  std::vector<parallel::UnitSpec> sharding_units() override;
+  void set_unit_hooks(parallel::UnitHooks* hooks) override;
+
  private:
   TextToImageConfig config_;
+  parallel::UnitHooks* unit_hooks_ = nullptr;
   std::shared_ptr<torch::nn::Module> root_;
   models::UNet2DConditionModel unet_{nullptr};
   models::AutoencoderKL vae_{nullptr};

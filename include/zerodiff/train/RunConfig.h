@@ -87,6 +87,7 @@ struct MemoryEstimate {
   double master = 0;     ///< fp32 master-weight shard of zero1/zero2 (0 otherwise)
   double ema = 0;        ///< EMA shadow, fp32, trainable parameters (when trainer.ema.enabled)
   int world_size = 1;    ///< processes the per-rank figures assume
+  std::string chunk_layout;  ///< zero3: the chunks it would build (count, size, padding); empty otherwise
   double total() const { return weights + gradients + optimizer + master + ema; }
   /// The human-readable report (a table of components, then the memory lines).
   std::string report(const TrainerConfig& trainer) const;

@@ -104,9 +104,10 @@ struct TrainerConfig {
   double max_grad_norm = 1.0;             ///< 0 = no clipping (the norm is still logged)
   std::string accelerator = "auto";       ///< auto | cpu | cuda
   std::string precision = "32-true";      ///< 32-true | 16-mixed | bf16-mixed (bf16-true: not yet)
-  std::string strategy = "single";        ///< single | ddp | zero1 | zero2 (zero3, gemini: not yet)
+  std::string strategy = "single";        ///< single | ddp | zero1 | zero2 | zero3 (gemini: not yet)
   double bucket_size_mb = 25;             ///< gradient bucket size (ddp, zero1, zero2)
   double dist_timeout_s = 1800;           ///< rendezvous and collective timeout
+  double zero3_chunk_size_mb = 0;         ///< zero3 chunk size (0 = search for least padding)
   int64_t log_every = 10;
   int64_t checkpoint_every = 0;           ///< 0 = only at the end
   int64_t keep_last = 2;
@@ -135,10 +136,14 @@ struct TrainerConfig {
     v.choice("strategy", strategy, {"single", "ddp", "zero1", "zero2", "zero3", "gemini"},
              "Parallel strategy: single (one process), ddp (replicated, gradients all-reduced during backward), zero1 "
              "(optimizer states and fp32 master weights sharded), zero2 (zero1 + gradients reduce-scattered into "
-             "shards); zero3 and gemini are not available yet. Multi-process runs: docs/distributed.md");
+             "shards), zero3 (zero2 + parameters sharded in chunks, gathered per unit while it runs); gemini is not "
+             "available yet. Multi-process runs: docs/distributed.md");
     v("bucket_size_mb", bucket_size_mb,
       "Gradient bucket size in MiB of fp32 (ddp/zero1/zero2): each bucket is sent as soon as backward has produced "
       "it; a resumed zero1/zero2 run needs the same value");
+    v("zero3_chunk_size_mb", zero3_chunk_size_mb,
+      "zero3 chunk size in MiB of fp32 (0 = the size in [largest parameter, +128 MiB] that wastes least padding); "
+      "a resumed zero3 run needs the same value");
     v("dist_timeout_s", dist_timeout_s,
       "Seconds to wait for the rendezvous and for each collective; a dead or stuck peer fails the run after this");
     v("log_every", log_every, "Log and append metrics every N optimizer steps");
@@ -169,6 +174,7 @@ struct TrainerConfig {
     v.check(val_batches >= 0, "val_batches", "must be >= 0, got ", val_batches);
     v.check(bucket_size_mb > 0, "bucket_size_mb", "must be > 0, got ", bucket_size_mb);
     v.check(dist_timeout_s > 0, "dist_timeout_s", "must be > 0, got ", dist_timeout_s);
+    v.check(zero3_chunk_size_mb >= 0, "zero3_chunk_size_mb", "must be >= 0, got ", zero3_chunk_size_mb);
   }
 };
 

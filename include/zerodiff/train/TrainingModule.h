@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "zerodiff/data/Batch.h"
+#include "zerodiff/parallel/Strategy.h"
+#include "zerodiff/parallel/UnitHooks.h"
 
 namespace zerodiff::train {
 
@@ -69,6 +71,15 @@ class TrainingModule {
   /// trainable_parameters(), at the trainer's lr). Every group must be non-empty; no tensor and no name may
   /// appear twice (the optimizer state is saved by name).
   virtual std::vector<ParameterGroup> parameter_groups() { return {ParameterGroup{"all", trainable_parameters(), {}}}; }
+
+  /// Sharding units for trainer.strategy zero3 (DESIGN.md §4): the groups of parameters gathered together
+  /// while they run, in execution order; every trainable parameter must be in one. A module that returns units
+  /// must call the hooks given to set_unit_hooks around each unit's forward (parallel::run_unit). Default: none,
+  /// and the Trainer treats the whole model as one unit around each step (correct; no memory saving during
+  /// the step).
+  virtual std::vector<parallel::UnitSpec> sharding_units() { return {}; }
+  /// Installs the hooks the units call (null removes them). Called by the Trainer after configure_model.
+  virtual void set_unit_hooks(parallel::UnitHooks* hooks) { (void)hooks; }
 
   /// Loss for one micro-batch. The Trainer divides by the accumulation count and calls backward.
   virtual StepOutput training_step(const data::Batch& batch, StepContext& ctx) = 0;

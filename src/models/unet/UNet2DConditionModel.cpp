@@ -145,18 +145,29 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
   at::Tensor sample = sample_in;
   if (options.center_input_sample()) sample = 2 * sample - 1.0;
 
-  // 1. time
+  // Each unit of units() runs between the hooks (zero3 gathers its parameters meanwhile).
+  size_t unit = 0;
+  auto enter = [&] {
+    if (unit_hooks_) unit_hooks_->pre_forward(first_unit_ + unit);
+  };
+  auto leave = [&](const std::vector<at::Tensor>& outputs) {
+    if (unit_hooks_) unit_hooks_->post_forward(first_unit_ + unit, outputs);
+    ++unit;
+  };
+
+  // 1. time and 2. pre-process: unit "stem"
+  enter();
   at::Tensor timesteps = timestep.dim() == 0 ? timestep.unsqueeze(0) : timestep;
   timesteps = timesteps.to(sample.device()).expand({batch});
   at::Tensor t_emb = time_proj->forward(timesteps).to(sample.scalar_type());
   at::Tensor emb = time_embedding->forward(t_emb);
-
-  // 2. pre-process
   sample = conv_in->forward(sample);
+  leave({emb, sample});
 
   // 3. down
   std::vector<at::Tensor> res_samples{sample};
   for (size_t i = 0; i < down_blocks->size(); ++i) {
+    enter();
     std::pair<at::Tensor, std::vector<at::Tensor>> out;
     if (auto* cross = down_blocks->ptr(i)->as<CrossAttnDownBlock2DImpl>()) {
       out = cross->forward(sample, emb, encoder_hidden_states);
@@ -165,13 +176,19 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
     }
     sample = std::move(out.first);
     res_samples.insert(res_samples.end(), out.second.begin(), out.second.end());
+    std::vector<at::Tensor> outputs{sample};
+    outputs.insert(outputs.end(), out.second.begin(), out.second.end());
+    leave(outputs);
   }
 
   // 4. mid
+  enter();
   sample = mid_block->forward(sample, emb, encoder_hidden_states);
+  leave({sample});
 
   // 5. up
   for (size_t i = 0; i < up_blocks->size(); ++i) {
+    enter();
     const bool is_final = i + 1 == up_blocks->size();
     auto* cross = up_blocks->ptr(i)->as<CrossAttnUpBlock2DImpl>();
     auto* plain = up_blocks->ptr(i)->as<UpBlock2DImpl>();
@@ -187,11 +204,15 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
     } else {
       sample = plain->forward(sample, block_res, emb, upsample_size);
     }
+    leave({sample});
   }
 
-  // 6. post-process
+  // 6. post-process: unit "head"
+  enter();
   sample = torch::silu(conv_norm_out->forward(sample));
-  return conv_out->forward(sample);
+  sample = conv_out->forward(sample);
+  leave({sample});
+  return sample;
 }
 
 void UNet2DConditionModelImpl::enable_gradient_checkpointing(bool on) {

@@ -21,6 +21,7 @@
 #include "zerodiff/models/unet/UNetMidBlock2DCrossAttn.h"
 #include "zerodiff/models/unet/UpBlock2D.h"
 #include "zerodiff/nn/Unit.h"
+#include "zerodiff/parallel/UnitHooks.h"
 
 namespace zerodiff::models {
 
@@ -44,6 +45,13 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
   /// The grouping modules of "stem" and "head" are built on each call (cheap; they share parameters).
   std::vector<nn::Unit> units() const;
 
+  /// Calls `hooks` (zero3) around each unit's forward, unit i of units() reported as first_unit + i; null
+  /// removes them. The hooks are not owned and must outlive their use.
+  void set_unit_hooks(parallel::UnitHooks* hooks, size_t first_unit = 0) {
+    unit_hooks_ = hooks;
+    first_unit_ = first_unit;
+  }
+
   /// diffusers' enable_gradient_checkpointing / disable_gradient_checkpointing: every resnet and transformer of
   /// the down, mid and up blocks runs through nn::checkpoint while training with grad enabled (activations of
   /// those layers are recomputed in backward; the gradients are unchanged).
@@ -66,6 +74,8 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
  private:
   int64_t num_upsamplers_ = 0;
   bool gradient_checkpointing_ = false;
+  parallel::UnitHooks* unit_hooks_ = nullptr;
+  size_t first_unit_ = 0;
 };
 TORCH_MODULE(UNet2DConditionModel);
 

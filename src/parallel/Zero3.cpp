@@ -1,0 +1,521 @@
+// zero3: parameters sharded in chunks (memory::ChunkManager), gathered per unit while it runs.
+// References: ZeRO stage 3 (Rajbhandari et al. 2020, §5.3) and ColossalAI's GeminiDDP / ZeroDDP hooks
+// (colossalai/zero/gemini): gather a unit's chunks before its forward, release them after; gather again when
+// the gradient of the unit's output arrives; reduce-scatter a chunk as soon as all its gradients are in and
+// keep only the shard. fp32 master shards pair with the compute chunks; AdamW runs on this rank's segments.
+//
+// Per step and rank, communication is: all-gather of every used chunk in forward and again in backward, and
+// one reduce-scatter of every chunk per micro-batch (3Ψ in total with one micro-batch).
+#include "Zero3.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/optim/adamw.h>
+
+#include <cmath>
+#include <deque>
+#include <map>
+#include <mutex>
+
+#include "StrategyUtil.h"
+#include "zerodiff/core/Error.h"
+#include "zerodiff/memory/ChunkManager.h"
+
+namespace zerodiff::parallel::detail {
+
+namespace {
+
+using memory::TensorState;
+
+struct Segment {
+  size_t chunk = 0;
+  size_t param = 0;          // index in ChunkManager::params()
+  int64_t param_offset = 0;  // first element in the flattened parameter
+  int64_t shard_offset = 0;  // first element in the chunk's shard
+  int64_t numel = 0;
+};
+
+class Zero3Strategy : public Strategy, public UnitHooks {
+ public:
+  Zero3Strategy(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options)
+      : Strategy(std::move(group)), options_(options) {}
+  ~Zero3Strategy() override {
+    for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
+  }
+  std::string name() const override { return "zero3"; }
+  bool sharded() const override { return true; }
+  bool replicated_parameters() const override { return false; }
+  void set_units(std::vector<UnitSpec> units) override { units_ = std::move(units); }
+  UnitHooks* unit_hooks() override { return this; }
+
+  void setup(std::vector<ParamGroupSpec> groups, const std::vector<at::Tensor>& broadcast,
+             const AdamWSettings& adamw) override {
+    check_groups(groups);
+    ZD_CHECK(!units_.empty(), "strategy zero3 needs the model's sharding units (set_units before setup)");
+    broadcast_from_rank0(*group_, broadcast);
+    std::map<const void*, size_t> group_of;
+    std::map<const void*, std::string> name_of;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      for (const auto& [name, p] : groups[g].params) {
+        group_of[p.unsafeGetTensorImpl()] = g;
+        name_of[p.unsafeGetTensorImpl()] = name;
+      }
+    }
+    // Units keep only trainable parameters (frozen ones stay whole, outside chunks).
+    std::vector<memory::UnitParams> unit_params;
+    std::map<const void*, bool> covered;
+    for (const auto& u : units_) {
+      memory::UnitParams up{u.name, {}};
+      for (const auto& [name, p] : u.params) {
+        if (!group_of.count(p.unsafeGetTensorImpl())) continue;
+        up.params.emplace_back(name_of[p.unsafeGetTensorImpl()], p);
+        covered[p.unsafeGetTensorImpl()] = true;
+      }
+      unit_params.push_back(std::move(up));
+    }
+    for (const auto& g : groups) {
+      for (const auto& [name, p] : g.params) {
+        ZD_CHECK(covered.count(p.unsafeGetTensorImpl()), "parameter '", name,
+                 "' is in no sharding unit of the model; zero3 gathers parameters unit by unit, so every trainable "
+                 "parameter must belong to one of the units the module lists");
+      }
+    }
+    manager_ = std::make_unique<memory::ChunkManager>(*group_, unit_params, options_.chunk_numel);
+    const size_t n_params = manager_->params().size();
+    // Unit -> parameter indices (for "used in this forward").
+    std::map<const void*, size_t> index_of;
+    for (size_t i = 0; i < n_params; ++i) index_of[manager_->params()[i].second.unsafeGetTensorImpl()] = i;
+    unit_param_index_.resize(unit_params.size());
+    for (size_t u = 0; u < unit_params.size(); ++u) {
+      for (const auto& [_, p] : unit_params[u].params) unit_param_index_[u].push_back(index_of.at(p.unsafeGetTensorImpl()));
+    }
+    // fp32 master shards and this rank's segments, grouped for AdamW.
+    const int rank = group_->rank();
+    std::vector<std::vector<at::Tensor>> per_group(groups.size());
+    torch::NoGradGuard no_grad;
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      memory::Chunk& chunk = manager_->chunk(c);
+      const auto fp32 = chunk.shard().options().dtype(at::kFloat);
+      master_.push_back(chunk.shard().to(at::kFloat).clone());
+      grad_shard_.push_back(at::zeros({chunk.shard_numel()}, fp32));
+      const int64_t lo_part = rank * chunk.shard_numel(), hi_part = lo_part + chunk.shard_numel();
+      for (size_t t = 0; t < chunk.tensors().size(); ++t) {
+        const auto& ct = chunk.tensors()[t];
+        const int64_t lo = std::max(ct.offset, lo_part), hi = std::min(ct.offset + ct.numel, hi_part);
+        if (lo >= hi) continue;
+        Segment s{c, index_of.at(ct.param.unsafeGetTensorImpl()), lo - ct.offset, lo - lo_part, hi - lo};
+        at::Tensor view = master_[c].slice(0, s.shard_offset, s.shard_offset + s.numel);
+        segments_.push_back(s);
+        segment_tensors_.push_back(view);
+        per_group[group_of.at(ct.param.unsafeGetTensorImpl())].push_back(view);
+      }
+    }
+    std::vector<torch::optim::OptimizerParamGroup> opt_groups;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      opt_groups.emplace_back(per_group[g], std::make_unique<torch::optim::AdamWOptions>(adamw_options(groups[g].lr, adamw)));
+    }
+    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(opt_groups), adamw_options(groups[0].lr, adamw));
+    // Gradient-ready hooks.
+    expected_.assign(n_params, 0);
+    ready_.assign(n_params, 0);
+    locally_used_.assign(n_params, 0);
+    globally_used_.assign(n_params, 0);
+    chunk_pending_.assign(manager_->num_chunks(), 0);
+    chunk_done_.assign(manager_->num_chunks(), 0);
+    active_.assign(manager_->num_chunks(), 0);
+    buffers_.resize(manager_->num_chunks());
+    for (size_t i = 0; i < n_params; ++i) {
+      const at::Tensor& p = manager_->params()[i].second;
+      auto acc = torch::autograd::impl::grad_accumulator(p);
+      ZD_CHECK(acc != nullptr, "parameter '", manager_->params()[i].first, "' has no gradient accumulator");
+      hook_keys_.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [this, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+            on_grad(i);
+            return outputs;
+          })));
+      accumulators_.push_back(std::move(acc));
+    }
+  }
+
+  // ---------------------------------------------------------------- unit hooks (forward)
+
+  void pre_forward(size_t unit) override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    ZD_CHECK(manager_ && unit < manager_->num_units(), "zero3: unit ", unit, " of ",
+             manager_ ? manager_->num_units() : 0, " (pre_forward before setup or a wrong unit index)");
+    if (recording_) order_.push_back(unit);
+    position_ = position_of(unit, position_);
+    for (size_t i : unit_param_index_[unit]) expected_[i] = 1;
+    for (size_t c : manager_->unit_chunks(unit)) {
+      memory::Chunk& chunk = manager_->chunk(c);
+      chunk.gather(*group_, /*async=*/false);
+      chunk.wait();
+      for (size_t t = 0; t < chunk.tensors().size(); ++t) {
+        if (chunk.tensors()[t].state == TensorState::HOLD) chunk.set_state(t, TensorState::COMPUTE);
+      }
+      ++active_[c];
+    }
+    // Prefetch the next unit (of the recorded execution order; while recording, the next index).
+    if (const size_t next = next_unit(unit); next != kNone) {
+      for (size_t c : manager_->unit_chunks(next)) manager_->chunk(c).gather(*group_, /*async=*/true);
+    }
+    manager_->note_resident();
+  }
+
+  void post_forward(size_t unit, const std::vector<at::Tensor>& outputs) override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    // Chunks the next unit needs stay gathered.
+    std::vector<size_t> next;
+    if (const size_t n = next_unit(unit); n != kNone) next = manager_->unit_chunks(n);
+    for (size_t c : manager_->unit_chunks(unit)) {
+      memory::Chunk& chunk = manager_->chunk(c);
+      if (--active_[c] > 0) continue;
+      for (size_t t = 0; t < chunk.tensors().size(); ++t) {
+        if (chunk.tensors()[t].state == TensorState::COMPUTE) chunk.set_state(t, TensorState::HOLD);
+      }
+      if (!in_backward_ && !held_full_ && std::find(next.begin(), next.end(), c) == next.end()) chunk.release();
+    }
+    if (in_backward_ || !at::GradMode::is_enabled()) return;
+    for (const auto& out : outputs) {
+      if (!out.defined() || !out.requires_grad()) continue;
+      at::Tensor o = out;
+      o.register_hook([this, unit](const at::Tensor&) { pre_backward(unit); });
+    }
+  }
+
+  // ---------------------------------------------------------------- backward
+
+  void begin_backward(bool last) override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    (void)last;
+    armed_ = true;
+    in_backward_ = false;
+    std::fill(ready_.begin(), ready_.end(), 0);
+    std::fill(chunk_done_.begin(), chunk_done_.end(), 0);
+    std::fill(chunk_pending_.begin(), chunk_pending_.end(), 0);
+    for (size_t i = 0; i < expected_.size(); ++i) {
+      if (expected_[i]) ++chunk_pending_[manager_->location(i).first];
+    }
+    next_launch_ = static_cast<int64_t>(manager_->num_chunks()) - 1;
+    if (recording_ && !order_.empty()) recording_ = false;  // the first forward recorded the execution order
+  }
+
+  void pre_backward(size_t unit) {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    if (!armed_) return;
+    in_backward_ = true;
+    for (size_t c : manager_->unit_chunks(unit)) {
+      if (chunk_done_[c]) continue;  // all its gradients are in already
+      memory::Chunk& chunk = manager_->chunk(c);
+      chunk.gather(*group_, /*async=*/false);
+      chunk.wait();
+    }
+    // Prefetch the unit that ran before this one.
+    const size_t pos = last_position_of(unit);
+    if (pos != kNone && pos > 0) {
+      for (size_t c : manager_->unit_chunks(order_[pos - 1])) {
+        if (!chunk_done_[c]) manager_->chunk(c).gather(*group_, /*async=*/true);
+      }
+    }
+    manager_->note_resident();
+  }
+
+  void on_grad(size_t param) {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    if (!armed_) return;
+    const auto [c, t] = manager_->location(param);
+    if (ready_[param]) {
+      throw Error(zerodiff::str("parameter '", manager_->params()[param].first,
+                                "' received its gradient twice in one backward (shared by two activation-checkpointed "
+                                "blocks?); zero3 needs one gradient per parameter per backward"));
+    }
+    if (chunk_done_[c]) {
+      throw Error(zerodiff::str("parameter '", manager_->params()[param].first,
+                                "' got a gradient after its chunk was reduced: it was used outside the sharding unit "
+                                "it belongs to (zero3 gathers a parameter only while its unit runs)"));
+    }
+    ready_[param] = 1;
+    memory::Chunk& chunk = manager_->chunk(c);
+    if (chunk.gathered()) chunk.set_state(t, TensorState::HOLD_AFTER_BWD);
+    if (expected_[param] && --chunk_pending_[c] == 0) complete_chunk(c);
+  }
+
+  // The chunk's gradients go into a reduce buffer; its gathered parameters are released at once.
+  void complete_chunk(size_t c) {
+    memory::Chunk& chunk = manager_->chunk(c);
+    at::Tensor buffer = at::zeros({chunk.chunk_numel()}, chunk.shard().options());
+    for (size_t t = 0; t < chunk.tensors().size(); ++t) {
+      auto& ct = chunk.tensors()[t];
+      at::Tensor p = ct.param;
+      if (p.grad().defined()) {
+        buffer.slice(0, ct.offset, ct.offset + ct.numel).copy_(p.grad().reshape(-1));
+        p.mutable_grad().reset();
+      }
+      if (chunk.gathered()) {
+        if (ct.state != TensorState::HOLD_AFTER_BWD) chunk.set_state(t, TensorState::HOLD_AFTER_BWD);
+        chunk.set_state(t, TensorState::READY_FOR_REDUCE);
+        chunk.set_state(t, TensorState::HOLD);
+      }
+    }
+    chunk.release();
+    buffers_[c] = buffer;
+    chunk_done_[c] = 1;
+    // Reduce-scatters go out strictly from the last chunk down, the same order on every rank.
+    while (next_launch_ >= 0 && chunk_done_[static_cast<size_t>(next_launch_)]) launch(static_cast<size_t>(next_launch_--));
+  }
+
+  void launch(size_t c) {
+    InFlight f;
+    f.chunk = c;
+    f.buffer = std::move(buffers_[c]);
+    f.output = at::empty({manager_->chunk(c).shard_numel()}, f.buffer.options());
+    f.work = group_->reduce_scatter(f.output, f.buffer, "grad_reduce_scatter", /*async=*/true);
+    in_flight_.push_back(std::move(f));
+    while (in_flight_.size() > 2) complete_oldest();
+  }
+
+  void complete_oldest() {
+    InFlight f = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    f.work.wait();
+    grad_shard_[f.chunk].add_(f.output.to(at::kFloat).div_(static_cast<double>(group_->size())));
+  }
+
+  void end_backward(bool last) override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    if (!armed_) return;
+    for (size_t i = 0; i < ready_.size(); ++i) {
+      if (ready_[i]) locally_used_[i] = 1;
+    }
+    // Chunks still waiting (a parameter of theirs got no gradient) are completed now, then everything is sent.
+    for (int64_t c = static_cast<int64_t>(manager_->num_chunks()) - 1; c >= 0; --c) {
+      if (!chunk_done_[static_cast<size_t>(c)]) complete_chunk(static_cast<size_t>(c));
+    }
+    ZD_INTERNAL_ASSERT(next_launch_ < 0, "zero3: chunks left unsent");
+    if (last) {
+      at::Tensor used = at::tensor(std::vector<int32_t>(locally_used_.begin(), locally_used_.end()), at::kInt);
+      if (group_->device().is_cuda()) used = used.to(group_->device());
+      group_->all_reduce(used, "grad_used_flags", dist::ReduceOp::max);
+      used = used.cpu();
+      globally_used_.assign(used.data_ptr<int32_t>(), used.data_ptr<int32_t>() + used.numel());
+    }
+    while (!in_flight_.empty()) complete_oldest();
+    armed_ = false;
+    in_backward_ = false;
+    std::fill(expected_.begin(), expected_.end(), 0);
+    position_ = kNone;
+    manager_->release_all();  // prefetched chunks that no unit used
+    if (!last) return;
+    for (size_t k = 0; k < segments_.size(); ++k) {
+      const Segment& s = segments_[k];
+      segment_tensors_[k].mutable_grad() =
+          globally_used_[s.param] ? grad_shard_[s.chunk].slice(0, s.shard_offset, s.shard_offset + s.numel) : at::Tensor();
+    }
+  }
+
+  // ---------------------------------------------------------------- optimizer
+
+  void set_lr(size_t group, double lr) override {
+    ZD_CHECK(group < optimizer_->param_groups().size(), "no parameter group ", group);
+    static_cast<torch::optim::AdamWOptions&>(optimizer_->param_groups()[group].options()).lr(lr);
+  }
+  void zero_grad() override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    for (const auto& [_, p] : manager_->params()) {
+      at::Tensor q = p;
+      q.mutable_grad().reset();
+    }
+    for (auto& s : segment_tensors_) s.mutable_grad().reset();
+    for (auto& g : grad_shard_) g.zero_();
+    std::fill(locally_used_.begin(), locally_used_.end(), 0);
+    std::fill(expected_.begin(), expected_.end(), 0);
+    held_full_ = false;
+    manager_->release_all();
+    manager_->reset_peak();
+  }
+  std::vector<at::Tensor> gradient_tensors() override { return segment_tensors_; }
+  double clip_grad_norm(double max_norm) override {
+    at::Tensor sq = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(group_->device()));
+    for (const auto& s : segment_tensors_) {
+      if (s.grad().defined()) sq += s.grad().to(at::kDouble).pow(2).sum();
+    }
+    group_->all_reduce(sq, "grad_norm");
+    const double norm = std::sqrt(sq.item<double>());
+    const double coef = std::min(1.0, max_norm / (norm + 1e-6));
+    if (std::isfinite(coef) && coef < 1.0) {
+      for (auto& s : segment_tensors_) {
+        if (s.grad().defined()) s.mutable_grad().mul_(coef);
+      }
+    }
+    return norm;
+  }
+  void step() override {
+    optimizer_->step();
+    torch::NoGradGuard no_grad;
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) manager_->chunk(c).shard().copy_(master_[c]);
+  }
+
+  // ---------------------------------------------------------------- whole parameters
+
+  void gather_full_parameters() override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    manager_->gather_all();
+    held_full_ = true;  // units running meanwhile (sampling) must not release anything
+  }
+  void release_full_parameters(bool write_back) override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    if (write_back) {
+      torch::NoGradGuard no_grad;
+      for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+        memory::Chunk& chunk = manager_->chunk(c);
+        if (!chunk.gathered()) continue;
+        chunk.update_shard_from_full();
+        master_[c].copy_(chunk.shard());
+      }
+    }
+    held_full_ = false;
+    manager_->release_all();
+  }
+
+  // ---------------------------------------------------------------- checkpoints and accounting
+
+  io::TensorMap optimizer_state() const override {
+    io::TensorMap out;
+    out["layout"] = at::tensor(std::vector<int64_t>{group_->size(), manager_->numel(), manager_->chunk_numel(), 3});
+    auto& state = optimizer_->state();
+    for (size_t k = 0; k < segments_.size(); ++k) {
+      const std::string key = segment_key(k);
+      out[key + ".master"] = segment_tensors_[k].detach().cpu().clone();
+      auto it = state.find(segment_tensors_[k].unsafeGetTensorImpl());
+      if (it == state.end()) continue;
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      out[key + ".exp_avg"] = s.exp_avg().detach().cpu();
+      out[key + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
+      out[key + ".step"] = at::tensor(s.step(), at::kLong);
+    }
+    return out;
+  }
+  void load_optimizer_state(const io::TensorMap& saved, const std::string& where) override {
+    auto layout = saved.find("layout");
+    if (layout == saved.end() || layout->second.numel() != 4 || layout->second[3].item<int64_t>() != 3) {
+      throw IoError(zerodiff::str(where, ": no zero3 shard layout (saved by another strategy?); resume with the "
+                                         "strategy that wrote it"));
+    }
+    const at::Tensor l = layout->second.to(at::kLong);
+    if (l[0].item<int64_t>() != group_->size() || l[1].item<int64_t>() != manager_->numel() ||
+        l[2].item<int64_t>() != manager_->chunk_numel()) {
+      throw IoError(zerodiff::str(where, ": the zero3 shard was saved with world size ", l[0].item<int64_t>(), ", ",
+                                  l[1].item<int64_t>(), " parameters and chunks of ", l[2].item<int64_t>(),
+                                  " elements; this run has world size ", group_->size(), ", ", manager_->numel(),
+                                  " and ", manager_->chunk_numel(),
+                                  ". Resume with the same world size and trainer.zero3_chunk_size_mb"));
+    }
+    auto& state = optimizer_->state();
+    torch::NoGradGuard no_grad;
+    for (size_t k = 0; k < segments_.size(); ++k) {
+      const std::string key = segment_key(k);
+      auto m = saved.find(key + ".master");
+      if (m == saved.end() || m->second.numel() != segment_tensors_[k].numel()) {
+        throw IoError(zerodiff::str(where, ": master weights of '", key, "' are missing or have the wrong size"));
+      }
+      segment_tensors_[k].copy_(m->second);
+      auto a = saved.find(key + ".exp_avg");
+      if (a == saved.end()) continue;
+      auto v = saved.find(key + ".exp_avg_sq");
+      auto s = saved.find(key + ".step");
+      if (v == saved.end() || s == saved.end() || a->second.numel() != segment_tensors_[k].numel() ||
+          v->second.numel() != segment_tensors_[k].numel()) {
+        throw IoError(zerodiff::str(where, ": optimizer state of '", key, "' is incomplete or has the wrong shape"));
+      }
+      auto st = std::make_unique<torch::optim::AdamWParamState>();
+      st->step(s->second.item<int64_t>());
+      st->exp_avg(a->second.to(segment_tensors_[k].device(), at::kFloat).reshape(segment_tensors_[k].sizes()).clone());
+      st->exp_avg_sq(v->second.to(segment_tensors_[k].device(), at::kFloat).reshape(segment_tensors_[k].sizes()).clone());
+      state[segment_tensors_[k].unsafeGetTensorImpl()] = std::move(st);
+    }
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) manager_->chunk(c).shard().copy_(master_[c]);
+  }
+  MemoryReport memory() const override {
+    MemoryReport r;
+    r.parameters = manager_->resident_bytes();
+    for (const auto& [_, p] : manager_->params()) r.gradients += nbytes(p.grad());
+    for (const auto& g : grad_shard_) r.gradients += nbytes(g);
+    for (const auto& m : master_) r.master_weights += nbytes(m);
+    r.optimizer_states = adam_state_bytes(*optimizer_);
+    r.numel = manager_->numel();
+    r.padded_numel = manager_->numel() + manager_->padding();
+    r.peak_parameters = manager_->peak_resident_bytes();
+    return r;
+  }
+  const memory::ChunkManager* chunks() const override { return manager_.get(); }
+
+ private:
+  static constexpr size_t kNone = static_cast<size_t>(-1);
+
+  // Position of `unit` in the recorded order after `from` (the next occurrence), or its first occurrence.
+  size_t position_of(size_t unit, size_t from) const {
+    if (recording_) return order_.empty() ? kNone : order_.size() - 1;
+    const size_t start = from == kNone ? 0 : from + 1;
+    for (size_t i = start; i < order_.size(); ++i) {
+      if (order_[i] == unit) return i;
+    }
+    for (size_t i = 0; i < order_.size(); ++i) {
+      if (order_[i] == unit) return i;
+    }
+    return kNone;
+  }
+  // The unit expected to run after `unit`: the next entry of the recorded order, or while recording the next index.
+  size_t next_unit(size_t unit) const {
+    if (recording_) return unit + 1 < manager_->num_units() ? unit + 1 : kNone;
+    return position_ != kNone && position_ + 1 < order_.size() ? order_[position_ + 1] : kNone;
+  }
+  size_t last_position_of(size_t unit) const {
+    for (size_t i = order_.size(); i-- > 0;) {
+      if (order_[i] == unit) return i;
+    }
+    return kNone;
+  }
+  std::string segment_key(size_t k) const {
+    return zerodiff::str(manager_->params()[segments_[k].param].first, "@", segments_[k].param_offset);
+  }
+
+  struct InFlight {
+    size_t chunk = 0;
+    at::Tensor buffer, output;
+    dist::Work work;
+  };
+
+  StrategyOptions options_;
+  std::vector<UnitSpec> units_;
+  std::unique_ptr<memory::ChunkManager> manager_;
+  std::vector<std::vector<size_t>> unit_param_index_;
+  std::vector<at::Tensor> master_, grad_shard_;  // per chunk, fp32 [shard_numel]
+  std::vector<Segment> segments_;
+  std::vector<at::Tensor> segment_tensors_;  // views of master_: what AdamW updates
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<uintptr_t> hook_keys_;
+  std::recursive_mutex mutex_;
+  bool armed_ = false, in_backward_ = false, recording_ = true, held_full_ = false;
+  std::vector<size_t> order_;  // unit execution order of the first forward
+  size_t position_ = kNone;
+  std::vector<uint8_t> expected_, ready_;
+  std::vector<int32_t> locally_used_, globally_used_;
+  std::vector<int64_t> chunk_pending_;
+  std::vector<uint8_t> chunk_done_;
+  std::vector<int64_t> active_;
+  std::vector<at::Tensor> buffers_;
+  int64_t next_launch_ = -1;
+  std::deque<InFlight> in_flight_;
+};
+
+}  // namespace
+
+std::unique_ptr<Strategy> make_zero3(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options) {
+  return std::make_unique<Zero3Strategy>(std::move(group), options);
+}
+
+}  // namespace zerodiff::parallel::detail
