@@ -110,7 +110,9 @@ LaunchEnv LaunchEnv::from_environment() {
     out.source = l;
     out.rank = env_int("RANK", l);
     out.world_size = env_int("WORLD_SIZE", l);
-    out.local_rank = env_int("LOCAL_RANK", l);
+    // LOCAL_RANK: torchrun always sets it; a one-process "world" (e.g. a job started under another launcher)
+    // may not.
+    out.local_rank = env("LOCAL_RANK") || out.world_size > 1 ? env_int("LOCAL_RANK", l) : 0;
     out.local_world_size = env("LOCAL_WORLD_SIZE") ? env_int("LOCAL_WORLD_SIZE", l) : out.world_size;
     const auto addr = env("MASTER_ADDR");
     if (!addr) throw CommError("environment variable MASTER_ADDR is not set (needed for a torchrun launch)");
@@ -118,11 +120,13 @@ LaunchEnv LaunchEnv::from_environment() {
     out.master_port = env_int("MASTER_PORT", l);
     out.use_agent_store = env("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
     if (env("TORCHELASTIC_RESTART_COUNT")) out.restart_count = env_int("TORCHELASTIC_RESTART_COUNT", l);
-  } else if (env("SLURM_PROCID") && env("SLURM_NTASKS") && env_int("SLURM_NTASKS", "SLURM") > 1) {
+  } else if (env("SLURM_PROCID") && env("SLURM_STEP_NUM_TASKS") && env_int("SLURM_STEP_NUM_TASKS", "SLURM") > 1) {
+    // A task of an srun step (SLURM_STEP_NUM_TASKS is srun's); the batch script itself (sbatch --ntasks=N,
+    // no srun) is one process.
     const std::string l = "SLURM";
     out.source = "slurm";
     out.rank = env_int("SLURM_PROCID", l);
-    out.world_size = env_int("SLURM_NTASKS", l);
+    out.world_size = env_int("SLURM_STEP_NUM_TASKS", l);
     out.local_rank = env_int("SLURM_LOCALID", l);
     if (env("SLURM_NTASKS_PER_NODE")) {
       out.local_world_size = env_int("SLURM_NTASKS_PER_NODE", l);
@@ -282,6 +286,13 @@ std::string describe(const char* op, const at::Tensor& t, int rank, int size, co
 
 Work ProcessGroup::all_reduce(at::Tensor& tensor, const std::string& tag, ReduceOp op, bool async) {
   if (size_ == 1) return Work();
+  if (impl_->name == "nccl" && !tensor.is_cuda()) {
+    // NCCL moves device memory only: small host tensors (metrics, flags) go through the device.
+    at::Tensor staged = tensor.to(device_);
+    all_reduce(staged, tag, op, /*async=*/false);
+    tensor.copy_(staged);
+    return Work();
+  }
   ZD_CHECK(tensor.is_contiguous(), "all_reduce '", tag, "': tensor must be contiguous");
   count(tag, tensor);
   std::vector<at::Tensor> list{tensor};
@@ -345,6 +356,12 @@ Work ProcessGroup::reduce_scatter(at::Tensor& output, const at::Tensor& input, c
 
 void ProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& tag) {
   if (size_ == 1) return;
+  if (impl_->name == "nccl" && !tensor.is_cuda()) {
+    at::Tensor staged = tensor.to(device_);
+    broadcast(staged, root, tag);
+    tensor.copy_(staged);
+    return;
+  }
   ZD_CHECK(root >= 0 && root < size_, "broadcast '", tag, "': root ", root, " outside [0, ", size_, ")");
   ZD_CHECK(tensor.is_contiguous(), "broadcast '", tag, "': tensor must be contiguous");
   count(tag, tensor);

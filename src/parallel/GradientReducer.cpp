@@ -23,14 +23,19 @@ GradientReducer::GradientReducer(dist::ProcessGroup& group, const FlatLayout& la
   ready_.assign(n, 0);
   locally_used_.assign(n, 0);
   globally_used_.assign(n, 0);
+  // Every check before the first hook: a throwing constructor must not leave hooks pointing at it.
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = params_[i];
     ZD_CHECK(p.is_leaf() && p.requires_grad(), "parameter '", names_[i], "' is not a trainable leaf tensor");
     ZD_CHECK(p.scalar_type() == params_[0].scalar_type() && p.device() == params_[0].device(), "parameter '",
              names_[i], "' is ", p.scalar_type(), " on ", p.device(), " but '", names_[0], "' is ",
              params_[0].scalar_type(), " on ", params_[0].device(), ": one gradient dtype and device per strategy");
+    ZD_CHECK(torch::autograd::impl::grad_accumulator(p) != nullptr, "parameter '", names_[i],
+             "' has no gradient accumulator");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params_[i];
     auto acc = torch::autograd::impl::grad_accumulator(p);
-    ZD_CHECK(acc != nullptr, "parameter '", names_[i], "' has no gradient accumulator");
     hook_keys_.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
         [this, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
           on_ready(i);

@@ -52,17 +52,25 @@ void broadcast_from_rank0(dist::ProcessGroup& group, const std::vector<at::Tenso
   for (const auto& t : tensors) {
     if (t.defined() && t.numel() > 0) by_kind[{static_cast<int>(t.scalar_type()), t.device().str()}].push_back(t);
   }
+  // Coalesced into buffers of at most 16 Mi elements: few collectives, bounded extra memory.
+  constexpr int64_t kMaxBuffer = int64_t{16} << 20;
   for (auto& [_, list] : by_kind) {
-    std::vector<at::Tensor> flat;
-    for (const auto& t : list) flat.push_back(t.reshape(-1));
-    at::Tensor buffer = at::cat(flat);
-    group.broadcast(buffer, 0, "broadcast");
-    int64_t offset = 0;
-    for (auto& t : list) {
-      const int64_t n = t.numel();
-      at::Tensor target = t;
-      target.copy_(buffer.slice(0, offset, offset + n).view(t.sizes()));
-      offset += n;
+    for (size_t begin = 0; begin < list.size();) {
+      size_t end = begin;
+      int64_t total = 0;
+      while (end < list.size() && (end == begin || total + list[end].numel() <= kMaxBuffer)) total += list[end++].numel();
+      std::vector<at::Tensor> flat;
+      for (size_t i = begin; i < end; ++i) flat.push_back(list[i].reshape(-1));
+      at::Tensor buffer = at::cat(flat);
+      group.broadcast(buffer, 0, "broadcast");
+      int64_t offset = 0;
+      for (size_t i = begin; i < end; ++i) {
+        at::Tensor target = list[i];
+        const int64_t n = target.numel();
+        target.copy_(buffer.slice(0, offset, offset + n).view(target.sizes()));
+        offset += n;
+      }
+      begin = end;
     }
   }
 }
@@ -187,6 +195,10 @@ class ReplicatedStrategy : public Strategy {
   void step() override { optimizer_->step(); }
   io::TensorMap optimizer_state() const override { return adam_state(*optimizer_, params_); }
   void load_optimizer_state(const io::TensorMap& state, const std::string& where) override {
+    if (state.count("layout")) {
+      throw IoError(zerodiff::str(where, ": a ZeRO optimizer shard; this run's strategy ", name(),
+                                  " keeps whole AdamW states. Resume with the strategy that wrote it"));
+    }
     load_adam_state(*optimizer_, params_, state, where);
   }
   MemoryReport memory() const override {
@@ -237,6 +249,8 @@ class ZeroStrategy : public Strategy {
       names_.push_back(it->second.first);
       params_.push_back(it->second.second);
       numels.push_back(it->second.second.numel());
+      ZD_CHECK(it->second.second.is_contiguous(), "parameter '", it->second.first,
+               "' is not contiguous (zero1/zero2 write parameters through flat views)");
       ZD_CHECK(it->second.second.scalar_type() == all[0].second.second.scalar_type(), "parameter '",
                it->second.first, "' has dtype ", it->second.second.scalar_type(), ", others ",
                all[0].second.second.scalar_type(), ": one dtype per ZeRO strategy");
@@ -360,6 +374,10 @@ class ZeroStrategy : public Strategy {
     }
     const at::Tensor l = layout->second.to(at::kLong);
     const int64_t world = l[0].item<int64_t>(), numel = l[1].item<int64_t>(), bucket = l[2].item<int64_t>();
+    if (l[3].item<int64_t>() != stage_) {
+      throw IoError(zerodiff::str(where, ": optimizer shard of zero", l[3].item<int64_t>(), "; this run is zero", stage_,
+                                  ". Resume with the strategy that wrote it"));
+    }
     if (world != group_->size() || numel != layout_->numel() || bucket != layout_->buckets().front().numel) {
       throw IoError(zerodiff::str(where, ": the optimizer shard was saved with world size ", world, ", ", numel,
                                   " parameters and buckets of ", bucket, " elements; this run has world size ",
@@ -461,9 +479,8 @@ MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int
     r.master_weights = 4 * psi / n;
     r.optimizer_states = 8 * psi / n;
   } else if (strategy == "zero3") {
-    r.parameters = 4 * psi / n;
+    r.parameters = 4 * psi / n;  // the fp32 shard is the master: no second copy
     r.gradients = 4 * psi / n;
-    r.master_weights = 4 * psi / n;
     r.optimizer_states = 8 * psi / n;
   } else {
     throw Error(zerodiff::str("zero_memory_formula: no formula for strategy '", strategy, "'"));

@@ -99,7 +99,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
       memory::Chunk& chunk = manager_->chunk(c);
       const auto fp32 = chunk.shard().options().dtype(at::kFloat);
-      master_.push_back(chunk.shard().to(at::kFloat).clone());
+      // fp32 compute chunks: the shard is the master itself; fp16/bf16 ones pair with an fp32 copy.
+      master_.push_back(chunk.dtype() == at::kFloat ? chunk.shard() : chunk.shard().to(at::kFloat).clone());
       grad_shard_.push_back(at::zeros({chunk.shard_numel()}, fp32));
       const int64_t lo_part = rank * chunk.shard_numel(), hi_part = lo_part + chunk.shard_numel();
       for (size_t t = 0; t < chunk.tensors().size(); ++t) {
@@ -355,7 +356,9 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   void step() override {
     optimizer_->step();
     torch::NoGradGuard no_grad;
-    for (size_t c = 0; c < manager_->num_chunks(); ++c) manager_->chunk(c).shard().copy_(master_[c]);
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      if (!master_[c].is_same(manager_->chunk(c).shard())) manager_->chunk(c).shard().copy_(master_[c]);
+    }
   }
 
   // ---------------------------------------------------------------- whole parameters
@@ -373,7 +376,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         memory::Chunk& chunk = manager_->chunk(c);
         if (!chunk.gathered()) continue;
         chunk.update_shard_from_full();
-        master_[c].copy_(chunk.shard());
+        if (!master_[c].is_same(chunk.shard())) master_[c].copy_(chunk.shard());
       }
     }
     held_full_ = false;
@@ -436,14 +439,18 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       st->exp_avg_sq(v->second.to(segment_tensors_[k].device(), at::kFloat).reshape(segment_tensors_[k].sizes()).clone());
       state[segment_tensors_[k].unsafeGetTensorImpl()] = std::move(st);
     }
-    for (size_t c = 0; c < manager_->num_chunks(); ++c) manager_->chunk(c).shard().copy_(master_[c]);
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      if (!master_[c].is_same(manager_->chunk(c).shard())) manager_->chunk(c).shard().copy_(master_[c]);
+    }
   }
   MemoryReport memory() const override {
     MemoryReport r;
     r.parameters = manager_->resident_bytes();
     for (const auto& [_, p] : manager_->params()) r.gradients += nbytes(p.grad());
     for (const auto& g : grad_shard_) r.gradients += nbytes(g);
-    for (const auto& m : master_) r.master_weights += nbytes(m);
+    for (size_t c = 0; c < master_.size(); ++c) {
+      if (!master_[c].is_same(manager_->chunk(c).shard())) r.master_weights += nbytes(master_[c]);  // fp16/bf16 chunks
+    }
     r.optimizer_states = adam_state_bytes(*optimizer_);
     r.numel = manager_->numel();
     r.padded_numel = manager_->numel() + manager_->padding();

@@ -5,6 +5,9 @@
 #include "zerodiff/train/Trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#if ZERODIFF_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -104,17 +107,17 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
                               "); use trainer.strategy=ddp, zero1 or zero2"));
   }
   const bool cuda = torch::cuda::is_available();
-  const int local = group_ ? 0 : env_.local_rank;
+  // One device per process: LOCAL_RANK modulo the visible devices (with per-task GPU binding each task sees one).
+  const int local = group_ || !cuda ? 0 : env_.local_rank % std::max<int>(1, static_cast<int>(torch::cuda::device_count()));
   if (config_.accelerator == "cuda") {
     ZD_CHECK(cuda, "trainer.accelerator is cuda but no CUDA device is available");
     device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local));
   } else if (config_.accelerator == "auto" && cuda) {
     device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local));
   }
-  if (device_.is_cuda()) {
-    ZD_CHECK(local < static_cast<int>(torch::cuda::device_count()), "LOCAL_RANK ", local, " but this node has ",
-             torch::cuda::device_count(), " CUDA devices");
-  }
+#if ZERODIFF_WITH_CUDA
+  if (device_.is_cuda()) c10::cuda::set_device(device_.index());  // NCCL and default allocations use it
+#endif
 }
 
 dist::ProcessGroup& Trainer::process_group() {
@@ -141,24 +144,45 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   const fs::path out_dir(c.output_dir);
   io::CheckpointManager checkpoints((out_dir / "checkpoints").string(), c.keep_last);
 
-  // Resolve and read the checkpoint first: a bad --resume fails before anything is written.
   const int rank = env_.rank, world = env_.world_size;
   const bool is_rank0 = rank == 0;
-  std::optional<io::Checkpoint> ckpt;
-  if (resume == "latest") {
-    if (auto latest = checkpoints.latest()) ckpt = io::CheckpointManager::load(*latest, rank, world);
-  } else if (!resume.empty()) {
-    ckpt = io::CheckpointManager::load(resume, rank, world);
-  }
-  if (resume.empty()) {
-    if (auto existing = checkpoints.latest()) {
-      throw Error(zerodiff::str(c.output_dir, " already holds checkpoints of an earlier run (newest: ", *existing,
-                                "); resume it with --resume latest, or choose another trainer.output_dir"));
+  ZD_CHECK(loader.options().rank == rank && loader.options().world_size == world, "the data loader is set up for rank ",
+           loader.options().rank, " of ", loader.options().world_size, " but this process is rank ", rank, " of ", world,
+           " (make_run_data(config, trainer.rank(), trainer.world_size()))");
+  dist::ProcessGroup& pg = process_group();
+  // Work that can fail on one rank only (a missing shard file, a bad weights file on one node) is agreed on:
+  // every rank stops with an error instead of the others waiting for it until the timeout.
+  auto agreed = [&](const char* what, const std::function<void()>& fn) {
+    std::exception_ptr failure;
+    try {
+      fn();
+    } catch (...) {
+      failure = std::current_exception();
     }
-  }
+    if (!pg.all_true(failure == nullptr, "agree")) {
+      if (failure) std::rethrow_exception(failure);
+      throw Error(zerodiff::str("another rank failed while ", what, " (see its error); stopping"));
+    }
+  };
+
+  // Resolve and read the checkpoint first: a bad --resume fails before anything is written.
+  std::optional<io::Checkpoint> ckpt;
+  agreed("reading the checkpoint", [&] {
+    if (resume == "latest") {
+      if (auto latest = checkpoints.latest()) ckpt = io::CheckpointManager::load(*latest, rank, world);
+    } else if (!resume.empty()) {
+      ckpt = io::CheckpointManager::load(resume, rank, world);
+    }
+    if (resume.empty()) {
+      if (auto existing = checkpoints.latest()) {
+        throw Error(zerodiff::str(c.output_dir, " already holds checkpoints of an earlier run (newest: ", *existing,
+                                  "); resume it with --resume latest, or choose another trainer.output_dir"));
+      }
+    }
+  });
 
   torch::manual_seed(c.seed);
-  module.configure_model(device_);
+  agreed("building the model", [&] { module.configure_model(device_); });
   const std::vector<ParameterGroup> groups = module.parameter_groups();
   std::vector<parallel::ParamGroupSpec> specs;
   std::vector<std::optional<double>> group_peak_lr;  // none: trainer.optimizer.lr
@@ -169,10 +193,6 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     group_peak_lr.push_back(g.lr);
     if (groups.size() > 1) ZD_LOG_INFO("parameter group '", g.name, "': ", g.params.size(), " tensors, peak lr ", peak);
   }
-  ZD_CHECK(loader.options().rank == rank && loader.options().world_size == world, "the data loader is set up for rank ",
-           loader.options().rank, " of ", loader.options().world_size, " but this process is rank ", rank, " of ", world,
-           " (make_run_data(config, trainer.rank(), trainer.world_size()))");
-  dist::ProcessGroup& pg = process_group();
   {
     parallel::StrategyOptions options;
     options.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(c.bucket_size_mb * 1024 * 1024 / 4));
@@ -337,12 +357,19 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       for (auto& [k, v] : io::state_dict(module.model())) model[k] = sharded_params ? v.detach().clone() : v;
       files["model"] = std::move(model);
     });
-    (strategy.sharded() ? per_rank : files)["optimizer"] = strategy.optimizer_state();
+    // (Only rank 0's shared files are written: other ranks do not copy those states to host memory.)
+    if (strategy.sharded()) {
+      per_rank["optimizer"] = strategy.optimizer_state();
+    } else if (is_rank0) {
+      files["optimizer"] = strategy.optimizer_state();
+    }
     if (ema && is_rank0) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
     per_rank["rng"] = {{"generator", ctx.generator.get_state()},
                        {"torch_default", at::detail::getDefaultCPUGenerator().get_state()}};
-    if (auto extra = module.extra_state(); !extra.empty()) files["module"] = io::TensorMap(extra.begin(), extra.end());
-    if (scaler) {
+    if (is_rank0) {
+      if (auto extra = module.extra_state(); !extra.empty()) files["module"] = io::TensorMap(extra.begin(), extra.end());
+    }
+    if (scaler && is_rank0) {
       const auto st = scaler->state();
       files["scaler"] = io::TensorMap(st.begin(), st.end());
     }
@@ -443,6 +470,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     }
     strategy.zero_grad();
     double loss_sum = 0;
+    double bad_loss = 0;  // a non-finite loss of this step (without loss scaling), 0 if none
     std::map<std::string, double> logs;
     for (int64_t micro = 0; micro < c.gradient_accumulation_steps; ++micro) {
       data::Batch batch = next_batch();
@@ -461,12 +489,16 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       (scaler ? scaler->scale(loss) : loss).backward();
       strategy.end_backward(last_micro);
       const double value = out.loss.to(at::kDouble).item<double>();
-      // With loss scaling an overflow is expected now and then: the scaler skips that step. Otherwise stop.
-      ZD_CHECK(scaler || std::isfinite(value), "non-finite loss ", value, " at step ", step,
-               " (the last good checkpoint is kept; lower the learning rate or check the data)");
+      // With loss scaling an overflow is expected now and then: the scaler skips that step. Otherwise stop
+      // (after the step's micro-batches, on every rank at once).
+      if (!scaler && !std::isfinite(value) && std::isfinite(bad_loss)) bad_loss = value;
       loss_sum += value;
       for (auto& [k, v] : out.logs) logs[k] += v / static_cast<double>(c.gradient_accumulation_steps);
       images_seen += batch.size();
+    }
+    if (pg.any_true(!std::isfinite(bad_loss), "loss_check")) {
+      throw Error(zerodiff::str("non-finite loss ", std::isfinite(bad_loss) ? std::string("on another rank") : zerodiff::str(bad_loss),
+                                " at step ", step, " (the last good checkpoint is kept; lower the learning rate or check the data)"));
     }
     // The overflow decision is agreed by all ranks: one rank's inf skips the step everywhere.
     const bool found_inf = scaler && pg.any_true(scaler->unscale(strategy.gradient_tensors()), "found_inf");

@@ -49,9 +49,10 @@ struct LaunchEnv {
   int restart_count = 0;
 
   /// torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) when
-  /// RANK or WORLD_SIZE is set; else SLURM's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID,
+  /// RANK or WORLD_SIZE is set (LOCAL_RANK may be missing when WORLD_SIZE is 1); else, for a task of an srun
+  /// step with SLURM_STEP_NUM_TASKS > 1, SLURM's (SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID,
   /// SLURM_NTASKS_PER_NODE or SLURM_TASKS_PER_NODE, MASTER_ADDR or the first host of SLURM_JOB_NODELIST /
-  /// SLURM_NODELIST, MASTER_PORT or 29500) when SLURM_PROCID is set and SLURM_NTASKS > 1; else one process.
+  /// SLURM_NODELIST, MASTER_PORT or 29500); else one process.
   /// Throws CommError naming the missing or malformed variable.
   static LaunchEnv from_environment();
 };

@@ -147,8 +147,9 @@ std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr
                                         StrategyOptions options = {});
 
 /// ZeRO's per-rank model-state bytes for Ψ fp32 trainable elements on N ranks with AdamW (Rajbhandari et al.
-/// 2020, §5, with K = 8 bytes of Adam state per element and fp32 master weights): the expected MemoryReport
-/// (numel, padded_numel left 0) of `strategy` ("ddp", "zero1", "zero2", "zero3").
+/// 2020, §5, with K = 8 bytes of Adam state per element): the expected MemoryReport (numel, padded_numel left
+/// 0) of `strategy` ("ddp", "zero1", "zero2", "zero3"). zero1/zero2 keep whole fp32 parameters plus a 4Ψ/N
+/// master shard; zero3's fp32 parameter shard is its own master (4Ψ/N in `parameters`, 0 in master_weights).
 MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size);
 
 }  // namespace zerodiff::parallel
