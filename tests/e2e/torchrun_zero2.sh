@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e (label dist): zerodiff-train under the .venv's torchrun, 2 processes, strategy zero2, Gloo on the CPU:
+# e2e (label dist): zerodiff-train under the .venv's torchrun, 2 processes, strategy zero2 (then zero3), Gloo:
 # trains 4 steps of the shapes VAE with checkpoints, resumes to 6 from the sharded checkpoint, and checks the
 # checkpoint holds every rank's files and the export exists. A resume with another world size must fail clearly.
 # Exit 77 (ctest SKIP) without .venv/bin/torchrun.
@@ -37,4 +37,11 @@ if "$torchrun" --nproc-per-node 3 --master-port "$port" --no-python "$train" "${
 fi
 grep -q "written by 2 processes (sharded optimizer state); this run has 3" "$work/wrong.log" \
   || { cat "$work/wrong.log"; exit 1; }
-echo "PASS: torchrun zero2 train, sharded checkpoint, resume"
+# zero3 (the VAE trainer has no units: the whole model is one unit around each step) trains and exports.
+"$torchrun" --nproc-per-node 2 --master-port "$port" --no-python "$train" configs/demo/shapes_vae.yaml \
+  trainer.strategy=zero3 trainer.accelerator=cpu trainer.max_steps=3 trainer.log_every=1 \
+  "trainer.output_dir=$work/run3" data.batch_size=4 data.synthetic_size=64 2>&1 | tee "$work/zero3.log"
+grep -q "strategy zero3 on 2 processes" "$work/zero3.log"
+grep -q "trained 3 steps" "$work/zero3.log"
+test -s "$work/run3/final/diffusion_pytorch_model.safetensors" || { echo "FAIL: no zero3 export"; exit 1; }
+echo "PASS: torchrun zero2 train, sharded checkpoint, resume; zero3 train and export"
