@@ -66,15 +66,15 @@ ChunkManager::ChunkManager(dist::ProcessGroup& group, const std::vector<UnitPara
     chunk_numel_ = search_chunk_numel(numels, group.size(), int64_t{32} << 20, int64_t{1} << 20);
   } else {
     chunk_numel_ = (chunk_numel + n - 1) / n * n;
-    for (const auto& [name, p] : params_) {
-      ZD_CHECK(p.numel() <= chunk_numel_, "parameter '", name, "' has ", p.numel(),
-               " elements, more than the chunk size of ", chunk_numel_, "; raise the chunk size (or use 0 to search)");
-    }
   }
-  // Greedy packing in registration order; a new chunk also starts where dtype or device changes.
+  // Greedy packing in registration order; a new chunk also starts where dtype or device changes. A parameter
+  // larger than the chunk size (e.g. a text encoder's token embedding) gets a chunk of its own size.
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i].second;
-    if (chunks_.empty() || !chunks_.back()->fits(p.numel()) || chunks_.back()->dtype() != p.scalar_type()) {
+    if (p.numel() > chunk_numel_) {
+      chunks_.push_back(std::make_unique<Chunk>(p.numel(), p.scalar_type(), p.device(), group.rank(), group.size()));
+    } else if (chunks_.empty() || !chunks_.back()->fits(p.numel()) || chunks_.back()->dtype() != p.scalar_type() ||
+               chunks_.back()->chunk_numel() != chunk_numel_) {
       chunks_.push_back(std::make_unique<Chunk>(chunk_numel_, p.scalar_type(), p.device(), group.rank(), group.size()));
     }
     const size_t t = chunks_.back()->append(params_[i].first, p);

@@ -9,6 +9,7 @@
 #include "zerodiff/core/Config.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/data/DataConfig.h"
+#include "zerodiff/io/Checkpoint.h"
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/train/RunConfig.h"
@@ -237,4 +238,39 @@ TEST(TrainingModules, Bf16MixedTrainsLikeFp32) {
   for (size_t i = 3; i < 6; ++i) a += fp32[i], b += bf16[i];  // the last 3 steps
   EXPECT_NEAR(b / a, 1.0, 0.05) << "fp32 " << a / 3 << " bf16 " << b / 3;
   EXPECT_NE(fp32.back(), bf16.back());  // bf16 really ran (its rounding differs)
+}
+
+// zero3 in one process through the whole Trainer: the UNet's units (and the trained text encoder's, unit 0)
+// gather and release their chunks around each forward, checkpoints and the sample grid gather the whole model,
+// and the result equals strategy single up to float rounding (the norm is summed in another order).
+TEST(TextToImageModule, Zero3InOneProcessTrainsLikeSingle) {
+  torch::set_num_threads(1);
+  const std::string text = "  train_text_encoder: true\n  text_encoder_lr: 5.0e-4\n";
+  auto yaml = [&](const std::string& out, const std::string& strategy) {
+    std::string y = t2i_yaml(out, 3, text);
+    const std::string at = "  accelerator: cpu\n";
+    y.insert(y.find(at) + at.size(),
+             "  strategy: " + strategy + "\n  zero3_chunk_size_mb: 0.3\n  sample_prompts: [\"a red circle\"]\n");
+    // (0.3 MiB chunks: the UNet spans several; the text encoder's 1.6 M-element token embedding gets its own.)
+    return y;
+  };
+  const std::string single = fresh("z3_single"), zero3 = fresh("z3_zero3");
+  zt::run(zerodiff::config::load_string<zt::RunConfig>(yaml(single, "single"), "single.yaml"));
+  zt::run(zerodiff::config::load_string<zt::RunConfig>(yaml(zero3, "zero3"), "zero3.yaml"));
+  for (const std::string part : {"unet", "text_encoder"}) {
+    const auto a = zerodiff::io::load_weights(single + "/final/" + part, part == "unet" ? "diffusion_pytorch_model" : "model");
+    const auto b = zerodiff::io::load_weights(zero3 + "/final/" + part, part == "unet" ? "diffusion_pytorch_model" : "model");
+    ASSERT_EQ(a.size(), b.size()) << part;
+    double worst = 0;
+    for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+    EXPECT_LT(worst, 1e-5) << part;  // the dist tests' tolerance (AdamW turns 1e-7 norm rounding into ~1e-6)
+  }
+  EXPECT_TRUE(fs::exists(zero3 + "/samples/final.png"));
+  // The checkpoint holds the whole model (gathered) and this rank's master/AdamW shard.
+  const auto ckpt = zerodiff::io::CheckpointManager::load(zero3 + "/checkpoints/checkpoint-3");
+  EXPECT_TRUE(ckpt.tensors.at("optimizer").count("layout"));
+  const auto final_unet = zerodiff::io::load_weights(zero3 + "/final/unet");
+  for (const auto& [name, t] : final_unet) {
+    EXPECT_TRUE(torch::equal(t, ckpt.tensors.at("model").at("unet." + name))) << name;
+  }
 }

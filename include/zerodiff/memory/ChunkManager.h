@@ -36,9 +36,9 @@ class ChunkManager {
  public:
   /// Registers every parameter of `units` (a tensor listed in several units goes into the chunk of its first
   /// unit) into chunks of `chunk_numel` elements (0 = search_chunk_numel over a 32 Mi-element range in
-  /// 1 Mi steps), closes them (each rank keeps its shard; the gathered buffers are released). Every rank must
-  /// pass the same units with the same values. Throws zerodiff::Error when a parameter is larger than an
-  /// explicit chunk_numel (naming it) or dtypes/devices are mixed within a chunk's parameters.
+  /// 1 Mi steps), closes them (each rank keeps its shard; the gathered buffers are released). A parameter
+  /// larger than chunk_numel gets a chunk of its own size. Every rank must pass the same units with the same
+  /// values. Throws zerodiff::Error for no parameters or a non-contiguous one (naming it).
   ChunkManager(dist::ProcessGroup& group, const std::vector<UnitParams>& units, int64_t chunk_numel = 0);
 
   size_t num_chunks() const { return chunks_.size(); }
