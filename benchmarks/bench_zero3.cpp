@@ -80,8 +80,9 @@ int worker(const std::string& model_dir, const std::string& strategy_name, int l
   {
     torch::AutoGradMode grad(true);
     strategy->zero_grad();
+    const auto loss = torch::mse_loss(unet->forward(x, torch::tensor({500}), ctx), target);
     strategy->begin_backward(true);
-    torch::mse_loss(unet->forward(x, torch::tensor({500}), ctx), target).backward();
+    loss.backward();
     strategy->end_backward(true);
   }
   strategy->clip_grad_norm(1.0);

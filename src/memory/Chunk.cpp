@@ -8,12 +8,13 @@
 
 namespace zerodiff::memory {
 
-Chunk::Chunk(int64_t capacity, at::ScalarType dtype, c10::Device device, int rank, int world_size)
+Chunk::Chunk(int64_t capacity, at::ScalarType dtype, c10::Device device, int rank, int world_size, bool keep_gathered)
     : capacity_((capacity + world_size - 1) / world_size * world_size),
       dtype_(dtype),
       device_(device),
       rank_(rank),
-      world_size_(world_size) {
+      world_size_(world_size),
+      keep_gathered_(keep_gathered) {
   ZD_CHECK(capacity >= 1 && world_size >= 1 && rank >= 0 && rank < world_size, "Chunk: capacity ", capacity,
            ", rank ", rank, " of ", world_size);
 }
@@ -40,10 +41,11 @@ void Chunk::close() {
     t.param.set_data(full.slice(0, t.offset, t.offset + t.numel).view(t.param.sizes()));
   }
   storage_ = full.storage();
-  const int64_t s = shard_numel();
-  shard_ = full.slice(0, rank_ * s, (rank_ + 1) * s).clone();
   closed_ = true;
   gathered_ = true;
+  if (keep_gathered_) return;
+  const int64_t s = shard_numel();
+  shard_ = full.slice(0, rank_ * s, (rank_ + 1) * s).clone();
   release();
 }
 
@@ -70,7 +72,7 @@ void Chunk::gather(dist::ProcessGroup& group, bool async) {
 void Chunk::wait() { pending_.wait(); }
 
 void Chunk::release() {
-  if (!gathered_) return;
+  if (!gathered_ || keep_gathered_) return;
   pending_.wait();
   for (size_t i = 0; i < tensors_.size(); ++i) set_state(i, TensorState::FREE);
   storage_.unsafeGetStorageImpl()->reset();
@@ -78,6 +80,7 @@ void Chunk::release() {
 }
 
 void Chunk::update_shard_from_full() {
+  if (keep_gathered_) return;  // the full buffer is the only copy
   torch::NoGradGuard no_grad;
   const int64_t s = shard_numel();
   shard_.copy_(full().slice(0, rank_ * s, (rank_ + 1) * s));

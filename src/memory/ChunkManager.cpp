@@ -1,6 +1,7 @@
 #include "zerodiff/memory/ChunkManager.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "zerodiff/core/Error.h"
@@ -41,18 +42,27 @@ int64_t search_chunk_numel(const std::vector<int64_t>& numels, int world_size, i
   return best;
 }
 
-ChunkManager::ChunkManager(dist::ProcessGroup& group, const std::vector<UnitParams>& units, int64_t chunk_numel)
+ChunkManager::ChunkManager(dist::ProcessGroup& group, const std::vector<UnitParams>& units, int64_t chunk_numel,
+                           int64_t keep_gathered_numel)
     : group_(group) {
-  // Each tensor once, in unit order.
+  // Each tensor once, in unit order; a small unit's new parameters are marked to stay gathered.
   std::map<const void*, size_t> index_of;
   std::vector<std::vector<size_t>> unit_params(units.size());
+  std::vector<uint8_t> kept;
   for (size_t u = 0; u < units.size(); ++u) {
     unit_names_.push_back(units[u].name);
+    const size_t first_new = params_.size();
+    int64_t new_numel = 0;
     for (const auto& [name, p] : units[u].params) {
       auto [it, fresh] = index_of.emplace(p.unsafeGetTensorImpl(), params_.size());
-      if (fresh) params_.emplace_back(name, p);
+      if (fresh) {
+        params_.emplace_back(name, p);
+        new_numel += p.numel();
+      }
       unit_params[u].push_back(it->second);
     }
+    kept.resize(params_.size(), new_numel > 0 && new_numel < keep_gathered_numel ? 1 : 0);
+    (void)first_new;
   }
   ZD_CHECK(!params_.empty(), "ChunkManager: no parameters to shard");
   std::vector<int64_t> numels;
@@ -67,18 +77,27 @@ ChunkManager::ChunkManager(dist::ProcessGroup& group, const std::vector<UnitPara
   } else {
     chunk_numel_ = (chunk_numel + n - 1) / n * n;
   }
-  // Greedy packing in registration order; a new chunk also starts where dtype or device changes. A parameter
+  // Greedy packing in registration order; a new chunk also starts where the dtype changes. A parameter
   // larger than the chunk size (e.g. a text encoder's token embedding) gets a chunk of its own size.
+  // Kept-gathered parameters pack into their own chunks (the last open one of each kind is tracked).
+  std::optional<size_t> open[2];
+  locations_.resize(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i].second;
+    const bool keep = kept[i] != 0;
+    std::optional<size_t>& current = open[keep ? 1 : 0];
     if (p.numel() > chunk_numel_) {
-      chunks_.push_back(std::make_unique<Chunk>(p.numel(), p.scalar_type(), p.device(), group.rank(), group.size()));
-    } else if (chunks_.empty() || !chunks_.back()->fits(p.numel()) || chunks_.back()->dtype() != p.scalar_type() ||
-               chunks_.back()->chunk_numel() != chunk_numel_) {
-      chunks_.push_back(std::make_unique<Chunk>(chunk_numel_, p.scalar_type(), p.device(), group.rank(), group.size()));
+      chunks_.push_back(std::make_unique<Chunk>(p.numel(), p.scalar_type(), p.device(), group.rank(), group.size(), keep));
+      current.reset();
+      locations_[i] = {chunks_.size() - 1, chunks_.back()->append(params_[i].first, p)};
+      continue;
     }
-    const size_t t = chunks_.back()->append(params_[i].first, p);
-    locations_.emplace_back(chunks_.size() - 1, t);
+    if (!current || !chunks_[*current]->fits(p.numel()) || chunks_[*current]->dtype() != p.scalar_type()) {
+      chunks_.push_back(
+          std::make_unique<Chunk>(chunk_numel_, p.scalar_type(), p.device(), group.rank(), group.size(), keep));
+      current = chunks_.size() - 1;
+    }
+    locations_[i] = {*current, chunks_[*current]->append(params_[i].first, p)};
   }
   for (auto& c : chunks_) c->close();
   for (size_t u = 0; u < units.size(); ++u) {
@@ -97,7 +116,9 @@ int64_t ChunkManager::padding() const {
 
 int64_t ChunkManager::shard_bytes() const {
   int64_t total = 0;
-  for (const auto& c : chunks_) total += c->shard_numel() * static_cast<int64_t>(c10::elementSize(c->dtype()));
+  for (const auto& c : chunks_) {
+    total += (c->keep_gathered() ? c->chunk_numel() : c->shard_numel()) * static_cast<int64_t>(c10::elementSize(c->dtype()));
+  }
   return total;
 }
 

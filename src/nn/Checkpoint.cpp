@@ -2,6 +2,7 @@
 #include "zerodiff/nn/Checkpoint.h"
 
 #include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/torch.h>
 
@@ -9,6 +10,7 @@
 #include <optional>
 
 #include "zerodiff/core/Error.h"
+#include "zerodiff/nn/Autocast.h"
 
 namespace zerodiff::nn {
 
@@ -72,6 +74,13 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     ctx->saved_data["rng_device"] = rng.device ? rng.device_state : at::Tensor();
     ctx->saved_data["rng_device_index"] = rng.device ? static_cast<int64_t>(rng.device->index()) : int64_t{-1};
     ctx->save_for_backward(inputs);
+    // The recomputation must run under the forward's autocast state: backward runs after the caller's
+    // autocast scope has closed (torch.utils.checkpoint records it the same way).
+    for (const auto& [key, type] : {std::pair{"cpu", c10::DeviceType::CPU}, std::pair{"cuda", c10::DeviceType::CUDA}}) {
+      const bool on = at::autocast::is_autocast_enabled(type);
+      ctx->saved_data[std::string("autocast_") + key] =
+          on ? static_cast<int64_t>(at::autocast::get_autocast_dtype(type)) : int64_t{-1};
+    }
     at::Tensor out;
     {
       torch::NoGradGuard no_grad;
@@ -101,6 +110,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     at::Tensor out;
     {
       torch::AutoGradMode enable(true);
+      auto dtype_of = [&](const char* key) -> std::optional<at::ScalarType> {
+        const int64_t d = ctx->saved_data[key].toInt();
+        return d < 0 ? std::nullopt : std::optional<at::ScalarType>(static_cast<at::ScalarType>(d));
+      };
+      AutocastScope cpu_autocast(c10::DeviceType::CPU, dtype_of("autocast_cpu"));
+      AutocastScope cuda_autocast(c10::DeviceType::CUDA, dtype_of("autocast_cuda"));
       out = holder->fn(detached);
     }
     current.restore();

@@ -83,7 +83,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
                  "parameter must belong to one of the units the module lists");
       }
     }
-    manager_ = std::make_unique<memory::ChunkManager>(*group_, unit_params, options_.chunk_numel);
+    manager_ = std::make_unique<memory::ChunkManager>(*group_, unit_params, options_.chunk_numel,
+                                                      options_.keep_gathered_numel);
     const size_t n_params = manager_->params().size();
     // Unit -> parameter indices (for "used in this forward").
     std::map<const void*, size_t> index_of;
@@ -98,11 +99,14 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     torch::NoGradGuard no_grad;
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
       memory::Chunk& chunk = manager_->chunk(c);
-      const auto fp32 = chunk.shard().options().dtype(at::kFloat);
-      // fp32 compute chunks: the shard is the master itself; fp16/bf16 ones pair with an fp32 copy.
-      master_.push_back(chunk.dtype() == at::kFloat ? chunk.shard() : chunk.shard().to(at::kFloat).clone());
-      grad_shard_.push_back(at::zeros({chunk.shard_numel()}, fp32));
-      const int64_t lo_part = rank * chunk.shard_numel(), hi_part = lo_part + chunk.shard_numel();
+      const at::Tensor own = local(c);
+      const auto fp32 = own.options().dtype(at::kFloat);
+      // fp32 compute chunks: the shard (or a kept chunk's full buffer) is the master itself; fp16/bf16 ones pair
+      // with an fp32 copy.
+      master_.push_back(chunk.dtype() == at::kFloat ? own : own.to(at::kFloat).clone());
+      grad_shard_.push_back(at::zeros({own.numel()}, fp32));
+      const int64_t lo_part = chunk.keep_gathered() ? 0 : rank * chunk.shard_numel();
+      const int64_t hi_part = lo_part + own.numel();
       for (size_t t = 0; t < chunk.tensors().size(); ++t) {
         const auto& ct = chunk.tensors()[t];
         const int64_t lo = std::max(ct.offset, lo_part), hi = std::min(ct.offset + ct.numel, hi_part);
@@ -196,17 +200,26 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     in_backward_ = false;
     std::fill(ready_.begin(), ready_.end(), 0);
     std::fill(chunk_done_.begin(), chunk_done_.end(), 0);
+    counted_ = false;  // the pending counts come from this micro-batch's forward: counted at backward's first event
+    next_launch_ = static_cast<int64_t>(manager_->num_chunks()) - 1;
+    if (recording_ && !order_.empty()) recording_ = false;  // the first forward recorded the execution order
+  }
+
+  // Gradients each chunk waits for in this backward: those of the parameters whose units ran in the forward.
+  // (Counted at the first backward event, so begin_backward may come before or after the forward.)
+  void count_pending() {
+    if (counted_) return;
+    counted_ = true;
     std::fill(chunk_pending_.begin(), chunk_pending_.end(), 0);
     for (size_t i = 0; i < expected_.size(); ++i) {
       if (expected_[i]) ++chunk_pending_[manager_->location(i).first];
     }
-    next_launch_ = static_cast<int64_t>(manager_->num_chunks()) - 1;
-    if (recording_ && !order_.empty()) recording_ = false;  // the first forward recorded the execution order
   }
 
   void pre_backward(size_t unit) {
     std::lock_guard<std::recursive_mutex> lock(mutex_);
     if (!armed_) return;
+    count_pending();
     in_backward_ = true;
     for (size_t c : manager_->unit_chunks(unit)) {
       if (chunk_done_[c]) continue;  // all its gradients are in already
@@ -227,6 +240,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   void on_grad(size_t param) {
     std::lock_guard<std::recursive_mutex> lock(mutex_);
     if (!armed_) return;
+    count_pending();
     const auto [c, t] = manager_->location(param);
     if (ready_[param]) {
       throw Error(zerodiff::str("parameter '", manager_->params()[param].first,
@@ -247,7 +261,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // The chunk's gradients go into a reduce buffer; its gathered parameters are released at once.
   void complete_chunk(size_t c) {
     memory::Chunk& chunk = manager_->chunk(c);
-    at::Tensor buffer = at::zeros({chunk.chunk_numel()}, chunk.shard().options());
+    at::Tensor buffer = at::zeros({chunk.chunk_numel()}, local(c).options());
     for (size_t t = 0; t < chunk.tensors().size(); ++t) {
       auto& ct = chunk.tensors()[t];
       at::Tensor p = ct.param;
@@ -272,8 +286,14 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     InFlight f;
     f.chunk = c;
     f.buffer = std::move(buffers_[c]);
-    f.output = at::empty({manager_->chunk(c).shard_numel()}, f.buffer.options());
-    f.work = group_->reduce_scatter(f.output, f.buffer, "grad_reduce_scatter", /*async=*/true);
+    if (manager_->chunk(c).keep_gathered()) {
+      // A small unit's chunk stays whole on every rank: its gradients are all-reduced.
+      f.output = f.buffer;
+      f.work = group_->all_reduce(f.buffer, "grad_all_reduce", dist::ReduceOp::sum, /*async=*/true);
+    } else {
+      f.output = at::empty({manager_->chunk(c).shard_numel()}, f.buffer.options());
+      f.work = group_->reduce_scatter(f.output, f.buffer, "grad_reduce_scatter", /*async=*/true);
+    }
     in_flight_.push_back(std::move(f));
     while (in_flight_.size() > 2) complete_oldest();
   }
@@ -288,6 +308,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   void end_backward(bool last) override {
     std::lock_guard<std::recursive_mutex> lock(mutex_);
     if (!armed_) return;
+    count_pending();
     for (size_t i = 0; i < ready_.size(); ++i) {
       if (ready_[i]) locally_used_[i] = 1;
     }
@@ -297,8 +318,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     }
     ZD_INTERNAL_ASSERT(next_launch_ < 0, "zero3: chunks left unsent");
     if (last) {
-      at::Tensor used = at::tensor(std::vector<int32_t>(locally_used_.begin(), locally_used_.end()), at::kInt);
-      if (group_->device().is_cuda()) used = used.to(group_->device());
+      at::Tensor used = at::tensor(std::vector<int32_t>(locally_used_.begin(), locally_used_.end()), at::kInt)
+                            .to(grad_shard_[0].device());
       group_->all_reduce(used, "grad_used_flags", dist::ReduceOp::max);
       used = used.cpu();
       globally_used_.assign(used.data_ptr<int32_t>(), used.data_ptr<int32_t>() + used.numel());
@@ -323,8 +344,24 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     ZD_CHECK(group < optimizer_->param_groups().size(), "no parameter group ", group);
     static_cast<torch::optim::AdamWOptions&>(optimizer_->param_groups()[group].options()).lr(lr);
   }
+  // After an exception inside a unit, its tensors may still be COMPUTE with an active count: back to HOLD.
+  void recover() {
+    std::fill(active_.begin(), active_.end(), 0);
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      memory::Chunk& chunk = manager_->chunk(c);
+      for (size_t t = 0; t < chunk.tensors().size(); ++t) {
+        const auto st = chunk.tensors()[t].state;
+        if (st == TensorState::COMPUTE) chunk.set_state(t, TensorState::HOLD);
+        if (st == TensorState::HOLD_AFTER_BWD) chunk.set_state(t, TensorState::READY_FOR_REDUCE);
+        if (chunk.tensors()[t].state == TensorState::READY_FOR_REDUCE) chunk.set_state(t, TensorState::HOLD);
+      }
+    }
+    armed_ = in_backward_ = false;
+  }
+
   void zero_grad() override {
     std::lock_guard<std::recursive_mutex> lock(mutex_);
+    recover();
     for (const auto& [_, p] : manager_->params()) {
       at::Tensor q = p;
       q.mutable_grad().reset();
@@ -339,8 +376,11 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   }
   std::vector<at::Tensor> gradient_tensors() override { return segment_tensors_; }
   double clip_grad_norm(double max_norm) override {
-    at::Tensor sq = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(group_->device()));
-    for (const auto& s : segment_tensors_) {
+    at::Tensor sq = at::zeros({1}, grad_shard_[0].options().dtype(at::kDouble));
+    for (size_t k = 0; k < segment_tensors_.size(); ++k) {
+      const at::Tensor& s = segment_tensors_[k];
+      // A kept chunk's gradients are whole on every rank: rank 0 alone counts them.
+      if (manager_->chunk(segments_[k].chunk).keep_gathered() && group_->rank() != 0) continue;
       if (s.grad().defined()) sq += s.grad().to(at::kDouble).pow(2).sum();
     }
     group_->all_reduce(sq, "grad_norm");
@@ -357,7 +397,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     optimizer_->step();
     torch::NoGradGuard no_grad;
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
-      if (!master_[c].is_same(manager_->chunk(c).shard())) manager_->chunk(c).shard().copy_(master_[c]);
+      if (!master_[c].is_alias_of(local(c))) local(c).copy_(master_[c]);
     }
   }
 
@@ -376,7 +416,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         memory::Chunk& chunk = manager_->chunk(c);
         if (!chunk.gathered()) continue;
         chunk.update_shard_from_full();
-        if (!master_[c].is_same(chunk.shard())) master_[c].copy_(chunk.shard());
+        if (!master_[c].is_alias_of(local(c))) master_[c].copy_(local(c));
       }
     }
     held_full_ = false;
@@ -440,7 +480,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       state[segment_tensors_[k].unsafeGetTensorImpl()] = std::move(st);
     }
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
-      if (!master_[c].is_same(manager_->chunk(c).shard())) manager_->chunk(c).shard().copy_(master_[c]);
+      if (!master_[c].is_alias_of(local(c))) local(c).copy_(master_[c]);
     }
   }
   MemoryReport memory() const override {
@@ -449,7 +489,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     for (const auto& [_, p] : manager_->params()) r.gradients += nbytes(p.grad());
     for (const auto& g : grad_shard_) r.gradients += nbytes(g);
     for (size_t c = 0; c < master_.size(); ++c) {
-      if (!master_[c].is_same(manager_->chunk(c).shard())) r.master_weights += nbytes(master_[c]);  // fp16/bf16 chunks
+      if (!master_[c].is_alias_of(local(c))) r.master_weights += nbytes(master_[c]);  // fp16/bf16 chunks
     }
     r.optimizer_states = adam_state_bytes(*optimizer_);
     r.numel = manager_->numel();
@@ -461,6 +501,12 @@ class Zero3Strategy : public Strategy, public UnitHooks {
 
  private:
   static constexpr size_t kNone = static_cast<size_t>(-1);
+
+  // This rank's resident copy of chunk c that the master mirrors: its shard, or a kept chunk's full buffer.
+  at::Tensor local(size_t c) const {
+    const memory::Chunk& chunk = manager_->chunk(c);
+    return chunk.keep_gathered() ? chunk.full() : chunk.shard();
+  }
 
   // Position of `unit` in the recorded order after `from` (the next occurrence), or its first occurrence.
   size_t position_of(size_t unit, size_t from) const {
@@ -506,7 +552,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   std::vector<uintptr_t> hook_keys_;
   std::recursive_mutex mutex_;
-  bool armed_ = false, in_backward_ = false, recording_ = true, held_full_ = false;
+  bool armed_ = false, in_backward_ = false, recording_ = true, held_full_ = false, counted_ = false;
   std::vector<size_t> order_;  // unit execution order of the first forward
   size_t position_ = kNone;
   std::vector<uint8_t> expected_, ready_;

@@ -197,6 +197,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     parallel::StrategyOptions options;
     options.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(c.bucket_size_mb * 1024 * 1024 / 4));
     options.chunk_numel = static_cast<int64_t>(c.zero3_chunk_size_mb * 1024 * 1024 / 4);
+    options.keep_gathered_numel = static_cast<int64_t>(c.zero3_keep_gathered_below_mb * 1024 * 1024 / 4);
     strategy_ = parallel::make_strategy(c.strategy, group_, options);
   }
   parallel::Strategy& strategy = *strategy_;
@@ -265,31 +266,36 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       return it->second;
     };
     with_full_parameters(/*write_back=*/true, [&] {
-      io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
+      agreed("loading the checkpoint's model", [&] {
+        io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
+      });
     });
-    strategy.load_optimizer_state(need("optimizer"), where + "/optimizer" +
-                                                         (strategy.sharded() && world > 1 ? zerodiff::str(".rank-", rank, "-of-", world) : "") +
-                                                         ".safetensors");
-    if (ema) ema->load(need("ema"));
-    const auto& rng = need("rng");
-    if (!rng.count("generator") || !rng.count("torch_default")) {
-      throw IoError(zerodiff::str(where, "/rng.safetensors: missing generator states"));
-    }
-    ctx.generator.set_state(rng.at("generator"));
-    at::Generator default_gen = at::detail::getDefaultCPUGenerator();
-    default_gen.set_state(rng.at("torch_default"));
-    if (ckpt->tensors.count("module")) module.load_extra_state(ckpt->tensors.at("module"));
-    if (scaler) {
-      if (ckpt->tensors.count("scaler")) {
-        const auto& saved = ckpt->tensors.at("scaler");
-        scaler->load_state(std::map<std::string, at::Tensor>(saved.begin(), saved.end()));
-      } else {
-        ZD_LOG_WARN(where, ": no loss-scaler state (saved with another precision); starting at scale ",
-                    scaler->get_scale());
+    // Each rank restores its own files (optimizer shard, generators): agreed, so one bad file stops every rank.
+    agreed("restoring the checkpoint", [&] {
+      strategy.load_optimizer_state(need("optimizer"), where + "/optimizer" +
+                                                           (strategy.sharded() && world > 1 ? zerodiff::str(".rank-", rank, "-of-", world) : "") +
+                                                           ".safetensors");
+      if (ema) ema->load(need("ema"));
+      const auto& rng = need("rng");
+      if (!rng.count("generator") || !rng.count("torch_default")) {
+        throw IoError(zerodiff::str(where, "/rng.safetensors: missing generator states"));
       }
-    }
-    if (!ckpt->state.contains("loader")) throw IoError(zerodiff::str(where, ": trainer_state.json has no 'loader'"));
-    loader.load_state(data::LoaderState::from_json(ckpt->state["loader"]));
+      ctx.generator.set_state(rng.at("generator"));
+      at::Generator default_gen = at::detail::getDefaultCPUGenerator();
+      default_gen.set_state(rng.at("torch_default"));
+      if (ckpt->tensors.count("module")) module.load_extra_state(ckpt->tensors.at("module"));
+      if (scaler) {
+        if (ckpt->tensors.count("scaler")) {
+          const auto& saved = ckpt->tensors.at("scaler");
+          scaler->load_state(std::map<std::string, at::Tensor>(saved.begin(), saved.end()));
+        } else {
+          ZD_LOG_WARN(where, ": no loss-scaler state (saved with another precision); starting at scale ",
+                      scaler->get_scale());
+        }
+      }
+      if (!ckpt->state.contains("loader")) throw IoError(zerodiff::str(where, ": trainer_state.json has no 'loader'"));
+      loader.load_state(data::LoaderState::from_json(ckpt->state["loader"]));
+    });
     step = ckpt->step;
     ZD_LOG_INFO("resumed from ", where, " at step ", step);
   }
@@ -354,7 +360,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     with_full_parameters(false, [&] {
       if (!is_rank0) return;
       io::TensorMap model;
-      for (auto& [k, v] : io::state_dict(module.model())) model[k] = sharded_params ? v.detach().clone() : v;
+      // zero3: copied to host memory while gathered (a device copy would double the model on rank 0's device).
+      for (auto& [k, v] : io::state_dict(module.model())) {
+        model[k] = sharded_params ? v.detach().to(at::TensorOptions().device(at::kCPU), false, /*copy=*/true) : v;
+      }
       files["model"] = std::move(model);
     });
     // (Only rank 0's shared files are written: other ranks do not copy those states to host memory.)
@@ -384,7 +393,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     // Sampling needs the whole model: rank 0 alone when every rank holds it, all ranks together under zero3.
     if (!is_rank0 && !sharded_params) return;
     std::optional<at::Tensor> images;
-    with_full_parameters(false, [&] { images = module.sample(c.sample_prompts, c.sample_seed); });
+    with_full_parameters(false, [&] {
+      if (is_rank0) images = module.sample(c.sample_prompts, c.sample_seed);  // whole model held: rank 0 alone
+    });
     if (!images || !is_rank0) return;
     const std::string path = (out_dir / "samples" / name).string();
     ZD_CHECK(images->dim() == 4 && images->size(1) == 3, "sample(): expected images [N, 3, H, W], got ", images->sizes());
@@ -588,7 +599,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   result.last_loss = last_loss;
   result.last_checkpoint = last_ckpt;
   result.validation = last_validation;
-  if (step < c.max_steps) return result;  // stopped early: resume later
+  if (step < c.max_steps) {  // stopped early: resume later
+    if (sharded_params) strategy.gather_full_parameters();  // the module leaves fit with whole parameters
+    return result;
+  }
   result.export_dir = (out_dir / "final").string();
   // final/ is complete or absent (a re-run replaces it in one rename): a crash mid-export loses nothing.
   auto export_final = [&] {

@@ -284,9 +284,15 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
 }
 
 int scenario_parity(std::string strategy_name, int accum) {
-  // "<strategy>+ckpt": the UNet's blocks recompute their activations in backward.
-  const bool checkpointing = strategy_name.size() > 5 && strategy_name.substr(strategy_name.size() - 5) == "+ckpt";
-  if (checkpointing) strategy_name = strategy_name.substr(0, strategy_name.size() - 5);
+  // "<strategy>+ckpt": the UNet's blocks recompute their activations in backward; "zero3+kept": units under
+  // 30,000 elements (stem, head, head_tied, unused) stay gathered with all-reduced gradients.
+  auto suffix = [&](const std::string& s) {
+    if (strategy_name.size() <= s.size() || strategy_name.substr(strategy_name.size() - s.size()) != s) return false;
+    strategy_name = strategy_name.substr(0, strategy_name.size() - s.size());
+    return true;
+  };
+  const bool checkpointing = suffix("+ckpt");
+  const bool kept = suffix("+kept");
   torch::set_num_threads(1);
   auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
                                            zdist::ProcessGroupOptions{std::chrono::seconds(60)});
@@ -294,6 +300,7 @@ int scenario_parity(std::string strategy_name, int accum) {
   zp::StrategyOptions options;
   options.bucket_numel = 20000;  // several buckets, parameters straddling bucket boundaries
   options.chunk_numel = 80000;   // zero3: about ten chunks (the largest tensor has 73,728 elements)
+  options.keep_gathered_numel = kept ? 30000 : 0;
   auto strategy = zp::make_strategy(strategy_name, group, options);
   group->reset_stats();
   constexpr int kSteps = 5;
@@ -336,7 +343,7 @@ int scenario_parity(std::string strategy_name, int accum) {
 
   // Memory per rank vs ZeRO's formulas (Ψ trainable elements, N ranks): within 2 % plus padding.
   const auto& m = dist.memory;
-  const auto f = zp::zero_memory_formula(strategy_name, m.numel, world);
+  const auto f = zp::zero_memory_formula(kept ? "ddp" : strategy_name, m.numel, world);
   // Padding sits at the end of each bucket or chunk, so one rank may hold all of it: 12 B (master 4 + AdamW 8)
   // per padding element.
   const double pad_bytes = 12.0 * static_cast<double>(m.padded_numel - m.numel) + 16;
@@ -345,10 +352,12 @@ int scenario_parity(std::string strategy_name, int accum) {
     WCHECK(std::abs(static_cast<double>(got - want)) <= 0.02 * static_cast<double>(want) + pad_bytes, what, " ", got,
            " vs formula ", want);
   };
-  close("optimizer states", m.optimizer_states, f.optimizer_states);
-  close("master weights", m.master_weights, f.master_weights);
-  close("gradients", m.gradients, f.gradients);
-  close("parameters", m.parameters, f.parameters);
+  if (!kept) {  // (kept units are whole on every rank: ZeRO's formulas do not apply to them)
+    close("optimizer states", m.optimizer_states, f.optimizer_states);
+    close("master weights", m.master_weights, f.master_weights);
+    close("gradients", m.gradients, f.gradients);
+    close("parameters", m.parameters, f.parameters);
+  }
 
   if (const auto* chunks = strategy->chunks()) {
     // Between steps only the shards are resident; during the step at most the shards plus the chunks of a
@@ -387,12 +396,21 @@ int scenario_parity(std::string strategy_name, int accum) {
     WCHECK(bytes("grad_all_reduce") == kCounted * psi_bytes, "zero1 all-reduce moved ", bytes("grad_all_reduce"));
     WCHECK(bytes("param_all_gather") == kCounted * psi_bytes, "zero1 all-gather moved ", bytes("param_all_gather"));
   } else if (strategy_name == "zero3") {
-    // Per micro-batch: every chunk all-gathered in forward and again in backward, reduce-scattered once (3Ψ).
-    WCHECK(bytes("param_all_gather") == 2 * kCounted * accum * psi_bytes, "zero3 all-gather moved ",
-           bytes("param_all_gather"), ", expected ", 2 * kCounted * accum * psi_bytes);
-    WCHECK(bytes("grad_reduce_scatter") == kCounted * accum * psi_bytes, "zero3 reduce-scatter moved ",
+    // Per micro-batch: every sharded chunk all-gathered in forward and again in backward, reduce-scattered once
+    // (3Ψ); kept chunks are all-reduced only.
+    int64_t kept_bytes = 0;
+    const auto* chunks = strategy->chunks();
+    for (size_t c = 0; c < chunks->num_chunks(); ++c) {
+      if (chunks->chunk(c).keep_gathered()) kept_bytes += chunks->chunk(c).chunk_numel() * 4;
+    }
+    WCHECK(kept == (kept_bytes > 0), "kept chunks: ", kept_bytes, " B");
+    const int64_t sharded_bytes = psi_bytes - kept_bytes;
+    WCHECK(bytes("param_all_gather") == 2 * kCounted * accum * sharded_bytes, "zero3 all-gather moved ",
+           bytes("param_all_gather"), ", expected ", 2 * kCounted * accum * sharded_bytes);
+    WCHECK(bytes("grad_reduce_scatter") == kCounted * accum * sharded_bytes, "zero3 reduce-scatter moved ",
            bytes("grad_reduce_scatter"));
-    WCHECK(bytes("grad_all_reduce") == 0, "zero3 all-reduced gradients");
+    WCHECK(bytes("grad_all_reduce") == kCounted * accum * kept_bytes, "zero3 all-reduced ", bytes("grad_all_reduce"),
+           ", expected ", kCounted * accum * kept_bytes);
   } else {
     WCHECK(bytes("grad_reduce_scatter") == kCounted * syncs * psi_bytes, "zero2 reduce-scatter moved ",
            bytes("grad_reduce_scatter"));
@@ -598,6 +616,7 @@ TEST_P(StrategyParity, FiveAdamWStepsEqualTheSingleProcessRun) {
 
 INSTANTIATE_TEST_SUITE_P(Dist, StrategyParity,
                          testing::Values(std::make_tuple("zero3", 2, 1), std::make_tuple("zero3+ckpt", 2, 1),
+                                         std::make_tuple("zero3+kept", 3, 1),
                                          std::make_tuple("zero3", 3, 1),
                                          std::make_tuple("zero3", 4, 1), std::make_tuple("zero3", 2, 2),
                                          std::make_tuple("ddp", 2, 1), std::make_tuple("ddp", 3, 1),

@@ -8,6 +8,7 @@
 #include "zerodiff/core/Error.h"
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/models/unet/UNet2DConditionModel.h"
+#include "zerodiff/nn/Autocast.h"
 #include "zerodiff/nn/Checkpoint.h"
 
 namespace {
@@ -134,4 +135,34 @@ TEST(Checkpoint, UNetGradientsEqualWithAndWithoutCheckpointing) {
   for (const auto& [name, g] : plain) {
     EXPECT_LE((g - ckpt.at(name)).abs().max().item<double>(), 1e-6) << name;
   }
+}
+
+// Mixed precision: the recomputation in backward runs under the forward's autocast state (bf16 on the CPU),
+// although backward itself runs after the autocast scope has closed, as the Trainer does it.
+TEST(Checkpoint, RecomputationKeepsTheForwardsAutocastState) {
+  std::vector<at::ScalarType> seen;  // dtype of the matmul in each call: forward, then the recomputation
+  auto fn = [&](const std::vector<at::Tensor>& in) {
+    at::Tensor y = at::matmul(in[0], in[1]);
+    seen.push_back(y.scalar_type());
+    return y.to(at::kFloat).sum(1);
+  };
+  const auto a = torch::randn({4, 8}).requires_grad_(true), b = torch::randn({8, 3}).requires_grad_(true);
+  at::Tensor out;
+  {
+    zerodiff::nn::AutocastScope autocast(c10::DeviceType::CPU, at::kBFloat16);
+    out = zerodiff::nn::checkpoint(fn, {a, b});
+  }
+  out.sum().backward();  // outside the autocast scope
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], at::kBFloat16);
+  EXPECT_EQ(seen[1], at::kBFloat16);  // a float32 recomputation would differentiate another function
+  // The gradients are those of the bf16 computation, as without checkpointing.
+  const auto a2 = a.detach().clone().requires_grad_(true), b2 = b.detach().clone().requires_grad_(true);
+  {
+    zerodiff::nn::AutocastScope autocast(c10::DeviceType::CPU, at::kBFloat16);
+    out = at::matmul(a2, b2).to(at::kFloat).sum(1);
+  }
+  out.sum().backward();
+  EXPECT_TRUE(torch::equal(a.grad(), a2.grad()));
+  EXPECT_TRUE(torch::equal(b.grad(), b2.grad()));
 }

@@ -33,8 +33,10 @@ struct ChunkTensor {
 
 class Chunk {
  public:
-  /// `capacity` elements (rounded up to a multiple of world_size) of `dtype` on `device`.
-  Chunk(int64_t capacity, at::ScalarType dtype, c10::Device device, int rank, int world_size);
+  /// `capacity` elements (rounded up to a multiple of world_size) of `dtype` on `device`. A `keep_gathered`
+  /// chunk (a small unit's) is never released and keeps no separate shard: every rank holds it whole.
+  Chunk(int64_t capacity, at::ScalarType dtype, c10::Device device, int rank, int world_size,
+        bool keep_gathered = false);
 
   /// Whether a parameter of `numel` elements still fits.
   bool fits(int64_t numel) const { return used_ + numel <= capacity_; }
@@ -48,12 +50,14 @@ class Chunk {
   int64_t used_numel() const { return used_; }  ///< elements of parameters (the rest is padding)
   int64_t shard_numel() const { return capacity_ / world_size_; }
   at::ScalarType dtype() const { return dtype_; }
-  const at::Tensor& shard() const { return shard_; }  ///< [shard_numel] this rank's part (always resident)
+  const at::Tensor& shard() const { return shard_; }  ///< [shard_numel] this rank's part (always resident;
+                                                      ///< undefined for a keep_gathered chunk)
   at::Tensor& shard() { return shard_; }
   std::vector<ChunkTensor>& tensors() { return tensors_; }
   const std::vector<ChunkTensor>& tensors() const { return tensors_; }
 
   bool gathered() const { return gathered_; }
+  bool keep_gathered() const { return keep_gathered_; }
   /// Allocates the full buffer and all-gathers the shards into it (async: wait() before use). No-op when
   /// gathered or a gather is in flight. Parameters become HOLD.
   void gather(dist::ProcessGroup& group, bool async = false);
@@ -79,6 +83,7 @@ class Chunk {
   c10::Device device_;
   int rank_, world_size_;
   bool closed_ = false;
+  bool keep_gathered_ = false;
   bool gathered_ = true;  // before close(): the parameters hold their own data
   std::vector<ChunkTensor> tensors_;
   c10::Storage storage_;  // the gathered buffer (size 0 while released)

@@ -39,7 +39,11 @@ class ChunkManager {
   /// 1 Mi steps), closes them (each rank keeps its shard; the gathered buffers are released). A parameter
   /// larger than chunk_numel gets a chunk of its own size. Every rank must pass the same units with the same
   /// values. Throws zerodiff::Error for no parameters or a non-contiguous one (naming it).
-  ChunkManager(dist::ProcessGroup& group, const std::vector<UnitParams>& units, int64_t chunk_numel = 0);
+  /// Units whose parameters (not registered by an earlier unit) total fewer than `keep_gathered_numel`
+  /// elements go into keep_gathered chunks of their own: small groups stay whole on every rank and their
+  /// gradients are all-reduced (gathering them would cost more than it saves).
+  ChunkManager(dist::ProcessGroup& group, const std::vector<UnitParams>& units, int64_t chunk_numel = 0,
+               int64_t keep_gathered_numel = 0);
 
   size_t num_chunks() const { return chunks_.size(); }
   Chunk& chunk(size_t i) { return *chunks_.at(i); }
@@ -56,7 +60,7 @@ class ChunkManager {
   /// Ψ: elements of the registered parameters; padding: elements of the chunks beyond them.
   int64_t numel() const { return numel_; }
   int64_t padding() const;
-  /// Bytes of every chunk's shard (what stays resident between steps).
+  /// Bytes that stay resident between steps: every chunk's shard, and keep_gathered chunks whole.
   int64_t shard_bytes() const;
   /// Bytes resident now (shards + gathered buffers), and the largest value seen since reset_peak().
   int64_t resident_bytes() const;

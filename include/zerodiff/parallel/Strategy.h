@@ -3,7 +3,8 @@
 //
 //   strategy->setup(groups, broadcast, adamw);        // once, after the model is built
 //   per step:  strategy->zero_grad();
-//              per micro-batch: strategy->begin_backward(last); loss.backward(); strategy->end_backward(last);
+//              per micro-batch: loss = forward (zero3: the model calls unit_hooks());
+//                               strategy->begin_backward(last); loss.backward(); strategy->end_backward(last);
 //              grads = strategy->gradient_tensors();  // unscale / inf check (GradScaler) on these
 //              norm = strategy->clip_grad_norm(max);   // global L2 norm across ranks and shards
 //              strategy->step();                       // AdamW, then parameters are whole again on every rank
@@ -66,6 +67,7 @@ struct MemoryReport {
 struct StrategyOptions {
   int64_t bucket_numel = 25 * 1024 * 1024 / 4;  ///< gradient bucket size in elements (DDP's 25 MB of fp32)
   int64_t chunk_numel = 0;                      ///< zero3 chunk size in elements (0 = search for least padding)
+  int64_t keep_gathered_numel = 0;              ///< zero3: units smaller than this stay whole, gradients all-reduced
 };
 
 /// A sharding unit for zero3: its parameters (the trainable ones are chunked), in execution order.

@@ -108,6 +108,7 @@ struct TrainerConfig {
   double bucket_size_mb = 25;             ///< gradient bucket size (ddp, zero1, zero2)
   double dist_timeout_s = 1800;           ///< rendezvous and collective timeout
   double zero3_chunk_size_mb = 0;         ///< zero3 chunk size (0 = search for least padding)
+  double zero3_keep_gathered_below_mb = 0;  ///< zero3: units smaller than this stay whole (0 = none)
   int64_t log_every = 10;
   int64_t checkpoint_every = 0;           ///< 0 = only at the end
   int64_t keep_last = 2;
@@ -144,6 +145,9 @@ struct TrainerConfig {
     v("zero3_chunk_size_mb", zero3_chunk_size_mb,
       "zero3 chunk size in MiB of fp32 (0 = the size in [largest parameter, +128 MiB] that wastes least padding); "
       "a resumed zero3 run needs the same value");
+    v("zero3_keep_gathered_below_mb", zero3_keep_gathered_below_mb,
+      "zero3: units whose parameters total less than this (MiB of fp32) stay whole on every rank with their "
+      "gradients all-reduced instead of being gathered and released around each use (0 = shard every unit)");
     v("dist_timeout_s", dist_timeout_s,
       "Seconds to wait for the rendezvous and for each collective; a dead or stuck peer fails the run after this");
     v("log_every", log_every, "Log and append metrics every N optimizer steps");
@@ -175,6 +179,8 @@ struct TrainerConfig {
     v.check(bucket_size_mb > 0, "bucket_size_mb", "must be > 0, got ", bucket_size_mb);
     v.check(dist_timeout_s > 0, "dist_timeout_s", "must be > 0, got ", dist_timeout_s);
     v.check(zero3_chunk_size_mb >= 0, "zero3_chunk_size_mb", "must be >= 0, got ", zero3_chunk_size_mb);
+    v.check(zero3_keep_gathered_below_mb >= 0, "zero3_keep_gathered_below_mb", "must be >= 0, got ",
+            zero3_keep_gathered_below_mb);
   }
 };
 
