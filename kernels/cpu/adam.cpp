@@ -99,11 +99,6 @@ void check(const at::Tensor& t, const char* name, int64_t numel, bool fp32) {
   ZD_CHECK(t.numel() == numel, "adam_step_cpu: ", name, " has ", t.numel(), " elements, the parameter ", numel);
 }
 
-template <class Half>
-void write_half(const float* src, Half* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Half>(src[i]);  // c10's round-to-nearest-even
-}
-
 }  // namespace
 
 void adam_step_cpu(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
@@ -145,11 +140,12 @@ void adam_step_cpu(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_av
       const int64_t lo = b * kBlock, len = std::min(kBlock, n - lo);
       HWY_DYNAMIC_DISPATCH(AdamBlock)(p + lo, g + lo, m + lo, v + lo, len, s);
       if (half == nullptr) continue;
-      if (bf16) {
-        write_half(p + lo, static_cast<c10::BFloat16*>(half) + lo, len);
-      } else {
-        write_half(p + lo, static_cast<c10::Half*>(half) + lo, len);
-      }
+      // ATen's vectorized conversion (round to nearest even, exactly Tensor::to) while the block is in cache;
+      // inside this parallel region it runs on the calling thread.
+      const at::Tensor src = at::from_blob(p + lo, {len}, at::TensorOptions().dtype(at::kFloat));
+      at::Tensor dst = at::from_blob(static_cast<char*>(half) + lo * 2, {len},
+                                     at::TensorOptions().dtype(bf16 ? at::kBFloat16 : at::kHalf));
+      dst.copy_(src);
     }
   });
 }

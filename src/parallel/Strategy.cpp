@@ -13,6 +13,7 @@
 #include "StrategyUtil.h"
 #include "Zero3.h"
 #include "zerodiff/core/Error.h"
+#include "zerodiff/optim/HybridAdam.h"
 #include "zerodiff/parallel/FlatLayout.h"
 
 namespace zerodiff::parallel {
@@ -79,13 +80,19 @@ int64_t nbytes(const at::Tensor& t) {
   return t.defined() ? static_cast<int64_t>(t.numel()) * static_cast<int64_t>(t.element_size()) : 0;
 }
 
-int64_t adam_state_bytes(const torch::optim::AdamW& opt) {
+int64_t adam_state_bytes(const torch::optim::Optimizer& opt) {
   int64_t total = 0;
-  for (const auto& [_, state] : const_cast<torch::optim::AdamW&>(opt).state()) {
+  for (const auto& [_, state] : const_cast<torch::optim::Optimizer&>(opt).state()) {
     const auto& s = static_cast<const torch::optim::AdamWParamState&>(*state);
     total += nbytes(s.exp_avg()) + nbytes(s.exp_avg_sq());
   }
   return total;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
+                                                        const torch::optim::AdamWOptions& defaults, bool hybrid) {
+  if (hybrid) return std::make_unique<optim::HybridAdam>(groups, defaults, /*adamw_mode=*/true);
+  return std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
 }
 
 }  // namespace detail
@@ -98,11 +105,12 @@ using detail::check_groups;
 using detail::broadcast_from_rank0;
 using detail::nbytes;
 using detail::adam_state_bytes;
+using detail::make_optimizer;
 
 // AdamW state by parameter name: <name>.exp_avg, <name>.exp_avg_sq, <name>.step (int64 scalar).
-io::TensorMap adam_state(const torch::optim::AdamW& opt, const Named& params) {
+io::TensorMap adam_state(const torch::optim::Optimizer& opt, const Named& params) {
   io::TensorMap out;
-  auto& state = const_cast<torch::optim::AdamW&>(opt).state();
+  auto& state = const_cast<torch::optim::Optimizer&>(opt).state();
   for (const auto& [name, p] : params) {
     auto it = state.find(p.unsafeGetTensorImpl());
     if (it == state.end()) continue;
@@ -114,7 +122,7 @@ io::TensorMap adam_state(const torch::optim::AdamW& opt, const Named& params) {
   return out;
 }
 
-void load_adam_state(torch::optim::AdamW& opt, const Named& params, const io::TensorMap& saved, const std::string& where) {
+void load_adam_state(torch::optim::Optimizer& opt, const Named& params, const io::TensorMap& saved, const std::string& where) {
   auto& state = opt.state();
   for (const auto& [name, p] : params) {
     auto m = saved.find(name + ".exp_avg");
@@ -155,7 +163,7 @@ class ReplicatedStrategy : public Strategy {
       }
       opt_groups.emplace_back(tensors, std::make_unique<torch::optim::AdamWOptions>(adamw_options(g.lr, adamw)));
     }
-    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(opt_groups), adamw_options(groups[0].lr, adamw));
+    optimizer_ = make_optimizer(std::move(opt_groups), adamw_options(groups[0].lr, adamw), options_.hybrid_adam);
     if (!ddp_) return;
     broadcast_from_rank0(*group_, broadcast);
     // Flat order = reverse registration order (≈ the order backward produces gradients).
@@ -218,7 +226,7 @@ class ReplicatedStrategy : public Strategy {
   bool ddp_;
   StrategyOptions options_;
   Named params_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;  // torch AdamW or HybridAdam (same state types)
   std::vector<at::Tensor> order_;
   std::vector<std::string> names_;
   std::unique_ptr<FlatLayout> layout_;
@@ -274,7 +282,7 @@ class ZeroStrategy : public Strategy {
     for (size_t gi = 0; gi < groups.size(); ++gi) {
       opt_groups.emplace_back(per_group[gi], std::make_unique<torch::optim::AdamWOptions>(adamw_options(groups[gi].lr, adamw)));
     }
-    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(opt_groups), adamw_options(groups[0].lr, adamw));
+    optimizer_ = make_optimizer(std::move(opt_groups), adamw_options(groups[0].lr, adamw), options_.hybrid_adam);
     if (stage_ == 2) grad_shard_ = at::zeros({layout_->shard_numel()}, fp32);
     reducer_ = std::make_unique<detail::GradientReducer>(
         *group_, *layout_, params_, names_,
@@ -439,7 +447,7 @@ class ZeroStrategy : public Strategy {
   at::Tensor grad_shard_;            // [shard_numel] fp32 (zero2)
   std::vector<Piece> pieces_;        // this rank's shard, by parameter run
   std::vector<at::Tensor> segments_;  // views of master_, one per piece: what AdamW updates
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;  // torch AdamW or HybridAdam (same state types)
   std::unique_ptr<detail::GradientReducer> reducer_;
 };
 

@@ -17,6 +17,9 @@ void check_groups(const std::vector<ParamGroupSpec>& groups);
 /// Rank 0's values into every tensor of `tensors` (one broadcast per dtype/device).
 void broadcast_from_rank0(dist::ProcessGroup& group, const std::vector<at::Tensor>& tensors);
 int64_t nbytes(const at::Tensor& t);
-int64_t adam_state_bytes(const torch::optim::AdamW& opt);
+/// torch::optim::AdamW, or zerodiff's HybridAdam (SIMD CPU kernel, same options and state types) when `hybrid`.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
+                                                        const torch::optim::AdamWOptions& defaults, bool hybrid);
+int64_t adam_state_bytes(const torch::optim::Optimizer& opt);
 
 }  // namespace zerodiff::parallel::detail

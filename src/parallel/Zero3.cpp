@@ -122,7 +122,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     for (size_t g = 0; g < groups.size(); ++g) {
       opt_groups.emplace_back(per_group[g], std::make_unique<torch::optim::AdamWOptions>(adamw_options(groups[g].lr, adamw)));
     }
-    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(opt_groups), adamw_options(groups[0].lr, adamw));
+    optimizer_ = make_optimizer(std::move(opt_groups), adamw_options(groups[0].lr, adamw), options_.hybrid_adam);
     // Gradient-ready hooks.
     expected_.assign(n_params, 0);
     ready_.assign(n_params, 0);
@@ -548,7 +548,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   std::vector<at::Tensor> master_, grad_shard_;  // per chunk, fp32 [shard_numel]
   std::vector<Segment> segments_;
   std::vector<at::Tensor> segment_tensors_;  // views of master_: what AdamW updates
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;  // torch AdamW or HybridAdam (same state types)
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   std::vector<uintptr_t> hook_keys_;
   std::recursive_mutex mutex_;

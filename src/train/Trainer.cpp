@@ -198,6 +198,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     options.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(c.bucket_size_mb * 1024 * 1024 / 4));
     options.chunk_numel = static_cast<int64_t>(c.zero3_chunk_size_mb * 1024 * 1024 / 4);
     options.keep_gathered_numel = static_cast<int64_t>(c.zero3_keep_gathered_below_mb * 1024 * 1024 / 4);
+    options.hybrid_adam = c.optimizer.implementation == "hybrid_adam";
     strategy_ = parallel::make_strategy(c.strategy, group_, options);
   }
   parallel::Strategy& strategy = *strategy_;

@@ -313,6 +313,29 @@ TEST(Trainer, TiedParametersAreTrainedOnce) {
   EXPECT_EQ(zt::Trainer(c).fit(m, loader).steps, 2);  // refused ("appears twice") if listed twice
 }
 
+// trainer.optimizer.implementation hybrid_adam: the same run within float rounding, and its checkpoint resumes.
+TEST(Trainer, HybridAdamTrainsLikeTorchAdamW) {
+  torch::set_num_threads(1);
+  const std::string a = fresh("adam_torch"), b = fresh("adam_hybrid");
+  {
+    ToyModule m;
+    zd::DataLoader loader(shapes(), loader_options(2));
+    zt::Trainer(config(a, 8)).fit(m, loader);
+  }
+  {
+    ToyModule m;
+    zd::DataLoader loader(shapes(), loader_options(2));
+    auto c = config(b, 8);
+    c.optimizer.implementation = "hybrid_adam";
+    zt::Trainer(c).fit(m, loader, "", /*stop_at_step=*/4);
+    ToyModule m2;
+    zd::DataLoader loader2(shapes(), loader_options(2));
+    zt::Trainer(c).fit(m2, loader2, "latest");
+  }
+  const auto wa = final_weights(a), wb = final_weights(b);
+  for (const auto& [name, t] : wa) EXPECT_LE((t - wb.at(name)).abs().max().item<double>(), 1e-5) << name;
+}
+
 TEST(GradScaler, GrowsBacksOffAndRoundTrips) {
   zerodiff::optim::GradScaler s({.init_scale = 4, .growth_factor = 2, .backoff_factor = 0.5, .growth_interval = 2});
   EXPECT_EQ(s.scale(torch::tensor(1.5)).item<double>(), 6.0);

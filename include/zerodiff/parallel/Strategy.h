@@ -68,6 +68,7 @@ struct StrategyOptions {
   int64_t bucket_numel = 25 * 1024 * 1024 / 4;  ///< gradient bucket size in elements (DDP's 25 MB of fp32)
   int64_t chunk_numel = 0;                      ///< zero3 chunk size in elements (0 = search for least padding)
   int64_t keep_gathered_numel = 0;              ///< zero3: units smaller than this stay whole, gradients all-reduced
+  bool hybrid_adam = false;                     ///< AdamW by optim::HybridAdam (SIMD CPU kernel) instead of torch's
 };
 
 /// A sharding unit for zero3: its parameters (the trainable ones are chunked), in execution order.

@@ -24,9 +24,13 @@ struct OptimizerConfig {
   std::vector<double> betas{0.9, 0.999};
   double eps = 1e-8;
   double weight_decay = 1e-2;
+  std::string implementation = "torch";  ///< torch | hybrid_adam
   template <class V>
   void visit(V& v) {
     v("lr", lr, "Peak learning rate of AdamW");
+    v.choice("implementation", implementation, {"torch", "hybrid_adam"},
+             "AdamW implementation: torch (torch::optim::AdamW) or hybrid_adam (zerodiff's SIMD, multi-threaded CPU "
+             "kernel; ATen's fused kernel on CUDA); the same update within float rounding, the same checkpoint state");
     v("betas", betas, "AdamW (beta1, beta2)");
     v("eps", eps, "AdamW epsilon");
     v("weight_decay", weight_decay, "Decoupled weight decay (AdamW)");
