@@ -95,6 +95,68 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim
   return std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
 }
 
+io::TensorMap shard_state(const torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
+                          const std::vector<std::string>& keys, const std::vector<int64_t>& layout) {
+  io::TensorMap out;
+  out["layout"] = at::tensor(layout);
+  auto& state = const_cast<torch::optim::Optimizer&>(opt).state();
+  for (size_t k = 0; k < segments.size(); ++k) {
+    out[keys[k] + ".master"] = segments[k].detach().cpu().clone();
+    auto it = state.find(segments[k].unsafeGetTensorImpl());
+    if (it == state.end()) continue;
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    out[keys[k] + ".exp_avg"] = s.exp_avg().detach().cpu();
+    out[keys[k] + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
+    out[keys[k] + ".step"] = at::tensor(s.step(), at::kLong);
+  }
+  return out;
+}
+
+void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
+                      const std::vector<std::string>& keys, const std::vector<int64_t>& layout,
+                      const char* size_option, const io::TensorMap& saved, const std::string& where) {
+  auto found = saved.find("layout");
+  if (found == saved.end() || found->second.numel() != 4) {
+    throw IoError(zerodiff::str(where, ": no ZeRO shard layout (saved by another strategy?); resume with the "
+                                       "strategy that wrote it"));
+  }
+  const at::Tensor l = found->second.to(at::kLong);
+  const std::vector<int64_t> got(l.data_ptr<int64_t>(), l.data_ptr<int64_t>() + 4);
+  if (got[3] != layout[3]) {
+    throw IoError(zerodiff::str(where, ": optimizer shard of zero", got[3], "; this run is zero", layout[3],
+                                ". Resume with the strategy that wrote it"));
+  }
+  if (got != layout) {
+    throw IoError(zerodiff::str(where, ": the optimizer shard was saved with world size ", got[0], ", ", got[1],
+                                " parameters and ", got[2], "-element buckets/chunks; this run has world size ",
+                                layout[0], ", ", layout[1], " and ", layout[2], ". Resume with the same world size and ",
+                                size_option));
+  }
+  auto& state = opt.state();
+  torch::NoGradGuard no_grad;
+  for (size_t k = 0; k < segments.size(); ++k) {
+    const std::string& key = keys[k];
+    at::Tensor seg = segments[k];
+    auto m = saved.find(key + ".master");
+    if (m == saved.end() || m->second.numel() != seg.numel()) {
+      throw IoError(zerodiff::str(where, ": master weights of '", key, "' are missing or have the wrong size"));
+    }
+    seg.copy_(m->second.reshape(seg.sizes()));
+    auto a = saved.find(key + ".exp_avg");
+    if (a == saved.end()) continue;  // no update yet when saved
+    auto v = saved.find(key + ".exp_avg_sq");
+    auto s = saved.find(key + ".step");
+    if (v == saved.end() || s == saved.end() || a->second.numel() != seg.numel() || v->second.numel() != seg.numel()) {
+      throw IoError(zerodiff::str(where, ": optimizer state of '", key, "' is incomplete or has the wrong shape"));
+    }
+    auto st = std::make_unique<torch::optim::AdamWParamState>();
+    st->step(s->second.item<int64_t>());
+    st->exp_avg(a->second.to(seg.device(), at::kFloat).reshape(seg.sizes()).clone());
+    st->exp_avg_sq(v->second.to(seg.device(), at::kFloat).reshape(seg.sizes()).clone());
+    state[seg.unsafeGetTensorImpl()] = std::move(st);
+  }
+}
+
 }  // namespace detail
 
 namespace {
@@ -358,63 +420,11 @@ class ZeroStrategy : public Strategy {
   }
 
   io::TensorMap optimizer_state() const override {
-    io::TensorMap out;
-    out["layout"] = at::tensor(std::vector<int64_t>{group_->size(), layout_->numel(),
-                                                    layout_->buckets().front().numel, stage_});
-    auto& state = optimizer_->state();
-    for (size_t k = 0; k < pieces_.size(); ++k) {
-      const std::string key = segment_key(k);
-      out[key + ".master"] = segments_[k].detach().cpu().clone();
-      auto it = state.find(segments_[k].unsafeGetTensorImpl());
-      if (it == state.end()) continue;
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      out[key + ".exp_avg"] = s.exp_avg().detach().cpu();
-      out[key + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
-      out[key + ".step"] = at::tensor(s.step(), at::kLong);
-    }
-    return out;
+    return detail::shard_state(*optimizer_, segments_, segment_keys(), shard_layout());
   }
   void load_optimizer_state(const io::TensorMap& saved, const std::string& where) override {
-    auto layout = saved.find("layout");
-    if (layout == saved.end() || layout->second.numel() != 4) {
-      throw IoError(zerodiff::str(where, ": no ZeRO shard layout (saved by another strategy?); resume with the "
-                                         "strategy that wrote it"));
-    }
-    const at::Tensor l = layout->second.to(at::kLong);
-    const int64_t world = l[0].item<int64_t>(), numel = l[1].item<int64_t>(), bucket = l[2].item<int64_t>();
-    if (l[3].item<int64_t>() != stage_) {
-      throw IoError(zerodiff::str(where, ": optimizer shard of zero", l[3].item<int64_t>(), "; this run is zero", stage_,
-                                  ". Resume with the strategy that wrote it"));
-    }
-    if (world != group_->size() || numel != layout_->numel() || bucket != layout_->buckets().front().numel) {
-      throw IoError(zerodiff::str(where, ": the optimizer shard was saved with world size ", world, ", ", numel,
-                                  " parameters and buckets of ", bucket, " elements; this run has world size ",
-                                  group_->size(), ", ", layout_->numel(), " and ", layout_->buckets().front().numel,
-                                  ". Resume with the same world size and trainer.bucket_size_mb"));
-    }
-    auto& state = optimizer_->state();
-    torch::NoGradGuard no_grad;
-    for (size_t k = 0; k < pieces_.size(); ++k) {
-      const std::string key = segment_key(k);
-      auto m = saved.find(key + ".master");
-      if (m == saved.end() || m->second.numel() != segments_[k].numel()) {
-        throw IoError(zerodiff::str(where, ": master weights of '", key, "' are missing or have the wrong size"));
-      }
-      segments_[k].copy_(m->second);
-      auto a = saved.find(key + ".exp_avg");
-      if (a == saved.end()) continue;  // no update yet when saved
-      auto v = saved.find(key + ".exp_avg_sq");
-      auto s = saved.find(key + ".step");
-      if (v == saved.end() || s == saved.end() || a->second.numel() != segments_[k].numel() ||
-          v->second.numel() != segments_[k].numel()) {
-        throw IoError(zerodiff::str(where, ": optimizer state of '", key, "' is incomplete or has the wrong shape"));
-      }
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(s->second.item<int64_t>());
-      st->exp_avg(a->second.to(master_.device(), at::kFloat).reshape(segments_[k].sizes()).clone());
-      st->exp_avg_sq(v->second.to(master_.device(), at::kFloat).reshape(segments_[k].sizes()).clone());
-      state[segments_[k].unsafeGetTensorImpl()] = std::move(st);
-    }
+    detail::load_shard_state(*optimizer_, segments_, segment_keys(), shard_layout(), "trainer.bucket_size_mb", saved,
+                             where);
   }
   MemoryReport memory() const override {
     MemoryReport r;
@@ -432,9 +442,13 @@ class ZeroStrategy : public Strategy {
   }
 
  private:
-  std::string segment_key(size_t k) const {
-    const Piece& piece = pieces_[k];
-    return zerodiff::str(names_[piece.param], "@", piece.param_offset);
+  std::vector<std::string> segment_keys() const {
+    std::vector<std::string> keys;
+    for (const Piece& piece : pieces_) keys.push_back(zerodiff::str(names_[piece.param], "@", piece.param_offset));
+    return keys;
+  }
+  std::vector<int64_t> shard_layout() const {
+    return {group_->size(), layout_->numel(), layout_->buckets().front().numel, stage_};
   }
 
   int stage_;

@@ -4,9 +4,11 @@
 #include <ATen/core/Tensor.h>
 #include <torch/optim/adamw.h>
 
+#include <string>
 #include <vector>
 
 #include "zerodiff/dist/ProcessGroup.h"
+#include "zerodiff/io/Safetensors.h"
 #include "zerodiff/parallel/Strategy.h"
 
 namespace zerodiff::parallel::detail {
@@ -17,6 +19,16 @@ void check_groups(const std::vector<ParamGroupSpec>& groups);
 /// Rank 0's values into every tensor of `tensors` (one broadcast per dtype/device).
 void broadcast_from_rank0(dist::ProcessGroup& group, const std::vector<at::Tensor>& tensors);
 int64_t nbytes(const at::Tensor& t);
+/// The ZeRO shard checkpoint format: "layout" = [world size, Ψ, bucket or chunk elements, stage], then for each
+/// segment (this rank's run of one parameter) "<key>.master" and, once updated, "<key>.exp_avg", ".exp_avg_sq",
+/// ".step". `segments` are the tensors the optimizer updates, `keys` their names ("<parameter>@<offset>").
+io::TensorMap shard_state(const torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
+                          const std::vector<std::string>& keys, const std::vector<int64_t>& layout);
+/// Restores shard_state() into `segments` (masters copied in, AdamW states set) after checking its layout
+/// against `layout`: IoError naming `where` and what differs (`size_option` is the config key of entry 2).
+void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
+                      const std::vector<std::string>& keys, const std::vector<int64_t>& layout,
+                      const char* size_option, const io::TensorMap& saved, const std::string& where);
 /// torch::optim::AdamW, or zerodiff's HybridAdam (SIMD CPU kernel, same options and state types) when `hybrid`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
                                                         const torch::optim::AdamWOptions& defaults, bool hybrid);

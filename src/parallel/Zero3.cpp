@@ -426,59 +426,11 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // ---------------------------------------------------------------- checkpoints and accounting
 
   io::TensorMap optimizer_state() const override {
-    io::TensorMap out;
-    out["layout"] = at::tensor(std::vector<int64_t>{group_->size(), manager_->numel(), manager_->chunk_numel(), 3});
-    auto& state = optimizer_->state();
-    for (size_t k = 0; k < segments_.size(); ++k) {
-      const std::string key = segment_key(k);
-      out[key + ".master"] = segment_tensors_[k].detach().cpu().clone();
-      auto it = state.find(segment_tensors_[k].unsafeGetTensorImpl());
-      if (it == state.end()) continue;
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      out[key + ".exp_avg"] = s.exp_avg().detach().cpu();
-      out[key + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
-      out[key + ".step"] = at::tensor(s.step(), at::kLong);
-    }
-    return out;
+    return shard_state(*optimizer_, segment_tensors_, segment_keys(), shard_layout());
   }
   void load_optimizer_state(const io::TensorMap& saved, const std::string& where) override {
-    auto layout = saved.find("layout");
-    if (layout == saved.end() || layout->second.numel() != 4 || layout->second[3].item<int64_t>() != 3) {
-      throw IoError(zerodiff::str(where, ": no zero3 shard layout (saved by another strategy?); resume with the "
-                                         "strategy that wrote it"));
-    }
-    const at::Tensor l = layout->second.to(at::kLong);
-    if (l[0].item<int64_t>() != group_->size() || l[1].item<int64_t>() != manager_->numel() ||
-        l[2].item<int64_t>() != manager_->chunk_numel()) {
-      throw IoError(zerodiff::str(where, ": the zero3 shard was saved with world size ", l[0].item<int64_t>(), ", ",
-                                  l[1].item<int64_t>(), " parameters and chunks of ", l[2].item<int64_t>(),
-                                  " elements; this run has world size ", group_->size(), ", ", manager_->numel(),
-                                  " and ", manager_->chunk_numel(),
-                                  ". Resume with the same world size and trainer.zero3_chunk_size_mb"));
-    }
-    auto& state = optimizer_->state();
-    torch::NoGradGuard no_grad;
-    for (size_t k = 0; k < segments_.size(); ++k) {
-      const std::string key = segment_key(k);
-      auto m = saved.find(key + ".master");
-      if (m == saved.end() || m->second.numel() != segment_tensors_[k].numel()) {
-        throw IoError(zerodiff::str(where, ": master weights of '", key, "' are missing or have the wrong size"));
-      }
-      segment_tensors_[k].copy_(m->second);
-      auto a = saved.find(key + ".exp_avg");
-      if (a == saved.end()) continue;
-      auto v = saved.find(key + ".exp_avg_sq");
-      auto s = saved.find(key + ".step");
-      if (v == saved.end() || s == saved.end() || a->second.numel() != segment_tensors_[k].numel() ||
-          v->second.numel() != segment_tensors_[k].numel()) {
-        throw IoError(zerodiff::str(where, ": optimizer state of '", key, "' is incomplete or has the wrong shape"));
-      }
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(s->second.item<int64_t>());
-      st->exp_avg(a->second.to(segment_tensors_[k].device(), at::kFloat).reshape(segment_tensors_[k].sizes()).clone());
-      st->exp_avg_sq(v->second.to(segment_tensors_[k].device(), at::kFloat).reshape(segment_tensors_[k].sizes()).clone());
-      state[segment_tensors_[k].unsafeGetTensorImpl()] = std::move(st);
-    }
+    load_shard_state(*optimizer_, segment_tensors_, segment_keys(), shard_layout(), "trainer.zero3_chunk_size_mb",
+                     saved, where);
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
       if (!master_[c].is_alias_of(local(c))) local(c).copy_(master_[c]);
     }
@@ -531,8 +483,13 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     }
     return kNone;
   }
-  std::string segment_key(size_t k) const {
-    return zerodiff::str(manager_->params()[segments_[k].param].first, "@", segments_[k].param_offset);
+  std::vector<std::string> segment_keys() const {
+    std::vector<std::string> keys;
+    for (const Segment& s : segments_) keys.push_back(zerodiff::str(manager_->params()[s.param].first, "@", s.param_offset));
+    return keys;
+  }
+  std::vector<int64_t> shard_layout() const {
+    return {group_->size(), manager_->numel(), manager_->chunk_numel(), 3};
   }
 
   struct InFlight {
