@@ -45,10 +45,24 @@ int main(int argc, char** argv) {
     std::cerr << app.help() << std::endl;
     return 2;
   }
+  if (world_size > 0 && !dry_run) {
+    std::cerr << "zerodiff-train: error: --world-size only applies to --dry-run (a run's processes come from "
+                 "torchrun or SLURM)" << std::endl;
+    return 2;
+  }
+  // Under torchrun every rank may fail: its error line names it, written in one piece.
+  std::string rank_tag;
+  auto fail = [&](const std::string& message) {
+    const std::string line = "zerodiff-train: error" + rank_tag + ": " + message + "\n";
+    std::fputs(line.c_str(), stderr);
+    std::fflush(stderr);
+    return 1;
+  };
   try {
     const auto config = zerodiff::train::load_run_config(config_path, overrides);
     // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
     const auto launch = zerodiff::dist::LaunchEnv::from_environment();
+    if (launch.world_size > 1) rank_tag = " (rank " + std::to_string(launch.rank) + ")";
     zerodiff::log::init({.level = zerodiff::log::parse_level(config.log_level), .rank = launch.rank});
     ZD_LOG_INFO(zerodiff::build_info());
     auto module = zerodiff::train::make_module(config);
@@ -64,6 +78,11 @@ int main(int argc, char** argv) {
     if (dry_run) {
       // Architectures from their configs with random weights on the CPU: no weights file is read.
       module->configure_model_for_dry_run(torch::kCPU);
+      if (world_size > 1 && config.trainer.strategy == "single") {
+        throw zerodiff::ConfigError(zerodiff::str("--world-size ", world_size,
+                                                  " with trainer.strategy single: single runs in one process; choose "
+                                                  "ddp, zero1, zero2 or zero3 to estimate a multi-process run"));
+      }
       const auto estimate = zerodiff::train::estimate_memory(*module, config.trainer, world_size > 0 ? world_size : trainer.world_size());
       std::cout << "dry run: config OK (" << config_path << ")\n"
                 << estimate.report(config.trainer) << "data: " << data.summary() << std::endl;
@@ -77,10 +96,8 @@ int main(int argc, char** argv) {
     for (const auto& [name, value] : result.validation) std::cout << "val_" << name << ": " << value << std::endl;
     return 0;
   } catch (const zerodiff::Error& e) {
-    std::cerr << "zerodiff-train: error: " << e.what() << std::endl;
-    return 1;
+    return fail(e.what());
   } catch (const c10::Error& e) {
-    std::cerr << "zerodiff-train: error: " << e.what_without_backtrace() << std::endl;
-    return 1;
+    return fail(e.what_without_backtrace());
   }
 }

@@ -195,7 +195,8 @@ Checkpoint CheckpointManager::load(const std::string& path, int rank, int world_
   if (ck.state.contains("rank_files")) {
     const int saved_world = ck.state.value("world_size", 0);
     if (saved_world != world_size) {
-      throw IoError(zerodiff::str(path, ": written by ", saved_world, " processes (sharded optimizer state); this run has ",
+      throw IoError(zerodiff::str(path, ": written by ", saved_world,
+                                  " processes (per-rank files: generator states, ZeRO optimizer shards); this run has ",
                                   world_size, ". Resume with the same world size"));
     }
     for (const auto& name : ck.state["rank_files"]) {

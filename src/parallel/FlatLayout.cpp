@@ -13,6 +13,7 @@ FlatLayout::FlatLayout(const std::vector<int64_t>& numels, int world_size, int64
   ZD_CHECK(!numels.empty(), "FlatLayout: no parameters");
   const int64_t n = world_size;
   bucket_numel = (bucket_numel + n - 1) / n * n;
+  bucket_numel_ = bucket_numel;
   offsets_.reserve(numels.size());
   for (size_t i = 0; i < numels.size(); ++i) {
     ZD_CHECK(numels[i] >= 1, "FlatLayout: parameter ", i, " has ", numels[i], " elements");

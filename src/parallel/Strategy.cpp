@@ -13,6 +13,7 @@
 #include "StrategyUtil.h"
 #include "Zero3.h"
 #include "zerodiff/core/Error.h"
+#include "zerodiff/core/Logging.h"
 #include "zerodiff/optim/HybridAdam.h"
 #include "zerodiff/parallel/FlatLayout.h"
 
@@ -127,10 +128,12 @@ void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor
                                 ". Resume with the strategy that wrote it"));
   }
   if (got != layout) {
+    auto mib = [](int64_t elements) { return static_cast<double>(elements) * 4.0 / (1024.0 * 1024.0); };
     throw IoError(zerodiff::str(where, ": the optimizer shard was saved with world size ", got[0], ", ", got[1],
-                                " parameters and ", got[2], "-element buckets/chunks; this run has world size ",
-                                layout[0], ", ", layout[1], " and ", layout[2], ". Resume with the same world size and ",
-                                size_option));
+                                " parameters, ", size_option, " ", mib(got[2]), " (", got[2],
+                                " elements); this run has world size ", layout[0], ", ", layout[1], " parameters, ",
+                                size_option, " ", mib(layout[2]), " (", layout[2],
+                                " elements). Resume with the same world size and ", size_option));
   }
   auto& state = opt.state();
   torch::NoGradGuard no_grad;
@@ -154,6 +157,14 @@ void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor
     st->exp_avg(a->second.to(seg.device(), at::kFloat).reshape(seg.sizes()).clone());
     st->exp_avg_sq(v->second.to(seg.device(), at::kFloat).reshape(seg.sizes()).clone());
     state[seg.unsafeGetTensorImpl()] = std::move(st);
+  }
+}
+
+void warn_bucket_count(const FlatLayout& layout) {
+  if (layout.buckets().size() > 4096) {
+    ZD_LOG_WARN(layout.buckets().size(), " gradient buckets of ", layout.bucket_numel(),
+                " elements per step: every bucket is one collective, so steps will be slow; "
+                "raise trainer.bucket_size_mb (PyTorch DDP uses 25)");
   }
 }
 
@@ -209,7 +220,7 @@ class ReplicatedStrategy : public Strategy {
   ReplicatedStrategy(std::shared_ptr<dist::ProcessGroup> group, bool ddp, StrategyOptions options)
       : Strategy(std::move(group)), ddp_(ddp), options_(options) {
     ZD_CHECK(ddp_ || group_->size() == 1, "strategy single runs in one process, but the world has ", group_->size(),
-             " processes; use trainer.strategy ddp, zero1 or zero2");
+             " processes; use trainer.strategy ddp, zero1, zero2 or zero3");
   }
   std::string name() const override { return ddp_ ? "ddp" : "single"; }
 
@@ -236,6 +247,7 @@ class ReplicatedStrategy : public Strategy {
       numels.push_back(it->second.numel());
     }
     layout_ = std::make_unique<FlatLayout>(numels, group_->size(), options_.bucket_numel);
+    detail::warn_bucket_count(*layout_);
     reducer_ = std::make_unique<detail::GradientReducer>(*group_, *layout_, order_, names_,
                                                          detail::GradientReducer::Mode::all_reduce);
   }
@@ -326,6 +338,7 @@ class ZeroStrategy : public Strategy {
                all[0].second.second.scalar_type(), ": one dtype per ZeRO strategy");
     }
     layout_ = std::make_unique<FlatLayout>(numels, group_->size(), options_.bucket_numel);
+    detail::warn_bucket_count(*layout_);
     const auto fp32 = params_[0].options().dtype(at::kFloat).requires_grad(false);
     // fp32 master shard, filled from the (broadcast) parameters.
     master_ = at::zeros({layout_->shard_numel()}, fp32);
@@ -448,7 +461,7 @@ class ZeroStrategy : public Strategy {
     return keys;
   }
   std::vector<int64_t> shard_layout() const {
-    return {group_->size(), layout_->numel(), layout_->buckets().front().numel, stage_};
+    return {group_->size(), layout_->numel(), layout_->bucket_numel(), stage_};
   }
 
   int stage_;

@@ -9,6 +9,7 @@
 
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/io/Safetensors.h"
+#include "zerodiff/parallel/FlatLayout.h"
 #include "zerodiff/parallel/Strategy.h"
 
 namespace zerodiff::parallel::detail {
@@ -29,6 +30,8 @@ io::TensorMap shard_state(const torch::optim::Optimizer& opt, const std::vector<
 void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
                       const std::vector<std::string>& keys, const std::vector<int64_t>& layout,
                       const char* size_option, const io::TensorMap& saved, const std::string& where);
+/// Warns when a layout has so many buckets that collective overhead will dominate (a tiny bucket_size_mb).
+void warn_bucket_count(const FlatLayout& layout);
 /// torch::optim::AdamW, or zerodiff's HybridAdam (SIMD CPU kernel, same options and state types) when `hybrid`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
                                                         const torch::optim::AdamWOptions& defaults, bool hybrid);

@@ -67,6 +67,9 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       trainer.strategy == "zero1" || trainer.strategy == "zero2" || trainer.strategy == "zero3" ? trainer.strategy
                                                                                                  : std::string("ddp");
   const auto f = parallel::zero_memory_formula(strategy, e.trainable, world_size);
+  e.gradients = static_cast<double>(f.gradients);
+  e.optimizer = static_cast<double>(f.optimizer_states);
+  e.master = static_cast<double>(f.master_weights);
   // Frozen parameters stay whole; trainable ones are whole (4Ψ) or, under zero3, this rank's chunk shards.
   e.weights += static_cast<double>(e.parameters - e.trainable) * 4 + static_cast<double>(f.parameters);
   if (trainer.strategy == "zero3") {
@@ -91,18 +94,21 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
                                           : memory::search_chunk_numel(numels, world_size, int64_t{32} << 20, int64_t{1} << 20);
       const int64_t padding = memory::packing_padding(numels, chunk);
       const int64_t chunks = (e.trainable + padding) / chunk;
+      // Shards hold the padding too: per rank (Ψ + padding) / N elements of parameters, gradients, AdamW states.
+      const auto padded = parallel::zero_memory_formula("zero3", e.trainable + padding, world_size);
+      e.weights += static_cast<double>(padded.parameters - f.parameters);
+      e.gradients = static_cast<double>(padded.gradients);
+      e.optimizer = static_cast<double>(padded.optimizer_states);
       std::ostringstream os;
       os << std::fixed << std::setprecision(1) << chunks << " chunks of " << chunk << " elements ("
          << static_cast<double>(chunk) * 4 / (1024.0 * 1024) << " MiB fp32) over " << units.size() << " units, padding "
          << padding << " elements (" << std::setprecision(2) << 100.0 * static_cast<double>(padding) /
                                                                   static_cast<double>(e.trainable + padding)
-         << " %); each rank keeps 1/" << world_size << " of every chunk";
+         << " %); each rank keeps 1/" << world_size << " of every chunk; during a step it also holds the gathered "
+            "chunks of about three units";
       e.chunk_layout = os.str();
     }
   }
-  e.gradients = static_cast<double>(f.gradients);
-  e.optimizer = static_cast<double>(f.optimizer_states);
-  e.master = static_cast<double>(f.master_weights);
   e.ema = trainer.ema.enabled ? static_cast<double>(e.trainable) * 4 : 0;
   return e;
 }

@@ -104,7 +104,7 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
   }
   if (config_.strategy == "single" && env_.world_size > 1) {
     throw Error(zerodiff::str("trainer.strategy is single but this run has ", env_.world_size, " processes (", env_.source,
-                              "); use trainer.strategy=ddp, zero1 or zero2"));
+                              "); use trainer.strategy=ddp, zero1, zero2 or zero3"));
   }
   const bool cuda = torch::cuda::is_available();
   // One device per process: LOCAL_RANK modulo the visible devices (with per-task GPU binding each task sees one).

@@ -35,7 +35,7 @@ if "$torchrun" --nproc-per-node 3 --master-port "$port" --no-python "$train" "${
      --resume latest >"$work/wrong.log" 2>&1; then
   echo "FAIL: resuming 2-rank shards on 3 ranks succeeded"; exit 1
 fi
-grep -q "written by 2 processes (sharded optimizer state); this run has 3" "$work/wrong.log" \
+grep -q "written by 2 processes (per-rank files: generator states, ZeRO optimizer shards); this run has 3" "$work/wrong.log" \
   || { cat "$work/wrong.log"; exit 1; }
 # zero3 (the VAE trainer has no units: the whole model is one unit around each step) trains and exports.
 "$torchrun" --nproc-per-node 2 --master-port "$port" --no-python "$train" configs/demo/shapes_vae.yaml \

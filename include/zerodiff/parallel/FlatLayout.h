@@ -50,6 +50,8 @@ class FlatLayout {
   int64_t numel() const { return numel_; }                ///< Ψ: elements of all parameters
   int64_t padded_numel() const { return padded_numel_; }  ///< Ψ rounded up to a multiple of N
   int64_t shard_numel() const { return padded_numel_ / world_size_; }
+  /// The bucket size (elements, rounded up to a multiple of N); the last bucket may be smaller.
+  int64_t bucket_numel() const { return bucket_numel_; }
   const std::vector<Bucket>& buckets() const { return buckets_; }
   /// Flat offset of parameter i.
   int64_t param_offset(size_t i) const { return offsets_[i]; }
@@ -65,7 +67,7 @@ class FlatLayout {
 
  private:
   int world_size_;
-  int64_t numel_ = 0, padded_numel_ = 0;
+  int64_t numel_ = 0, padded_numel_ = 0, bucket_numel_ = 0;
   std::vector<int64_t> numels_, offsets_, shard_offsets_;
   std::vector<Bucket> buckets_;
   std::vector<std::vector<size_t>> buckets_of_;
