@@ -277,6 +277,18 @@ Work make_work(c10::intrusive_ptr<c10d::Work> w, std::string what, std::chrono::
   return work;
 }
 
+// Starts a collective through `fn`; a failure to start or to finish is a CommError naming `what`.
+Work start(const std::string& what, std::chrono::milliseconds timeout, bool async,
+           const std::function<c10::intrusive_ptr<c10d::Work>()>& fn) {
+  c10::intrusive_ptr<c10d::Work> w;
+  try {
+    w = fn();
+  } catch (const std::exception& e) {
+    throw CommError(zerodiff::str(what, " failed to start: ", message_of(e)));
+  }
+  return make_work(std::move(w), what, timeout, async);
+}
+
 std::string describe(const char* op, const at::Tensor& t, int rank, int size, const std::string& tag) {
   return zerodiff::str(op, " '", tag, "' of ", human_bytes(static_cast<int64_t>(t.numel()) * t.element_size()),
                        " on rank ", rank, "/", size);
@@ -299,14 +311,8 @@ Work ProcessGroup::all_reduce(at::Tensor& tensor, const std::string& tag, Reduce
   c10d::AllreduceOptions o;
   o.reduceOp = to_c10d(op);
   o.timeout = options_.timeout;
-  c10::intrusive_ptr<c10d::Work> w;
   const std::string what = describe("all_reduce", tensor, rank_, size_, tag);
-  try {
-    w = impl_->backend->allreduce(list, o);
-  } catch (const std::exception& e) {
-    throw CommError(zerodiff::str(what, " failed to start: ", message_of(e)));
-  }
-  return make_work(std::move(w), what, options_.timeout, async);
+  return start(what, options_.timeout, async, [&] { return impl_->backend->allreduce(list, o); });
 }
 
 Work ProcessGroup::all_gather(at::Tensor& output, const at::Tensor& input, const std::string& tag, bool async) {
@@ -322,13 +328,7 @@ Work ProcessGroup::all_gather(at::Tensor& output, const at::Tensor& input, const
   o.timeout = options_.timeout;
   at::Tensor in = input;
   const std::string what = describe("all_gather", output, rank_, size_, tag);
-  c10::intrusive_ptr<c10d::Work> w;
-  try {
-    w = impl_->backend->_allgather_base(output, in, o);
-  } catch (const std::exception& e) {
-    throw CommError(zerodiff::str(what, " failed to start: ", message_of(e)));
-  }
-  return make_work(std::move(w), what, options_.timeout, async);
+  return start(what, options_.timeout, async, [&] { return impl_->backend->_allgather_base(output, in, o); });
 }
 
 Work ProcessGroup::reduce_scatter(at::Tensor& output, const at::Tensor& input, const std::string& tag, bool async) {
@@ -345,13 +345,7 @@ Work ProcessGroup::reduce_scatter(at::Tensor& output, const at::Tensor& input, c
   o.timeout = options_.timeout;
   at::Tensor in = input;
   const std::string what = describe("reduce_scatter", input, rank_, size_, tag);
-  c10::intrusive_ptr<c10d::Work> w;
-  try {
-    w = impl_->backend->_reduce_scatter_base(output, in, o);
-  } catch (const std::exception& e) {
-    throw CommError(zerodiff::str(what, " failed to start: ", message_of(e)));
-  }
-  return make_work(std::move(w), what, options_.timeout, async);
+  return start(what, options_.timeout, async, [&] { return impl_->backend->_reduce_scatter_base(output, in, o); });
 }
 
 void ProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& tag) {
@@ -370,13 +364,7 @@ void ProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& ta
   o.rootRank = root;
   o.timeout = options_.timeout;
   const std::string what = describe("broadcast", tensor, rank_, size_, tag);
-  c10::intrusive_ptr<c10d::Work> w;
-  try {
-    w = impl_->backend->broadcast(list, o);
-  } catch (const std::exception& e) {
-    throw CommError(zerodiff::str(what, " failed to start: ", message_of(e)));
-  }
-  make_work(std::move(w), what, options_.timeout, false);
+  start(what, options_.timeout, false, [&] { return impl_->backend->broadcast(list, o); });
 }
 
 void ProcessGroup::barrier() {

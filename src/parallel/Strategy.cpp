@@ -96,19 +96,40 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(std::vector<torch::optim
   return std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
 }
 
+void save_adam_entry(const torch::optim::Optimizer& opt, const at::Tensor& p, const std::string& key,
+                     io::TensorMap& out) {
+  auto& state = const_cast<torch::optim::Optimizer&>(opt).state();
+  auto it = state.find(p.unsafeGetTensorImpl());
+  if (it == state.end()) return;  // no update yet
+  auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+  out[key + ".exp_avg"] = s.exp_avg().detach().cpu();
+  out[key + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
+  out[key + ".step"] = at::tensor(s.step(), at::kLong);
+}
+
+void load_adam_entry(torch::optim::Optimizer& opt, const at::Tensor& p, const std::string& key,
+                     const io::TensorMap& saved, const std::string& where) {
+  auto m = saved.find(key + ".exp_avg");
+  if (m == saved.end()) return;  // no update yet when saved
+  auto v = saved.find(key + ".exp_avg_sq");
+  auto s = saved.find(key + ".step");
+  if (v == saved.end() || s == saved.end() || m->second.sizes() != p.sizes() || v->second.sizes() != p.sizes()) {
+    throw IoError(zerodiff::str(where, ": optimizer state of '", key, "' is incomplete or has the wrong shape"));
+  }
+  auto st = std::make_unique<torch::optim::AdamWParamState>();
+  st->step(s->second.item<int64_t>());
+  st->exp_avg(m->second.to(p.device(), p.scalar_type()).clone());
+  st->exp_avg_sq(v->second.to(p.device(), p.scalar_type()).clone());
+  opt.state()[p.unsafeGetTensorImpl()] = std::move(st);
+}
+
 io::TensorMap shard_state(const torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
                           const std::vector<std::string>& keys, const std::vector<int64_t>& layout) {
   io::TensorMap out;
   out["layout"] = at::tensor(layout);
-  auto& state = const_cast<torch::optim::Optimizer&>(opt).state();
   for (size_t k = 0; k < segments.size(); ++k) {
     out[keys[k] + ".master"] = segments[k].detach().cpu().clone();
-    auto it = state.find(segments[k].unsafeGetTensorImpl());
-    if (it == state.end()) continue;
-    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    out[keys[k] + ".exp_avg"] = s.exp_avg().detach().cpu();
-    out[keys[k] + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
-    out[keys[k] + ".step"] = at::tensor(s.step(), at::kLong);
+    save_adam_entry(opt, segments[k], keys[k], out);
   }
   return out;
 }
@@ -135,28 +156,15 @@ void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor
                                 size_option, " ", mib(layout[2]), " (", layout[2],
                                 " elements). Resume with the same world size and ", size_option));
   }
-  auto& state = opt.state();
   torch::NoGradGuard no_grad;
   for (size_t k = 0; k < segments.size(); ++k) {
-    const std::string& key = keys[k];
     at::Tensor seg = segments[k];
-    auto m = saved.find(key + ".master");
-    if (m == saved.end() || m->second.numel() != seg.numel()) {
-      throw IoError(zerodiff::str(where, ": master weights of '", key, "' are missing or have the wrong size"));
+    auto m = saved.find(keys[k] + ".master");
+    if (m == saved.end() || m->second.sizes() != seg.sizes()) {
+      throw IoError(zerodiff::str(where, ": master weights of '", keys[k], "' are missing or have the wrong size"));
     }
-    seg.copy_(m->second.reshape(seg.sizes()));
-    auto a = saved.find(key + ".exp_avg");
-    if (a == saved.end()) continue;  // no update yet when saved
-    auto v = saved.find(key + ".exp_avg_sq");
-    auto s = saved.find(key + ".step");
-    if (v == saved.end() || s == saved.end() || a->second.numel() != seg.numel() || v->second.numel() != seg.numel()) {
-      throw IoError(zerodiff::str(where, ": optimizer state of '", key, "' is incomplete or has the wrong shape"));
-    }
-    auto st = std::make_unique<torch::optim::AdamWParamState>();
-    st->step(s->second.item<int64_t>());
-    st->exp_avg(a->second.to(seg.device(), at::kFloat).reshape(seg.sizes()).clone());
-    st->exp_avg_sq(v->second.to(seg.device(), at::kFloat).reshape(seg.sizes()).clone());
-    state[seg.unsafeGetTensorImpl()] = std::move(st);
+    seg.copy_(m->second);
+    load_adam_entry(opt, seg, keys[k], saved, where);
   }
 }
 
@@ -183,34 +191,12 @@ using detail::make_optimizer;
 // AdamW state by parameter name: <name>.exp_avg, <name>.exp_avg_sq, <name>.step (int64 scalar).
 io::TensorMap adam_state(const torch::optim::Optimizer& opt, const Named& params) {
   io::TensorMap out;
-  auto& state = const_cast<torch::optim::Optimizer&>(opt).state();
-  for (const auto& [name, p] : params) {
-    auto it = state.find(p.unsafeGetTensorImpl());
-    if (it == state.end()) continue;
-    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    out[name + ".exp_avg"] = s.exp_avg().detach().cpu();
-    out[name + ".exp_avg_sq"] = s.exp_avg_sq().detach().cpu();
-    out[name + ".step"] = torch::tensor(s.step(), torch::kLong);
-  }
+  for (const auto& [name, p] : params) detail::save_adam_entry(opt, p, name, out);
   return out;
 }
 
 void load_adam_state(torch::optim::Optimizer& opt, const Named& params, const io::TensorMap& saved, const std::string& where) {
-  auto& state = opt.state();
-  for (const auto& [name, p] : params) {
-    auto m = saved.find(name + ".exp_avg");
-    if (m == saved.end()) continue;  // parameter had no update yet when saved
-    auto v = saved.find(name + ".exp_avg_sq");
-    auto s = saved.find(name + ".step");
-    if (v == saved.end() || s == saved.end() || m->second.sizes() != p.sizes() || v->second.sizes() != p.sizes()) {
-      throw IoError(zerodiff::str(where, ": optimizer state of '", name, "' is incomplete or has the wrong shape"));
-    }
-    auto st = std::make_unique<torch::optim::AdamWParamState>();
-    st->step(s->second.item<int64_t>());
-    st->exp_avg(m->second.to(p.device(), p.scalar_type()).clone());
-    st->exp_avg_sq(v->second.to(p.device(), p.scalar_type()).clone());
-    state[p.unsafeGetTensorImpl()] = std::move(st);
-  }
+  for (const auto& [name, p] : params) detail::load_adam_entry(opt, p, name, saved, where);
 }
 
 // ------------------------------------------------------------------ single / ddp

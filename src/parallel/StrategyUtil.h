@@ -20,6 +20,13 @@ void check_groups(const std::vector<ParamGroupSpec>& groups);
 /// Rank 0's values into every tensor of `tensors` (one broadcast per dtype/device).
 void broadcast_from_rank0(dist::ProcessGroup& group, const std::vector<at::Tensor>& tensors);
 int64_t nbytes(const at::Tensor& t);
+/// `p`'s AdamW state, if it has one, as "<key>.exp_avg", "<key>.exp_avg_sq", "<key>.step" (int64) into `out`.
+void save_adam_entry(const torch::optim::Optimizer& opt, const at::Tensor& p, const std::string& key,
+                     io::TensorMap& out);
+/// Restores save_adam_entry's "<key>.*" into `p`'s AdamW state (nothing saved: no update yet, left empty).
+/// Throws IoError naming `where` and `key` when an entry is missing or its shape differs from `p`'s.
+void load_adam_entry(torch::optim::Optimizer& opt, const at::Tensor& p, const std::string& key,
+                     const io::TensorMap& saved, const std::string& where);
 /// The ZeRO shard checkpoint format: "layout" = [world size, Ψ, bucket or chunk elements, stage], then for each
 /// segment (this rank's run of one parameter) "<key>.master" and, once updated, "<key>.exp_avg", ".exp_avg_sq",
 /// ".step". `segments` are the tensors the optimizer updates, `keys` their names ("<parameter>@<offset>").
