@@ -5,7 +5,7 @@
 #
 # Environment: ZERODIFF_BUILD_DIR, ZERODIFF_BUILD_TYPE (Release), ZERODIFF_JOBS (nproc),
 # ZERODIFF_TORCH_DIR (use an existing LibTorch instead of the .venv's), ZERODIFF_WITH_CUDA (AUTO),
-# ZERODIFF_BUILD_BENCHMARKS (ON: build/bin/bench_*).
+# ZERODIFF_BUILD_BENCHMARKS (ON: build/bin/bench_*), ZERODIFF_BUILD_TARGETS (space-separated targets; default: all).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${ZERODIFF_BUILD_DIR:-$ROOT/build}"
@@ -28,5 +28,7 @@ if [[ ! -f "$BUILD/build.ninja" || $# -gt 0 ]]; then
 fi
 echo "[build] building with $JOBS jobs (first build: about 3 minutes on 2 cores)"
 start=$(date +%s)
-cmake --build "$BUILD" -j "$JOBS"
+targets=()
+for t in ${ZERODIFF_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$BUILD" -j "$JOBS" "${targets[@]+"${targets[@]}"}"
 echo "[build] done in $(( $(date +%s) - start )) s"

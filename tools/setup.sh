@@ -27,6 +27,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache git python3 python3-venv
   libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libhwy-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev
+  clang-14 libclang-rt-14-dev llvm-14
   libre2-dev libstb-dev libwebp-dev zlib1g-dev
   fonts-noto-color-emoji
 )

@@ -313,7 +313,7 @@ void Reader::finish() {
   std::vector<std::string> problems;
   if (map.IsDefined() && map.IsMap()) {
     for (auto it = map.begin(); it != map.end(); ++it) {
-      const YAML::Node& k = it->first;
+      const YAML::Node k = it->first;  // a copy: it-> returns a temporary proxy (ASan: stack-use-after-scope)
       const std::string name = k.IsScalar() ? k.Scalar() : describe(k);
       const std::string path = join_path(node_->path, name);
       const std::string where = location(*source_, path, k.Mark());

@@ -41,7 +41,7 @@ std::vector<ImageEntry> read_jsonl(const std::string& path, const std::string& c
     nlohmann::json row;
     try {
       row = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       std::string why = e.what();
       if (const auto pos = why.find("] "); why.rfind("[json.exception", 0) == 0 && pos != std::string::npos) {
         why = why.substr(pos + 2);

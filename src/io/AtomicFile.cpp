@@ -1,14 +1,18 @@
 #include "zerodiff/io/AtomicFile.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <system_error>
+#include <vector>
 
 #include "zerodiff/core/Error.h"
+#include "zerodiff/core/FaultInjection.h"
 
 namespace zerodiff::io {
 
@@ -37,17 +41,29 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::write(const void* data, size_t size) {
-  const auto* p = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd_, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      throw IoError(zerodiff::str(path_, ": write failed: ", n < 0 ? std::strerror(errno) : "no progress",
-                        " (previous file left untouched)"));
+  const auto write_all = [this](const char* p, size_t n_left) {
+    while (n_left > 0) {
+      const ssize_t n = ::write(fd_, p, n_left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        throw IoError(zerodiff::str(path_, ": write failed: ", n < 0 ? std::strerror(errno) : "no progress",
+                                    " (previous file left untouched)"));
+      }
+      p += n;
+      n_left -= static_cast<size_t>(n);
     }
-    p += n;
-    size -= static_cast<size_t>(n);
+  };
+  const auto* p = static_cast<const char*>(data);
+  if (started_) {
+    write_all(p, size);
+    return;
   }
+  // The first write of a file goes in two halves with the fault point between them: once per file, a test can
+  // kill the process with the file partly written.
+  started_ = true;
+  write_all(p, size / 2);
+  fault_point("atomic_file.mid_write");
+  write_all(p + size / 2, size - size / 2);
 }
 
 void AtomicFile::commit() {
@@ -98,33 +114,67 @@ void write_directory_atomic(const std::string& dir, const std::function<void(con
   if (ec) throw IoError(zerodiff::str(parent.string(), ": cannot create folder: ", ec.message()));
   // Leftovers of interrupted writes of this folder (any pid: one writer per folder) are never complete.
   const std::string tmp_prefix = zerodiff::str(".", name, ".tmp-"), old_prefix = zerodiff::str(".", name, ".old-");
+  // A ".old-" leftover with no `dir` means a writer died between moving the previous folder aside and renaming the
+  // new one in (the fallback below, on filesystems without RENAME_EXCHANGE): that is the last complete folder, so
+  // it is put back rather than removed.
+  std::vector<fs::path> leftovers;
   for (const auto& entry : fs::directory_iterator(parent, ec)) {
     const std::string n = entry.path().filename().string();
-    if (n.rfind(tmp_prefix, 0) == 0 || n.rfind(old_prefix, 0) == 0) fs::remove_all(entry.path(), ec);
+    if (n.rfind(tmp_prefix, 0) == 0 || n.rfind(old_prefix, 0) == 0) leftovers.push_back(entry.path());
+  }
+  for (const auto& p : leftovers) {
+    if (p.filename().string().rfind(old_prefix, 0) == 0 && !fs::exists(target)) {
+      fs::rename(p, target, ec);
+      if (!ec) continue;
+    }
+    fs::remove_all(p, ec);
   }
   fs::create_directories(temp, ec);
   if (ec) throw IoError(zerodiff::str(temp.string(), ": cannot create: ", ec.message()));
   try {
     fill(temp.string());
+  } catch (const IoError& e) {
+    fs::remove_all(temp, ec);
+    // Name the files by where they were going ("<dir>/model.safetensors"), not by the hidden sibling.
+    std::string message = e.what();
+    const std::string from = temp.string(), to = target.string();
+    for (size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size())) {
+      message.replace(at, from.size(), to);
+    }
+    throw IoError(message, e.where());
   } catch (...) {
     fs::remove_all(temp, ec);
     throw;
   }
-  bool moved_aside = false;
+  bool moved_aside = false, exchanged = false;
   try {
     for (const auto& entry : fs::recursive_directory_iterator(temp)) fsync_path(entry.path());
     fsync_path(temp);
+    fault_point("atomic_dir.before_rename");
     if (fs::exists(target)) {
-      fs::rename(target, old);
-      moved_aside = true;
+      // One atomic step: `dir` becomes the new folder and `temp` the previous one (removed below).
+      if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0) {
+        exchanged = true;
+      } else if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) {
+        // No RENAME_EXCHANGE on this filesystem: move aside, then rename (a crash in between is repaired by the
+        // next write of `dir`, which puts the ".old-" folder back).
+        fs::rename(target, old);
+        moved_aside = true;
+        fs::rename(temp, target);
+      } else {
+        throw fs::filesystem_error("renameat2(RENAME_EXCHANGE)", temp, target,
+                                   std::error_code(errno, std::generic_category()));
+      }
+    } else {
+      fs::rename(temp, target);
     }
-    fs::rename(temp, target);
     fsync_path(parent);
   } catch (const fs::filesystem_error& e) {
     if (moved_aside && !fs::exists(target)) fs::rename(old, target, ec);  // put the previous folder back
-    fs::remove_all(temp, ec);
+    if (!exchanged) fs::remove_all(temp, ec);
     throw IoError(zerodiff::str(dir, ": cannot replace the folder: ", e.what()));
   }
+  if (exchanged) fs::remove_all(temp, ec);
   if (moved_aside) fs::remove_all(old, ec);
 }
 

@@ -178,7 +178,7 @@ Checkpoint CheckpointManager::load(const std::string& path, int rank, int world_
   std::ifstream in(state_path);
   try {
     ck.state = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw IoError(zerodiff::str(state_path.string(), ": invalid JSON: ", e.what()));
   }
   if (!ck.state.is_object() || !ck.state.contains("step") || !ck.state["step"].is_number_integer() ||

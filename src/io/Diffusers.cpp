@@ -29,7 +29,7 @@ nlohmann::json read_json_file(const std::string& path) {
   if (!in) throw IoError(zerodiff::str(path, ": cannot open"));
   try {
     return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw IoError(zerodiff::str(path, ": invalid JSON: ", e.what()));
   }
 }

@@ -61,6 +61,7 @@ std::string dtype_to_safetensors(at::ScalarType dtype) {
 
 struct SafetensorsFile::Impl {
   std::string path;
+  std::string owned;  // the bytes, for SafetensorsFile::parse (no mapping)
   void* map = nullptr;
   size_t map_size = 0;
   const uint8_t* data = nullptr;  // start of the data section
@@ -104,7 +105,7 @@ void parse_header(SafetensorsFile::Impl& f, const char* text, size_t length) {
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text, text + length, on_event);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     fail(path, zerodiff::str("invalid JSON header: ", e.what()));
   }
   if (!duplicate.empty()) fail(path, zerodiff::str("tensor '", duplicate, "' appears twice in the header"));
@@ -133,6 +134,9 @@ void parse_header(SafetensorsFile::Impl& f, const char* text, size_t length) {
     if (!value.contains("shape") || !value["shape"].is_array()) fail(path, zerodiff::str("tensor '", name, "': missing shape"));
     for (const auto& d : value["shape"]) {
       if (!d.is_number_unsigned()) fail(path, zerodiff::str("tensor '", name, "': shape ", value["shape"].dump(), " is not a list of non-negative integers"));
+      if (d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        fail(path, zerodiff::str("tensor '", name, "': shape ", value["shape"].dump(), " has a dimension over 2^63 - 1"));
+      }
       e.shape.push_back(d.get<int64_t>());
     }
     const auto& offsets = value.contains("data_offsets") ? value["data_offsets"] : nlohmann::json();
@@ -187,6 +191,40 @@ void parse_header(SafetensorsFile::Impl& f, const char* text, size_t length) {
 
 }  // namespace
 
+namespace {
+
+// A PyTorch pickle (torch.save's zip archive, or a bare pickle of protocol 2-5) where safetensors was expected:
+// refused before anything is parsed, with the way to convert it. Pickles can run arbitrary code when loaded.
+void refuse_pickle(const std::string& path, const uint8_t* bytes, uint64_t size) {
+  const bool zip = size >= 4 && bytes[0] == 'P' && bytes[1] == 'K' && bytes[2] == 3 && bytes[3] == 4;
+  const bool pickle = size >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= 5;
+  if (!zip && !pickle) return;
+  fail(path, zerodiff::str(zip ? "a PyTorch zip archive (torch.save)" : "a Python pickle",
+                           ", not safetensors: zerodiff never loads pickle files, which can execute arbitrary code. "
+                           "Convert it once in Python: `from safetensors.torch import save_file; import torch; "
+                           "sd = torch.load(IN, weights_only=True); sd = sd.get('state_dict', sd); "
+                           "save_file({k: v.contiguous() for k, v in sd.items()}, OUT)` "
+                           "(a full Stable Diffusion .ckpt: diffusers' convert_original_stable_diffusion_to_diffusers.py)"));
+}
+
+}  // namespace
+
+void SafetensorsFile::validate(Impl& f, const uint8_t* bytes, uint64_t size) {
+  const std::string& path = f.path;
+  refuse_pickle(path, bytes, size);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];  // little-endian u64
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    fail(path, zerodiff::str("header length ", header_len, " exceeds the 100 MB limit (corrupt file?)"));
+  }
+  if (8 + header_len > size) {
+    fail(path, zerodiff::str("header length ", header_len, " is past the end of the file (", size, " bytes; truncated?)"));
+  }
+  f.data = bytes + 8 + header_len;
+  f.data_size = size - 8 - header_len;
+  parse_header(f, reinterpret_cast<const char*>(bytes + 8), header_len);
+}
+
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   auto f = std::make_shared<Impl>();
   f->path = path;
@@ -206,18 +244,20 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   f->map = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (f->map == MAP_FAILED) fail(path, zerodiff::str("cannot mmap: ", std::strerror(errno)));
-  const auto* bytes = static_cast<const uint8_t*>(f->map);
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];  // little-endian u64
-  if (header_len > kMaxSafetensorsHeaderBytes) {
-    fail(path, zerodiff::str("header length ", header_len, " exceeds the 100 MB limit (corrupt file?)"));
+  validate(*f, static_cast<const uint8_t*>(f->map), size);
+  SafetensorsFile file;
+  file.impl_ = std::move(f);
+  return file;
+}
+
+SafetensorsFile SafetensorsFile::parse(std::string bytes, const std::string& name) {
+  auto f = std::make_shared<Impl>();
+  f->path = name;
+  f->owned = std::move(bytes);
+  if (f->owned.size() < 8) {
+    fail(name, zerodiff::str("file is ", f->owned.size(), " bytes, too small for a safetensors header (truncated?)"));
   }
-  if (8 + header_len > size) {
-    fail(path, zerodiff::str("header length ", header_len, " is past the end of the file (", size, " bytes; truncated?)"));
-  }
-  f->data = bytes + 8 + header_len;
-  f->data_size = size - 8 - header_len;
-  parse_header(*f, reinterpret_cast<const char*>(bytes + 8), header_len);
+  validate(*f, reinterpret_cast<const uint8_t*>(f->owned.data()), f->owned.size());
   SafetensorsFile file;
   file.impl_ = std::move(f);
   return file;

@@ -29,7 +29,7 @@ nlohmann::json read_json_path(const std::string& path, const std::string& key) {
   std::ifstream in(path);
   try {
     return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw IoError(zerodiff::str(path, ": invalid JSON: ", e.what()));
   }
 }

@@ -149,6 +149,8 @@ TEST(DataImageFolderDataset, MetadataErrorsNameFileAndLine) {
   EXPECT_EQ(folder_error(root).rfind(meta + ":2: invalid JSON: parse error", 0), 0u) << folder_error(root);
   write_text(meta, "[1, 2]\n");
   EXPECT_EQ(folder_error(root), meta + ":1: expected a JSON object, got array");
+  write_text(meta, "{\"file_name\": \"a.png\", \"text\": \"x\", \"score\": 1E999999}\n");  // out_of_range, not parse_error
+  EXPECT_EQ(folder_error(root), meta + ":1: invalid JSON: number overflow parsing '1E999999'");
   write_text(meta, "{\"text\": \"x\"}\n");
   EXPECT_EQ(folder_error(root), meta + ":1: missing 'file_name' (a string)");
   write_text(meta, "{\"file_name\": \"a.png\", \"caption\": \"x\"}\n");

@@ -114,6 +114,10 @@ TEST(Safetensors, RejectsMalformedFiles) {
   p = write_raw("badjson.st", R"({"a":{"dtype":"F32",)", "");
   EXPECT_NE(open_error(p).find(p + ": invalid JSON header: "), std::string::npos) << open_error(p);
 
+  // Found by fuzz_safetensors: a number too large for a double is nlohmann's out_of_range, not a parse_error.
+  p = write_raw("overflow.st", R"({"s": 1E999999})", "");
+  EXPECT_EQ(open_error(p), p + ": invalid JSON header: [json.exception.out_of_range.406] number overflow parsing '1E999999'");
+
   p = write_raw("dtype.st", R"({"a":{"dtype":"F17","shape":[2],"data_offsets":[0,8]}})", f32x2);
   EXPECT_EQ(open_error(p), p + ": tensor 'a': unknown safetensors dtype 'F17' (expected one of F64, F32, F16, BF16, "
                                "I64, I32, I16, I8, U64, U32, U16, U8, BOOL, F8_E4M3, F8_E5M2)");
@@ -147,6 +151,10 @@ TEST(Safetensors, RejectsMalformedFiles) {
   p = write_raw("wrap.st", R"({"a":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,0]}})", "");
   EXPECT_EQ(open_error(p), p + ": tensor 'a': shape [2305843009213693952] overflows");
 
+  // A dimension past int64 with a zero-sized shape (numel 0, so no byte-count mismatch to catch it).
+  p = write_raw("bigdim.st", R"({"a":{"dtype":"U8","shape":[9223372036854775808,0],"data_offsets":[0,0]}})", "");
+  EXPECT_EQ(open_error(p), p + ": tensor 'a': shape [9223372036854775808,0] has a dimension over 2^63 - 1");
+
   p = write_raw("notobj.st", R"([1,2])", "");
   EXPECT_EQ(open_error(p), p + ": header is not a JSON object");
 
@@ -155,6 +163,38 @@ TEST(Safetensors, RejectsMalformedFiles) {
 
   const std::string missing = temp_path("does_not_exist.st");
   EXPECT_EQ(open_error(missing), missing + ": cannot open: No such file or directory");
+}
+
+TEST(Safetensors, PickleFilesAreRefusedWithTheWayToConvertThem) {
+  // torch.save's zip archive (what a .bin / .pt / .ckpt usually is) and a bare pickle (protocol 2-5).
+  const std::string zip = temp_path("pytorch_model.bin"), pickle = temp_path("model.ckpt");
+  {
+    std::ofstream(zip, std::ios::binary) << std::string("PK\x03\x04", 4) << std::string(60, '\0');
+    std::ofstream(pickle, std::ios::binary) << std::string("\x80\x04\x95\x10\0\0\0\0\0\0\0}", 12);
+  }
+  const std::string how = ", not safetensors: zerodiff never loads pickle files, which can execute arbitrary code. "
+                          "Convert it once in Python: `from safetensors.torch import save_file; import torch; "
+                          "sd = torch.load(IN, weights_only=True); sd = sd.get('state_dict', sd); "
+                          "save_file({k: v.contiguous() for k, v in sd.items()}, OUT)` (a full Stable Diffusion "
+                          ".ckpt: diffusers' convert_original_stable_diffusion_to_diffusers.py)";
+  EXPECT_EQ(open_error(zip), zip + ": a PyTorch zip archive (torch.save)" + how);
+  EXPECT_EQ(open_error(pickle), pickle + ": a Python pickle" + how);
+  EXPECT_THROW(zio::load_safetensors(zip), zerodiff::IoError);
+}
+
+TEST(Safetensors, ParseFromMemoryChecksLikeOpen) {
+  const std::string path = temp_path("mem.st");
+  zio::save_safetensors(path, {{"w", torch::arange(6, torch::kFloat).reshape({2, 3})}});
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto file = zio::SafetensorsFile::parse(bytes, "<memory>");
+  EXPECT_TRUE(torch::equal(file.get("w"), torch::arange(6, torch::kFloat).reshape({2, 3})));
+  try {
+    zio::SafetensorsFile::parse(bytes.substr(0, bytes.size() - 4), "<memory>");
+    FAIL();
+  } catch (const zerodiff::IoError& e) {
+    EXPECT_EQ(std::string(e.what()), "<memory>: tensor 'w': data_offsets [0, 24) out of range (data section is 20 bytes)");
+  }
 }
 
 TEST(Safetensors, TruncatedFileFailsCleanly) {

@@ -134,8 +134,9 @@ TEST(TextToImageModule, CachedLatentsTrainLikeFreshOnesAndResumeExactly) {
   const auto cfg = zerodiff::config::load_string<zt::RunConfig>(t2i_yaml(cached, 3, "  cache_latents: true\n"), "b.yaml");
   zt::run(cfg);
   // Same posteriors (one image at a time instead of a batch: equal up to float rounding), same noise draws:
-  // the same loss at every step, and weights apart by far less than one step's update (lr 1e-3; a wrong
-  // cache entry, i.e. another image's latents, moves them by about lr per step).
+  // the same loss at every step, and weights apart by well under one step's update (lr 1e-3; a wrong cache entry,
+  // i.e. another image's latents, moves them by about lr per step). The rounding differences reach 1.5e-4 with
+  // clang (FMA contraction), because Adam scales tiny gradient differences up to a fraction of lr: bound 3e-4.
   auto losses = [](const std::string& dir) {
     std::ifstream in(dir + "/metrics.jsonl");
     std::vector<double> out;
@@ -148,7 +149,7 @@ TEST(TextToImageModule, CachedLatentsTrainLikeFreshOnesAndResumeExactly) {
   for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], 1e-4 * la[i]) << "step " << i + 1;
   const auto a = unet_weights(fresh_dir), b = unet_weights(cached);
   for (const auto& [name, t] : a) {
-    EXPECT_LT((t - b.at(name)).abs().max().item<double>(), 1e-4) << name;
+    EXPECT_LT((t - b.at(name)).abs().max().item<double>(), 3e-4) << name;
   }
   // Stop after step 1, resume in a new module (empty cache): bit-identical to the uninterrupted cached run.
   auto cfg2 = zerodiff::config::load_string<zt::RunConfig>(t2i_yaml(resumed, 3, "  cache_latents: true\n"), "c.yaml");

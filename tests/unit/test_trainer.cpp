@@ -19,78 +19,10 @@
 #include "zerodiff/optim/LRSchedule.h"
 #include "zerodiff/train/EMA.h"
 #include "zerodiff/train/Trainer.h"
+#include "trainer_test_util.h"
 
-namespace fs = std::filesystem;
-namespace zt = zerodiff::train;
-namespace zd = zerodiff::data;
-namespace zio = zerodiff::io;
 
-namespace {
-
-// A small conv net predicting the horizontally flipped image; noise from the run's generator.
-struct ToyNet : torch::nn::Module {
-  ToyNet() {
-    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
-    norm = register_module("norm", torch::nn::GroupNorm(2, 8));
-    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 3, 3).padding(1)));
-  }
-  torch::Tensor forward(torch::Tensor x) { return conv2(torch::silu(norm(conv1(x)))); }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::GroupNorm norm{nullptr};
-};
-
-struct ToyModule : zt::TrainingModule {
-  std::shared_ptr<ToyNet> net;
-  void configure_model(const torch::Device& device) override {
-    net = std::make_shared<ToyNet>();
-    net->to(device);
-  }
-  torch::nn::Module& model() override { return *net; }
-  zt::StepOutput training_step(const zd::Batch& batch, zt::StepContext& ctx) override {
-    auto noise = at::randn(batch.images.sizes(), ctx.generator) * 0.1;
-    auto pred = net->forward(batch.images + noise);
-    return {torch::mse_loss(pred, batch.images.flip(-1)), {}};
-  }
-};
-
-std::shared_ptr<zd::SyntheticShapesDataset> shapes() {
-  return std::make_shared<zd::SyntheticShapesDataset>(zd::SyntheticShapesOptions{.size = 12, .image_size = 16, .seed = 3});
-}
-
-zd::DataLoaderOptions loader_options(int64_t batch) {
-  zd::DataLoaderOptions o;
-  o.batch_size = batch;
-  o.num_workers = 1;
-  o.seed = 5;
-  o.image.resolution = 16;
-  o.image.random_flip = true;
-  return o;
-}
-
-zt::TrainerConfig config(const std::string& dir, int64_t steps) {
-  zt::TrainerConfig c;
-  c.output_dir = dir;
-  c.max_steps = steps;
-  c.accelerator = "cpu";
-  c.log_every = 2;
-  c.optimizer.lr = 1e-2;
-  c.lr_schedule.type = "cosine";
-  c.lr_schedule.warmup_steps = 2;
-  c.ema.enabled = true;
-  c.ema.decay = 0.9;
-  c.gradient_accumulation_steps = 2;
-  return c;
-}
-
-std::string fresh(const std::string& name) {
-  const auto dir = fs::path(testing::TempDir()) / "zd_trainer" / name;
-  fs::remove_all(dir);
-  return dir.string();
-}
-
-zio::TensorMap final_weights(const std::string& dir) { return zio::load_safetensors(dir + "/final/model.safetensors"); }
-
-}  // namespace
+using namespace trainer_test;
 
 TEST(Trainer, ResumeContinuesExactly) {
   torch::set_num_threads(1);
@@ -366,78 +298,6 @@ TEST(GradScaler, GrowsBacksOffAndRoundTrips) {
   EXPECT_THROW(zerodiff::optim::GradScaler({.init_scale = 1, .growth_factor = 0.5}), zerodiff::Error);
 }
 
-// 16-mixed on the CPU: a loss of inf at global steps [first, last] makes every gradient non-finite.
-struct OverflowingToy : ToyModule {
-  int64_t first = 2, last = 2;
-  zt::StepOutput training_step(const zd::Batch& batch, zt::StepContext& ctx) override {
-    auto out = ToyModule::training_step(batch, ctx);
-    if (ctx.global_step >= first && ctx.global_step <= last) out.loss = out.loss * std::numeric_limits<double>::infinity();
-    return out;
-  }
-};
-
-TEST(Trainer, MixedPrecision16SkipsOverflowingStepsAndBacksOff) {
-  torch::set_num_threads(1);
-  const std::string dir = fresh("fp16");
-  auto c = config(dir, 4);
-  c.precision = "16-mixed";
-  c.gradient_accumulation_steps = 1;
-  c.checkpoint_every = 1;
-  c.keep_last = 0;
-  c.grad_scaler.init_scale = 4;
-  c.grad_scaler.growth_interval = 2;
-  OverflowingToy m;
-  zd::DataLoader loader(shapes(), loader_options(2));
-  zt::Trainer(c).fit(m, loader);
-  auto ck = [&](int s, const std::string& file) {
-    return zio::load_safetensors(dir + "/checkpoints/checkpoint-" + std::to_string(s) + "/" + file + ".safetensors");
-  };
-  // Steps 1-2 clean: scale 4 -> 8 (interval 2). Step 3 overflows: skipped, scale 4, tracker reset. Step 4 clean.
-  EXPECT_EQ(ck(2, "scaler").at("scale").item<double>(), 8.0);
-  EXPECT_EQ(ck(3, "scaler").at("scale").item<double>(), 4.0);
-  EXPECT_EQ(ck(3, "scaler").at("growth_tracker").item<int64_t>(), 0);
-  EXPECT_EQ(ck(4, "scaler").at("growth_tracker").item<int64_t>(), 1);
-  // The skipped step left parameters, optimizer state and EMA exactly as they were.
-  for (const char* file : {"model", "optimizer", "ema"}) {
-    const auto before = ck(2, file), after = ck(3, file);
-    for (const auto& [name, t] : before) EXPECT_TRUE(torch::equal(t, after.at(name))) << file << " " << name;
-  }
-  const auto changed = ck(4, "model");
-  EXPECT_FALSE(torch::equal(changed.at("conv1.weight"), ck(3, "model").at("conv1.weight")));
-  // metrics.jsonl carries the loss scale.
-  std::ifstream in(dir + "/metrics.jsonl");
-  std::string line;
-  std::getline(in, line);
-  EXPECT_TRUE(nlohmann::json::parse(line).contains("loss_scale"));
-}
-
-TEST(Trainer, RepeatedOverflowsStopTheRunKeepingTheLastGoodCheckpoint) {
-  torch::set_num_threads(1);
-  const std::string dir = fresh("fp16_broken");
-  auto c = config(dir, 10);
-  c.precision = "16-mixed";
-  c.gradient_accumulation_steps = 1;
-  c.checkpoint_every = 2;
-  c.keep_last = 0;
-  c.grad_scaler.max_consecutive_skips = 3;
-  OverflowingToy m;  // from the third step on, every loss is inf
-  m.last = std::numeric_limits<int64_t>::max();
-  zd::DataLoader loader(shapes(), loader_options(2));
-  try {
-    zt::Trainer(c).fit(m, loader);
-    FAIL() << "expected the run to stop";
-  } catch (const zerodiff::Error& e) {
-    // Steps 3, 4, 5 skipped; checkpoint-4 (written after skipped step 4) holds step 2's weights.
-    EXPECT_EQ(std::string(e.what()), "3 steps in a row (up to step 5) had inf/NaN gradients and were skipped; the loss "
-                                     "scale is now 8192. Stopping: check the data and the learning rate. The last "
-                                     "good checkpoint is kept: " + dir + "/checkpoints/checkpoint-4");
-  }
-  const auto ck2 = zio::load_safetensors(dir + "/checkpoints/checkpoint-2/model.safetensors");
-  const auto ck4 = zio::load_safetensors(dir + "/checkpoints/checkpoint-4/model.safetensors");
-  for (const auto& [name, t] : ck2) EXPECT_TRUE(torch::equal(t, ck4.at(name))) << name;
-  EXPECT_FALSE(fs::exists(dir + "/final"));
-}
-
 TEST(Trainer, BadResumeFailsBeforeWritingAnything) {
   const std::string dir = fresh("badresume");
   ToyModule m;
@@ -595,4 +455,11 @@ TEST(Checkpoints, FolderWritesAreAllOrNothing) {
   EXPECT_EQ(read(dir + "/c.txt"), "two");
   EXPECT_FALSE(fs::exists(parent / ".final.tmp-999999"));
   EXPECT_FALSE(fs::exists(parent / ".final.old-999999"));
+  // A writer killed between moving the previous folder aside and renaming the new one in (the fallback without
+  // RENAME_EXCHANGE) leaves only ".final.old-<pid>": the next write puts it back first, even if that write fails.
+  fs::rename(dir, parent / ".final.old-999998");
+  EXPECT_THROW(zio::write_directory_atomic(dir, [](const std::string&) { throw zerodiff::IoError("disk full"); }),
+               zerodiff::IoError);
+  EXPECT_EQ(read(dir + "/c.txt"), "two");
+  EXPECT_FALSE(fs::exists(parent / ".final.old-999998"));
 }

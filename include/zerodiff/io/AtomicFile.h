@@ -29,6 +29,7 @@ class AtomicFile {
   std::string path_, temp_;
   int fd_ = -1;
   bool committed_ = false;
+  bool started_ = false;  // a first write() happened (the fault point "atomic_file.mid_write" is in the first)
 };
 
 /// Writes `contents` to `path` atomically (AtomicFile in one call).
@@ -36,10 +37,11 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 
 /// Builds the folder `dir` so that it is either absent/old or complete: `fill` writes into a hidden sibling
 /// ("<parent>/.<name>.tmp-<pid>", created empty; leftovers of interrupted writes of `dir`, any pid, are
-/// removed first: one writer per folder); every file and folder in it is fsynced, then it is renamed to `dir`,
-/// an existing `dir` being moved aside only at that moment and removed afterwards (put back if the rename
-/// fails). When `fill` throws, the sibling is removed, `dir` is untouched and the exception propagates.
-/// Throws IoError naming the folder when it cannot be created or renamed.
+/// removed first — one writer per folder — except a moved-aside previous folder with no `dir`, which is put back);
+/// every file and folder in it is fsynced, then it replaces `dir` in one renameat2(RENAME_EXCHANGE) (or, where the
+/// filesystem lacks it, by moving `dir` aside and renaming, the old folder put back if the rename fails); the
+/// previous folder is removed afterwards. When `fill` throws, the sibling is removed, `dir` is untouched and the
+/// exception propagates. Throws IoError naming the folder when it cannot be created or renamed.
 void write_directory_atomic(const std::string& dir, const std::function<void(const std::string& temp)>& fill);
 
 }  // namespace zerodiff::io

@@ -47,7 +47,12 @@ class SafetensorsFile {
   /// than 8 bytes, its header length is past the end of the file or over 100 MB, the header is not valid
   /// JSON or not an object, a dtype is unknown, a shape is not a list of non-negative integers, offsets are
   /// out of range, overlap, leave gaps or do not match shape x dtype size, or a name appears twice.
+  /// A PyTorch pickle (torch.save's zip archive or a bare pickle: .bin/.ckpt/.pt/.pth) is refused before
+  /// parsing, with the Python line that converts it: zerodiff never executes code from a file.
   static SafetensorsFile open(const std::string& path);
+  /// The same checks over bytes in memory (`name` stands for the path in messages); the file keeps `bytes`.
+  /// Used by the fuzz target (tests/fuzz/) and for weights that do not come from a file.
+  static SafetensorsFile parse(std::string bytes, const std::string& name);
 
   struct Impl;  // implementation detail (mapping + parsed header), defined in src/io/Safetensors.cpp
 
@@ -63,6 +68,7 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const;
 
  private:
+  static void validate(Impl& f, const uint8_t* bytes, uint64_t size);
   std::shared_ptr<const Impl> impl_;
 };
 

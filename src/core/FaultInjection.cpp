@@ -1,0 +1,53 @@
+#include "zerodiff/core/FaultInjection.h"
+
+#include <csignal>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+#include "zerodiff/core/Error.h"
+
+namespace zerodiff {
+
+namespace {
+struct Armed {
+  std::string name;   // empty: no fault armed
+  long long when = 0;  // the hit that kills
+  long long hits = 0;
+  std::mutex mu;
+};
+
+Armed& armed() {
+  static Armed* a = [] {
+    auto* p = new Armed();  // leaked on purpose: usable during static destruction
+    const char* env = std::getenv("ZERODIFF_FAULT");
+    if (env == nullptr || *env == '\0') return p;
+    std::string spec(env);
+    long long when = 1;
+    if (const auto at = spec.find('@'); at != std::string::npos) {
+      const std::string count = spec.substr(at + 1);
+      char* end = nullptr;
+      when = std::strtoll(count.c_str(), &end, 10);
+      if (count.empty() || *end != '\0' || when < 1) {
+        throw ConfigError(zerodiff::str("ZERODIFF_FAULT='", spec, "': expected <point> or <point>@<n> with n >= 1"));
+      }
+      spec.resize(at);
+    }
+    p->name = spec;
+    p->when = when;
+    return p;
+  }();
+  return *a;
+}
+}  // namespace
+
+void fault_point(const char* name) {
+  Armed& a = armed();
+  if (a.name.empty() || a.name != name) return;
+  std::lock_guard<std::mutex> lock(a.mu);
+  if (++a.hits == a.when) {
+    std::raise(SIGKILL);
+  }
+}
+
+}  // namespace zerodiff

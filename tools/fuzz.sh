@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the libFuzzer targets (tests/fuzz/) for a fixed time each, on their seed corpora, with ASan+UBSan.
+#
+#   bash tools/fuzz.sh [SECONDS] [TARGET...]     default: 60 s each for safetensors config tokenizer metadata
+#
+# Builds them in the sanitizer build (tools/sanitize.sh configures it; $ZERODIFF_ASAN_BUILD_DIR, default
+# build-asan/). New inputs go to a scratch corpus under the build folder (the seeds in tests/fuzz/corpus/ are not
+# modified). A crash, a sanitizer report, a leak of the target's own, a timeout (10 s per input) or an out-of-memory
+# input (2 GiB) fails the script; the input is saved as build-asan/fuzz/<target>/crash-* and libFuzzer prints how
+# to reproduce it. Every finding becomes a regression test (tests/unit/) when it is fixed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${ZERODIFF_ASAN_BUILD_DIR:-$ROOT/build-asan}"
+SECONDS_EACH="${1:-60}"
+shift || true
+TARGETS=("$@")
+((${#TARGETS[@]})) || TARGETS=(safetensors config tokenizer metadata)
+
+if [[ ! -f "$BUILD/build.ninja" ]]; then
+  echo "[fuzz] no sanitizer build at $BUILD: run tools/sanitize.sh first"; exit 1
+fi
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/zerodiff/ccache}"
+cmake --build "$BUILD" -j "${ZERODIFF_JOBS:-$(nproc)}" $(printf -- '--target fuzz_%s ' "${TARGETS[@]}") >/dev/null
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export OMP_NUM_THREADS=1
+status=0
+for t in "${TARGETS[@]}"; do
+  work="$BUILD/fuzz/$t"
+  rm -rf "$work/corpus"
+  mkdir -p "$work/corpus"
+  echo "[fuzz] $t for $SECONDS_EACH s"
+  if ( cd "$work" && "$BUILD/bin/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+         -max_len=65536 -print_final_stats=1 "$work/corpus" "$ROOT/tests/fuzz/corpus/$t" >"$work/log" 2>&1 ); then
+    echo "[fuzz] $t: no finding ($(grep -aEo 'stat::number_of_executed_units: *[0-9]+' "$work/log" | grep -Eo '[0-9]+$') runs," \
+         "$(grep -aEo 'cov: [0-9]+' "$work/log" | tail -1))"
+  else
+    echo "[fuzz] $t: FINDING"; tail -60 "$work/log"; status=1
+  fi
+done
+exit $status
