@@ -8,64 +8,87 @@
 //
 // Time: median wall time over --reps runs after one warm-up, forward only (no autograd) and forward + backward
 // (inputs require grad, out.backward(dout), gradients of q, k, v). Memory: a counting c10 CPU allocator is
-// installed over LibTorch's default one (c10::SetCPUAllocator) and sees every ATen CPU allocation, including each
-// kernel's scratch; "peak MiB" is the highest live total during one call minus the total before it (inputs and
-// dout excluded; outputs, saved activations, gradients and scratch included). Allocations inside the BLAS
-// (MKL's own buffers) are not counted, for any of the three. Ratios: "x ours" is time(other) / time(ours)
-// (> 1: ours is faster) and mem(ours) / mem(math).
+// installed in place of LibTorch's default one (c10::SetCPUAllocator; the same c10::alloc_cpu underneath) and
+// sees every ATen CPU allocation, including each kernel's scratch; "MiB" is the highest live total during one
+// call minus the total before it (inputs and dout excluded; outputs, saved activations, gradients and scratch
+// included). Allocations inside the BLAS / oneDNN (their own buffers) are not counted, for any of the three.
+// Ratios: "sdpa/ours" and "math/ours" are time(other) / time(ours) (> 1: ours is faster); "ours/math" is
+// mem(ours) / mem(math).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 #include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "zerodiff/kernels/FlashAttention.h"
 
 namespace {
 
-// Counts live bytes of every CPU allocation made through c10's allocator, and their peak.
+// Counts live bytes of every CPU allocation made through c10's allocator, and their peak. Memory comes from
+// c10::alloc_cpu as with the default allocator; data pointer and context are the same (some ATen kernels use
+// raw_allocate, which requires that), so the sizes live in a map.
 class CountingAllocator final : public c10::Allocator {
  public:
-  explicit CountingAllocator(c10::Allocator* base) : base_(base) {}
-
   c10::DataPtr allocate(size_t n) override {
-    auto* ctx = new Context{base_->allocate(n), n, this};
-    const int64_t now = live_.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
-    int64_t peak = peak_.load();
-    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    void* p = c10::alloc_cpu(n);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      sizes_[p] = n;
+      live_ += static_cast<int64_t>(n);
+      peak_ = std::max(peak_, live_);
     }
-    return {ctx->inner.get(), ctx, &CountingAllocator::release, c10::Device(c10::DeviceType::CPU)};
+    return {p, p, &CountingAllocator::release, c10::Device(c10::DeviceType::CPU)};
   }
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingAllocator::release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
 
-  int64_t live() const { return live_.load(); }
-  void reset_peak() { peak_.store(live_.load()); }
-  int64_t peak() const { return peak_.load(); }
+  int64_t live() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return live_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    peak_ = live_;
+  }
+  int64_t peak() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return peak_;
+  }
+  static CountingAllocator& instance() {
+    static CountingAllocator a;
+    return a;
+  }
 
  private:
-  struct Context {
-    c10::DataPtr inner;
-    size_t bytes;
-    CountingAllocator* owner;
-  };
   static void release(void* p) {
-    auto* ctx = static_cast<Context*>(p);
-    ctx->owner->live_.fetch_sub(static_cast<int64_t>(ctx->bytes));
-    delete ctx;  // frees the inner allocation through its own deleter
+    if (p == nullptr) return;
+    CountingAllocator& a = instance();
+    {
+      std::lock_guard<std::mutex> lock(a.mutex_);
+      auto it = a.sizes_.find(p);
+      if (it != a.sizes_.end()) {
+        a.live_ -= static_cast<int64_t>(it->second);
+        a.sizes_.erase(it);
+      }
+    }
+    c10::free_cpu(p);
   }
-  c10::Allocator* base_;
-  std::atomic<int64_t> live_{0}, peak_{0};
+  std::mutex mutex_;
+  std::unordered_map<void*, size_t> sizes_;
+  int64_t live_ = 0, peak_ = 0;
 };
 
 CountingAllocator* g_counter = nullptr;
@@ -133,9 +156,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   zerodiff::kernels::flash_attention_use_gemm_backend(gemm);
   if (threads > 0) at::set_num_threads(threads);
-  static CountingAllocator counter(c10::GetCPUAllocator());
-  g_counter = &counter;
-  c10::SetCPUAllocator(&counter, /*priority=*/100);
+  g_counter = &CountingAllocator::instance();
+  c10::SetCPUAllocator(g_counter, /*priority=*/100);
   const at::ScalarType dtype = dtype_name == "bfloat16" ? at::kBFloat16 : at::kFloat;
 
   std::vector<Shape> shapes;

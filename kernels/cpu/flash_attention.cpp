@@ -13,9 +13,9 @@
 //    and elementwise parts (row max, exp, row sums, dS) are Highway code (foreach_target: compiled once per
 //    SIMD target, dispatched at run time), one pass over a tile row each.
 //  * Scores exist only as one (query block × key block) float32 tile per thread; memory is linear in N.
-//  * Kernels see float32 rows with unit stride along D and any row / head / batch strides. float32 inputs
-//    with a unit-stride last dim are used in place; anything else (bfloat16, a strided last dim) is widened
-//    or copied once per call, not once per tile.
+//  * GEMMs read float32 rows with unit stride along D and any row stride. float32 inputs with a unit-stride
+//    last dim are used in place; anything else (bfloat16, a strided last dim) is widened / copied one head at
+//    a time into per-thread scratch (once per head and thread, not once per tile, and never the whole tensor).
 //  * Per-thread scratch is allocated with at::empty once per parallel chunk (so allocator statistics see it):
 //    O(D · N) floats per thread for the packed head plus a few tiles.
 #undef HWY_TARGET_INCLUDE
@@ -263,36 +263,65 @@ void gemm_done() {
   if (backend() == GemmBackend::brgemm) at::native::cpublas::brgemm_release(false);
 }
 
-// A [B, H, N, D] tensor seen by the kernels: float32 rows with unit stride along D.
-struct Rows {
-  const float* data = nullptr;
-  int64_t sb = 0, sh = 0, sn = 0;  // element strides of batch, head and row
-  const float* at(int64_t b, int64_t h, int64_t n) const { return data + b * sb + h * sh + n * sn; }
+// A [B, H, N, D] input exactly as the caller passed it: float32 or bfloat16, any strides (in elements).
+struct Src {
+  const char* data = nullptr;
+  bool bf16 = false;
+  int64_t n = 0, d = 0, sb = 0, sh = 0, sn = 0, sd = 0;
+
+  explicit Src(const at::Tensor& t)
+      : data(static_cast<const char*>(t.const_data_ptr())),
+        bf16(t.scalar_type() == at::kBFloat16),
+        n(t.size(2)),
+        d(t.size(3)),
+        sb(t.stride(0)),
+        sh(t.stride(1)),
+        sn(t.size(2) <= 1 ? t.size(3) : t.stride(2)),
+        sd(t.size(3) == 1 ? 1 : t.stride(3)) {}
+  // float32 rows with unit stride along D and ld >= D: the GEMMs read them in place.
+  bool direct() const { return !bf16 && sd == 1 && sn >= d; }
+  const float* f32(int64_t b, int64_t h) const {
+    return reinterpret_cast<const float*>(data) + b * sb + h * sh;
+  }
+  float get(int64_t base, int64_t r, int64_t c) const {
+    const int64_t i = base + r * sn + c * sd;
+    return bf16 ? static_cast<float>(reinterpret_cast<const c10::BFloat16*>(data)[i])
+                : reinterpret_cast<const float*>(data)[i];
+  }
 };
 
-// float32 with unit stride along D and a row stride >= D (a GEMM needs ld >= D); copies otherwise. The
-// returned tensor owns the storage the Rows point into.
-at::Tensor as_float_rows(const at::Tensor& t, Rows& rows) {
-  at::Tensor f = t.scalar_type() == at::kFloat ? t : t.to(at::kFloat);
-  const int64_t d = f.size(3);
-  const bool unit = f.stride(3) == 1 || d == 1;
-  const bool rows_ok = f.size(2) <= 1 || f.stride(2) >= d;
-  if (!unit || !rows_ok) f = f.contiguous();
-  rows.data = f.const_data_ptr<float>();
-  rows.sb = f.stride(0);
-  rows.sh = f.stride(1);
-  rows.sn = f.size(2) <= 1 ? d : f.stride(2);
-  return f;
+// The rows of one head as the GEMMs read them: float32, unit stride along D, leading dimension ld.
+struct HeadRows {
+  const float* p = nullptr;
+  int64_t ld = 0;
+  const float* at(int64_t n) const { return p + n * ld; }
+};
+
+// Head (b, h) of `src` as float32 rows: in place when direct(), else converted (bfloat16 widened once per head
+// and thread, not once per tile) into buf [N × D].
+HeadRows load_head(const Src& src, int64_t b, int64_t h, float* buf) {
+  if (src.direct()) return {src.f32(b, h), src.sn};
+  const int64_t base = b * src.sb + h * src.sh;
+  for (int64_t r = 0; r < src.n; ++r) {
+    for (int64_t c = 0; c < src.d; ++c) buf[r * src.d + c] = src.get(base, r, c);
+  }
+  return {buf, src.d};
 }
 
-// dst[D × n] (row stride n) = the transpose of n rows of D floats (row stride ld): Kᵀ, Qᵀ, dOᵀ of one head.
-void pack_transposed(const float* src, int64_t ld, int64_t n, int64_t d, float* dst) {
+// dst[D × N] (row stride N) = the transpose of head (b, h) of `src`, as float32: Kᵀ, Qᵀ, dOᵀ of one head.
+void load_head_transposed(const Src& src, int64_t b, int64_t h, float* dst) {
   constexpr int64_t kBlock = 32;  // 32 rows at a time: reads and writes stay within a few cache lines each
+  const int64_t base = b * src.sb + h * src.sh, n = src.n;
   for (int64_t n0 = 0; n0 < n; n0 += kBlock) {
     const int64_t n1 = std::min(n, n0 + kBlock);
-    for (int64_t c = 0; c < d; ++c) {
+    for (int64_t c = 0; c < src.d; ++c) {
       float* out = dst + c * n;
-      for (int64_t r = n0; r < n1; ++r) out[r] = src[r * ld + c];
+      if (src.direct()) {
+        const float* in = reinterpret_cast<const float*>(src.data) + base + c;
+        for (int64_t r = n0; r < n1; ++r) out[r] = in[r * src.sn];
+      } else {
+        for (int64_t r = n0; r < n1; ++r) out[r] = src.get(base, r, c);
+      }
     }
   }
 }
@@ -371,8 +400,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward_cpu(const at::Tensor&
   at::Tensor out = at::empty({B, H, Nq, D}, q.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor lse = at::empty({B, H, Nq}, q.options().dtype(at::kFloat));
   if (out.numel() == 0) return {out, lse};
-  Rows qr, kr, vr;
-  const at::Tensor qf = as_float_rows(q, qr), kf = as_float_rows(k, kr), vf = as_float_rows(v, vr);
+  const Src qs(q), ks(k), vs(v);
   const bool bf16 = dt == at::kBFloat16;
   const int64_t elem = bf16 ? 2 : 4;
   char* out_data = static_cast<char*>(out.data_ptr());
@@ -382,32 +410,41 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward_cpu(const at::Tensor&
   const int64_t bk_max = std::min(kFwdBlockK, Nkv), bq_max = std::min(kFwdBlockQ, Nq);
 
   // Algorithm 1: one task per (b, h, query block); each owns its output rows, so there is nothing to reduce.
-  // A thread gets consecutive tasks, so it packs Kᵀ of a head once for all the query blocks it runs there.
+  // A thread gets consecutive tasks, so it loads a head (Kᵀ; Q and V unless usable in place) once for all the
+  // query blocks it runs there.
   at::parallel_for(0, B * H * q_blocks, 1, [&](int64_t t0, int64_t t1) {
-    // Scratch: Kᵀ of one head [D × Nkv], score tile [bq × bk], output accumulator [bq × D], m, l, alpha [bq].
+    // Scratch: Kᵀ of one head [D × Nkv], Q [Nq × D] and V [Nkv × D] of the head when they are not float32 rows
+    // with unit stride along D, score tile [bq × bk], output accumulator [bq × D], m, l, alpha [bq].
     const int64_t kt_size = D * Nkv + kPad, s_size = bq_max * bk_max + kPad, acc_size = bq_max * D + kPad;
-    at::Tensor scratch = at::empty({kt_size + s_size + acc_size + 3 * bq_max}, at::TensorOptions().dtype(at::kFloat));
+    const int64_t q_size = qs.direct() ? 0 : Nq * D, v_size = vs.direct() ? 0 : Nkv * D;
+    at::Tensor scratch = at::empty({kt_size + q_size + v_size + s_size + acc_size + 3 * bq_max},
+                                   at::TensorOptions().dtype(at::kFloat));
     float* kt = scratch.data_ptr<float>();
-    float* s = kt + kt_size;
+    float* q_buf = kt + kt_size;
+    float* v_buf = q_buf + q_size;
+    float* s = v_buf + v_size;
     float* acc = s + s_size;
     float* m = acc + acc_size;
     float* l = m + bq_max;
     float* alpha = l + bq_max;
-    int64_t packed_bh = -1;
+    int64_t loaded_bh = -1;
+    HeadRows qh, vh;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t bh = t / q_blocks, i0 = (t % q_blocks) * kFwdBlockQ;
       const int64_t b = bh / H, h = bh % H, bq = std::min(kFwdBlockQ, Nq - i0);
-      if (bh != packed_bh) {
-        pack_transposed(kr.at(b, h, 0), kr.sn, Nkv, D, kt);
-        packed_bh = bh;
+      if (bh != loaded_bh) {
+        load_head_transposed(ks, b, h, kt);
+        qh = load_head(qs, b, h, q_buf);
+        vh = load_head(vs, b, h, v_buf);
+        loaded_bh = bh;
       }
-      const float* qi = qr.at(b, h, i0);
+      const float* qi = qh.at(i0);
       std::fill(m, m + bq, -std::numeric_limits<float>::infinity());
       std::fill(l, l + bq, 0.0f);
       for (int64_t j0 = 0; j0 < Nkv; j0 += kFwdBlockK) {
         const int64_t bk = std::min(kFwdBlockK, Nkv - j0);
         // S = Q_i K_jᵀ  [bq × bk] (scaled inside the softmax step)
-        gemm(bq, bk, D, qi, qr.sn, kt + j0, Nkv, s, bk, false);
+        gemm(bq, bk, D, qi, qh.ld, kt + j0, Nkv, s, bk, false);
         HWY_DYNAMIC_DISPATCH(SoftmaxTileForward)(s, bq, bk, bk, fscale, m, l, alpha);
         if (j0 > 0) {
           for (int64_t r = 0; r < bq; ++r) {
@@ -417,7 +454,7 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_forward_cpu(const at::Tensor&
           }
         }
         // O_i = diag(alpha) O_i + P V_j  [bq × D]
-        gemm(bq, D, bk, s, bk, vr.at(b, h, j0), vr.sn, acc, D, j0 > 0);
+        gemm(bq, D, bk, s, bk, vh.at(j0), vh.ld, acc, D, j0 > 0);
       }
       const int64_t row0 = bh * Nq + i0;
       for (int64_t r = 0; r < bq; ++r) {
@@ -459,9 +496,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward_cpu(cons
   if (B * H == 0) return {dq, dk, dv};
   if (Nq == 0) return {dq, dk.zero_(), dv.zero_()};
 
-  Rows qr, kr, vr, dor, outr;
-  const at::Tensor qf = as_float_rows(q, qr), kf = as_float_rows(k, kr), vf = as_float_rows(v, vr);
-  const at::Tensor dof = as_float_rows(dout, dor), outf = as_float_rows(out, outr);
+  const Src qs(q), ks(k), vs(v), dos(dout), outs(out);
   const at::Tensor lsec = lse.contiguous();
   const float* lse_data = lsec.const_data_ptr<float>();
   const float fscale = static_cast<float>(scale);
@@ -486,16 +521,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward_cpu(cons
   const int64_t bk_max = std::min(kBwdBlockK, Nkv), bq_max = std::min(kBwdBlockQ, Nq);
 
   at::parallel_for(0, B * H * G, 1, [&](int64_t t0, int64_t t1) {
-    // Scratch: Qᵀ, dOᵀ, dQᵀ of one head [D × Nq]; Kᵀ [D × Nkv]; lse and D_i of the head [Nq]; Pᵀ and dPᵀ/dSᵀ
+    // Scratch: Qᵀ, dOᵀ, dQᵀ of one head [D × Nq]; Kᵀ [D × Nkv]; Q, dO [Nq × D] and K, V [Nkv × D] of the head
+    // when they are not float32 rows with unit stride along D; lse and D_i of the head [Nq]; Pᵀ and dPᵀ/dSᵀ
     // tiles [bk × bq]; dK_j, dV_j accumulators [bk × D].
     const int64_t hq = D * Nq + kPad, hk = D * Nkv + kPad, vec = Nq + kPad, tile = bk_max * bq_max + kPad,
                   kv = bk_max * D + kPad;
-    at::Tensor scratch = at::empty({3 * hq + hk + 2 * vec + 2 * tile + 2 * kv}, f32);
+    const int64_t q_size = qs.direct() ? 0 : Nq * D, do_size = dos.direct() ? 0 : Nq * D;
+    const int64_t k_size = ks.direct() ? 0 : Nkv * D, v_size = vs.direct() ? 0 : Nkv * D;
+    at::Tensor scratch =
+        at::empty({3 * hq + hk + q_size + do_size + k_size + v_size + 2 * vec + 2 * tile + 2 * kv}, f32);
     float* qt = scratch.data_ptr<float>();
     float* dot = qt + hq;
     float* dqt = dot + hq;
     float* kt = dqt + hq;
-    float* lse_h = kt + hk;
+    float* q_buf = kt + hk;
+    float* do_buf = q_buf + q_size;
+    float* k_buf = do_buf + do_size;
+    float* v_buf = k_buf + k_size;
+    float* lse_h = v_buf + v_size;
     float* di = lse_h + vec;
     float* pt = di + vec;
     float* dpt = pt + tile;
@@ -503,37 +546,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward_cpu(cons
     float* dv_acc = dk_acc + kv;
     std::fill(lse_h + Nq, lse_h + vec, 0.0f);  // the padding is read (and masked off) by tail vectors
     std::fill(di + Nq, di + vec, 0.0f);
-    int64_t packed_bh = -1;
+    int64_t loaded_bh = -1;
+    HeadRows qh, doh, kh, vh;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t bh = t / G, g = t % G, b = bh / H, h = bh % H;
-      if (packed_bh != bh) {
-        pack_transposed(qr.at(b, h, 0), qr.sn, Nq, D, qt);
-        pack_transposed(dor.at(b, h, 0), dor.sn, Nq, D, dot);
-        pack_transposed(kr.at(b, h, 0), kr.sn, Nkv, D, kt);
+      if (loaded_bh != bh) {
+        load_head_transposed(qs, b, h, qt);
+        load_head_transposed(dos, b, h, dot);
+        load_head_transposed(ks, b, h, kt);
+        qh = load_head(qs, b, h, q_buf);
+        doh = load_head(dos, b, h, do_buf);
+        kh = load_head(ks, b, h, k_buf);
+        vh = load_head(vs, b, h, v_buf);
         std::copy(lse_data + bh * Nq, lse_data + (bh + 1) * Nq, lse_h);
-        // D_i = rowsum(dO ∘ O) for every query row of this head
-        HWY_DYNAMIC_DISPATCH(RowDots)(dor.at(b, h, 0), dor.sn, outr.at(b, h, 0), outr.sn, Nq, D, di);
-        packed_bh = bh;
+        // D_i = rowsum(dO ∘ O) for every query row of this head (O borrows the dQᵀ buffer, cleared below)
+        const HeadRows oh = load_head(outs, b, h, dqt);
+        HWY_DYNAMIC_DISPATCH(RowDots)(doh.p, doh.ld, oh.p, oh.ld, Nq, D, di);
+        loaded_bh = bh;
       }
       std::fill(dqt, dqt + D * Nq, 0.0f);
       const int64_t jb0 = g * kv_blocks / G, jb1 = (g + 1) * kv_blocks / G;
       for (int64_t jb = jb0; jb < jb1; ++jb) {
         const int64_t j0 = jb * kBwdBlockK, bk = std::min(kBwdBlockK, Nkv - j0);
-        const float* kj = kr.at(b, h, j0);
-        const float* vj = vr.at(b, h, j0);
+        const float* kj = kh.at(j0);
+        const float* vj = vh.at(j0);
         for (int64_t i0 = 0; i0 < Nq; i0 += kBwdBlockQ) {
           const int64_t bq = std::min(kBwdBlockQ, Nq - i0);
           const bool acc = i0 > 0;
           // Sᵀ = K_j Q_iᵀ, then Pᵀ = exp(scale · Sᵀ − lse_i)  [bk × bq]
-          gemm(bk, bq, D, kj, kr.sn, qt + i0, Nq, pt, bq, false);
+          gemm(bk, bq, D, kj, kh.ld, qt + i0, Nq, pt, bq, false);
           HWY_DYNAMIC_DISPATCH(ProbsTileT)(pt, bk, bq, bq, fscale, lse_h + i0);
           // dV_j += Pᵀ dO_i  [bk × D]
-          gemm(bk, D, bq, pt, bq, dor.at(b, h, i0), dor.sn, dv_acc, D, acc);
+          gemm(bk, D, bq, pt, bq, doh.at(i0), doh.ld, dv_acc, D, acc);
           // dPᵀ = V_j dO_iᵀ, then dSᵀ = scale · Pᵀ ∘ (dPᵀ − D_i)  [bk × bq]
-          gemm(bk, bq, D, vj, vr.sn, dot + i0, Nq, dpt, bq, false);
+          gemm(bk, bq, D, vj, vh.ld, dot + i0, Nq, dpt, bq, false);
           HWY_DYNAMIC_DISPATCH(GradScoresTileT)(dpt, pt, bk, bq, bq, fscale, di + i0);
           // dK_j += dSᵀ Q_i  [bk × D];  dQ_iᵀ += K_jᵀ dSᵀ  [D × bq]
-          gemm(bk, D, bq, dpt, bq, qr.at(b, h, i0), qr.sn, dk_acc, D, acc);
+          gemm(bk, D, bq, dpt, bq, qh.at(i0), qh.ld, dk_acc, D, acc);
           gemm(D, bq, bk, kt + j0, Nkv, dpt, bq, dqt + i0, Nq, true);
         }
         const int64_t row0 = bh * Nkv + j0;

@@ -11,7 +11,8 @@
 // zerodiff::nn::attention_math (matmul, softmax, matmul).
 //
 // Shapes use [B, H, N, D]: batch, heads, sequence length, head dim. Inputs may have any strides (e.g. the
-// transpose of a [B, N, H, D] projection); a tensor whose last dim is not unit-stride is copied once.
+// transpose of a [B, N, H, D] projection); float32 rows with a unit-stride last dim are read in place, anything
+// else is converted one head at a time into per-thread scratch. Extra memory: O(threads · N · D) floats.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -27,7 +28,8 @@ namespace zerodiff::kernels {
 ///   scale: the factor applied to q kᵀ before the softmax (usually 1/sqrt(D)); must be finite.
 /// Returns (out, lse): out [B, H, Nq, D] contiguous in q's dtype; lse [B, H, Nq] float32, the log-sum-exp of
 /// the scaled scores of each query row (what the backward pass needs to recompute the probabilities).
-/// Arithmetic is float32 throughout (bfloat16 inputs are widened once, the output rounded once).
+/// Arithmetic is float32 throughout (bfloat16 inputs are widened one head at a time into per-thread scratch, the
+/// output rounded once).
 /// Parallel over B × H × query blocks (at::parallel_for). Throws zerodiff::Error naming the tensor on a wrong
 /// rank, mismatched batch / head / sequence / head-dim sizes, mismatched or unsupported dtype, non-CPU or
 /// undefined tensor, head dim out of range, Nkv = 0 or a non-finite scale.
