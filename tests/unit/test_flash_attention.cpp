@@ -1,0 +1,301 @@
+// The CPU flash-attention kernels (kernels/cpu/flash_attention.cpp) against a plain float64 reference:
+// softmax(scale · q kᵀ) v with ATen ops and its autograd gradients, on the same (rounded) inputs.
+//
+// Metric for every tensor: max |ours − ref| / max |ref| (the error relative to the tensor's largest value).
+// Tolerances: float32 1e-5, bfloat16 2e-2 (the bfloat16 outputs are rounded to 8 significant bits).
+// Shapes cover D ∈ {40, 64, 80, 160}, Nq ∈ {1, 77, 390, 1024, 4096}, Nkv ∈ {77, 390, 4096} in a representative
+// cross product (big N with small B × H), with q, k, v and dout contiguous, transposed from [B, N, H, D] or with a
+// strided last dim.
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <tuple>
+
+#include "zerodiff/core/Error.h"
+#include "zerodiff/kernels/FlashAttention.h"
+
+namespace {
+
+using zerodiff::kernels::flash_attention_backward_cpu;
+using zerodiff::kernels::flash_attention_cpu;
+using zerodiff::kernels::flash_attention_forward_cpu;
+
+enum class Layout {
+  contiguous,  // [B, H, N, D] contiguous
+  transposed,  // a [B, N, H, D] tensor transposed to [B, H, N, D] (rows strided by H·D)
+  strided_d,   // every other element of a [B, H, N, 2D] tensor (last-dim stride 2: the kernels copy it)
+};
+
+const char* name(Layout l) {
+  switch (l) {
+    case Layout::contiguous: return "contiguous";
+    case Layout::transposed: return "transposed";
+    case Layout::strided_d: return "strided_d";
+  }
+  return "?";
+}
+
+// A [B, H, N, D] tensor of N(0, 1) values (rounded to dtype) in the given memory layout.
+at::Tensor make(int64_t B, int64_t H, int64_t N, int64_t D, at::ScalarType dtype, Layout layout) {
+  switch (layout) {
+    case Layout::contiguous:
+      return torch::randn({B, H, N, D}).to(dtype);
+    case Layout::transposed:
+      return torch::randn({B, N, H, D}).to(dtype).transpose(1, 2);
+    case Layout::strided_d:
+      return torch::randn({B, H, N, 2 * D}).to(dtype).slice(3, 0, 2 * D, 2);
+  }
+  return {};
+}
+
+double rel_err(const at::Tensor& ours, const at::Tensor& ref) {
+  const double scale = ref.abs().max().item<double>();
+  return (ours.to(at::kDouble) - ref).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
+}
+
+struct Case {
+  int64_t B, H, Nq, Nkv, D;
+  at::ScalarType dtype;
+  Layout layout;
+};
+
+std::string describe(const Case& c) {
+  return "B=" + std::to_string(c.B) + " H=" + std::to_string(c.H) + " Nq=" + std::to_string(c.Nq) +
+         " Nkv=" + std::to_string(c.Nkv) + " D=" + std::to_string(c.D) + " " +
+         std::string(c.dtype == at::kFloat ? "float32" : "bfloat16") + " " + name(c.layout);
+}
+
+// Runs ours (forward, backward, and the autograd wrapper) and the float64 reference; checks every tensor.
+void check_case(const Case& c) {
+  SCOPED_TRACE(describe(c));
+  torch::manual_seed(c.B * 1000003 + c.Nq * 1009 + c.Nkv * 31 + c.D);
+  const at::Tensor q = make(c.B, c.H, c.Nq, c.D, c.dtype, c.layout);
+  const at::Tensor k = make(c.B, c.H, c.Nkv, c.D, c.dtype, c.layout);
+  const at::Tensor v = make(c.B, c.H, c.Nkv, c.D, c.dtype, c.layout);
+  // dout in a different layout than q (a transposed or last-dim-strided gradient).
+  const at::Tensor dout = make(c.B, c.H, c.Nq, c.D, c.dtype, c.layout == Layout::contiguous ? Layout::transposed
+                                                                                             : Layout::strided_d);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+
+  // Reference: float64 matmul-softmax-matmul on the same values, gradients by autograd.
+  at::Tensor qd = q.to(at::kDouble).requires_grad_(true);
+  at::Tensor kd = k.to(at::kDouble).requires_grad_(true);
+  at::Tensor vd = v.to(at::kDouble).requires_grad_(true);
+  const at::Tensor scores = at::matmul(qd, kd.transpose(-2, -1)) * scale;
+  const at::Tensor ref_lse = scores.logsumexp(-1).detach();
+  const at::Tensor ref_out = at::matmul(scores.softmax(-1), vd);
+  ref_out.backward(dout.to(at::kDouble));
+
+  const auto [out, lse] = flash_attention_forward_cpu(q, k, v, scale);
+  ASSERT_EQ(out.sizes(), q.sizes());
+  ASSERT_EQ(out.scalar_type(), c.dtype);
+  ASSERT_EQ(lse.sizes(), q.sizes().slice(0, 3));
+  ASSERT_EQ(lse.scalar_type(), at::kFloat);
+  const auto [dq, dk, dv] = flash_attention_backward_cpu(dout, q, k, v, out, lse, scale);
+  ASSERT_EQ(dq.sizes(), q.sizes());
+  ASSERT_EQ(dk.sizes(), k.sizes());
+  ASSERT_EQ(dv.sizes(), v.sizes());
+  ASSERT_EQ(dq.scalar_type(), c.dtype);
+  ASSERT_EQ(dk.scalar_type(), c.dtype);
+
+  const double tol = c.dtype == at::kFloat ? 1e-5 : 2e-2;
+  const double e_out = rel_err(out, ref_out.detach());
+  const double e_lse = rel_err(lse, ref_lse);
+  const double e_dq = rel_err(dq, qd.grad()), e_dk = rel_err(dk, kd.grad()), e_dv = rel_err(dv, vd.grad());
+  EXPECT_LT(e_out, tol);
+  EXPECT_LT(e_lse, c.dtype == at::kFloat ? 1e-5 : 1e-4);  // lse is float32 even for bfloat16 inputs
+  EXPECT_LT(e_dq, tol);
+  EXPECT_LT(e_dk, tol);
+  EXPECT_LT(e_dv, tol);
+  std::printf("[flash] %-52s out %.2e lse %.2e dq %.2e dk %.2e dv %.2e\n", describe(c).c_str(), e_out, e_lse, e_dq,
+              e_dk, e_dv);
+
+  // The autograd wrapper gives the same output and gradients as the two kernels.
+  at::Tensor qa = q.detach().clone().requires_grad_(true);
+  at::Tensor ka = k.detach().clone().requires_grad_(true);
+  at::Tensor va = v.detach().clone().requires_grad_(true);
+  const at::Tensor outa = flash_attention_cpu(qa, ka, va, scale);
+  outa.backward(dout);
+  EXPECT_TRUE(outa.equal(out));
+  EXPECT_TRUE(qa.grad().equal(dq));
+  EXPECT_TRUE(ka.grad().equal(dk));
+  EXPECT_TRUE(va.grad().equal(dv));
+}
+
+}  // namespace
+
+TEST(FlashAttention, Float32SelfAttentionSmall) {
+  check_case({2, 3, 77, 77, 40, at::kFloat, Layout::contiguous});
+  check_case({2, 2, 390, 390, 64, at::kFloat, Layout::transposed});
+}
+
+TEST(FlashAttention, Float32SingleQueryAndCrossAttention) {
+  check_case({3, 2, 1, 77, 80, at::kFloat, Layout::transposed});
+  check_case({1, 2, 1, 4096, 160, at::kFloat, Layout::strided_d});
+  check_case({1, 1, 4096, 77, 40, at::kFloat, Layout::transposed});
+  check_case({2, 1, 1024, 390, 160, at::kFloat, Layout::contiguous});
+  check_case({1, 2, 77, 390, 64, at::kFloat, Layout::strided_d});
+}
+
+TEST(FlashAttention, Float32LongSequences) {
+  check_case({1, 1, 4096, 4096, 40, at::kFloat, Layout::transposed});
+  check_case({1, 1, 1024, 4096, 80, at::kFloat, Layout::contiguous});
+  check_case({1, 2, 390, 4096, 64, at::kFloat, Layout::transposed});
+}
+
+TEST(FlashAttention, BFloat16) {
+  check_case({2, 2, 77, 77, 40, at::kBFloat16, Layout::transposed});
+  check_case({1, 2, 1024, 390, 80, at::kBFloat16, Layout::contiguous});
+  check_case({1, 1, 390, 4096, 160, at::kBFloat16, Layout::strided_d});
+  check_case({1, 1, 4096, 77, 64, at::kBFloat16, Layout::transposed});
+  check_case({2, 1, 1, 390, 40, at::kBFloat16, Layout::contiguous});
+}
+
+// Head dims that are not multiples of any SIMD width, and the smallest and largest allowed.
+TEST(FlashAttention, OddHeadDims) {
+  for (const int64_t d : {1, 3, 17, 256}) {
+    check_case({1, 2, 33, 45, d, at::kFloat, Layout::transposed});
+  }
+}
+
+// With fewer heads than threads the backward pass splits each head's key blocks over threads and sums dq
+// partials; the result must equal the single-thread one up to float32 summation order.
+TEST(FlashAttention, BackwardSplitsKeyBlocksWhenHeadsAreFewerThanThreads) {
+  torch::manual_seed(7);
+  const at::Tensor q = torch::randn({1, 1, 300, 64}), k = torch::randn({1, 1, 1000, 64});
+  const at::Tensor v = torch::randn({1, 1, 1000, 64}), dout = torch::randn({1, 1, 300, 64});
+  const double scale = 0.125;
+  const int before = at::get_num_threads();
+  at::set_num_threads(1);
+  const auto [out, lse] = flash_attention_forward_cpu(q, k, v, scale);
+  const auto [dq1, dk1, dv1] = flash_attention_backward_cpu(dout, q, k, v, out, lse, scale);
+  at::set_num_threads(4);
+  const auto [dq4, dk4, dv4] = flash_attention_backward_cpu(dout, q, k, v, out, lse, scale);
+  at::set_num_threads(before);
+  EXPECT_LT(rel_err(dq4, dq1.to(at::kDouble)), 1e-6);
+  EXPECT_TRUE(dk4.equal(dk1));  // dk and dv are owned by one task per key block: bitwise equal
+  EXPECT_TRUE(dv4.equal(dv1));
+  EXPECT_GT(dq1.abs().max().item<double>(), 0.0);
+}
+
+// The three tile-GEMM backends (oneDNN brgemm, the bundled BLAS's sgemm_, tile-level at::addmm_) all meet the
+// reference; a backend missing on this machine is reported and skipped.
+TEST(FlashAttention, EveryGemmBackendMatchesTheReference) {
+  for (const char* backend : {"brgemm", "blas", "aten"}) {
+    try {
+      zerodiff::kernels::flash_attention_use_gemm_backend(backend);
+    } catch (const zerodiff::Error& e) {
+      std::printf("[flash] skipping %s: %s\n", backend, e.what());
+      continue;
+    }
+    SCOPED_TRACE(backend);
+    EXPECT_STREQ(zerodiff::kernels::flash_attention_gemm_backend(),
+                 std::string(backend) == "brgemm" ? "oneDNN brgemm"
+                 : std::string(backend) == "blas" ? "blas sgemm"
+                                                  : "at::addmm");
+    check_case({1, 2, 200, 300, 40, at::kFloat, Layout::transposed});
+    check_case({1, 1, 70, 130, 80, at::kBFloat16, Layout::contiguous});
+  }
+  zerodiff::kernels::flash_attention_use_gemm_backend("auto");
+  EXPECT_THROW(zerodiff::kernels::flash_attention_use_gemm_backend("cublas"), zerodiff::Error);
+}
+
+TEST(FlashAttention, EmptyQueriesAndBatches) {
+  const at::Tensor k = torch::randn({2, 2, 5, 8}), v = torch::randn({2, 2, 5, 8});
+  const auto [out, lse] = flash_attention_forward_cpu(torch::randn({2, 2, 0, 8}), k, v, 0.5);
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{2, 2, 0, 8}));
+  EXPECT_EQ(lse.sizes(), (std::vector<int64_t>{2, 2, 0}));
+  const auto [dq, dk, dv] = flash_attention_backward_cpu(torch::randn({2, 2, 0, 8}), torch::randn({2, 2, 0, 8}), k,
+                                                         v, out, lse, 0.5);
+  EXPECT_EQ(dq.numel(), 0);
+  EXPECT_TRUE(dk.equal(torch::zeros_like(k)));
+  EXPECT_TRUE(dv.equal(torch::zeros_like(v)));
+}
+
+// Only the inputs that require grad get one; a loss that does not use the output gives none.
+TEST(FlashAttention, AutogradPartialRequiresGrad) {
+  torch::manual_seed(3);
+  const at::Tensor q = torch::randn({1, 2, 10, 16}).requires_grad_(true);
+  const at::Tensor k = torch::randn({1, 2, 12, 16});
+  const at::Tensor v = torch::randn({1, 2, 12, 16}).requires_grad_(true);
+  const at::Tensor out = flash_attention_cpu(q, k, v, 0.25);
+  EXPECT_TRUE(out.requires_grad());
+  (out * out).sum().backward();
+  ASSERT_TRUE(q.grad().defined());
+  ASSERT_TRUE(v.grad().defined());
+  EXPECT_FALSE(k.grad().defined());
+  at::Tensor qd = q.detach().to(at::kDouble).requires_grad_(true);
+  const at::Tensor ref = at::matmul((at::matmul(qd, k.to(at::kDouble).transpose(-2, -1)) * 0.25).softmax(-1),
+                                    v.detach().to(at::kDouble));
+  (ref * ref).sum().backward();
+  EXPECT_LT(rel_err(q.grad(), qd.grad()), 1e-5);
+}
+
+namespace {
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const zerodiff::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST(FlashAttention, ErrorsNameTheTensor) {
+  const at::Tensor q = torch::randn({2, 3, 10, 16}), k = torch::randn({2, 3, 12, 16}), v = torch::randn({2, 3, 12, 16});
+  auto fwd = [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+    return [a, b, c] { flash_attention_forward_cpu(a, b, c, 0.25); };
+  };
+  EXPECT_EQ(error_of(fwd(q[0], k, v)),
+            "flash_attention_forward_cpu: q must be 4-d [B, H, N, D], got shape [3, 10, 16]");
+  EXPECT_EQ(error_of(fwd(q, k.unsqueeze(0), v)),
+            "flash_attention_forward_cpu: k must be 4-d [B, H, N, D], got shape [1, 2, 3, 12, 16]");
+  EXPECT_EQ(error_of(fwd(q, torch::randn({2, 4, 12, 16}), v)),
+            "flash_attention_forward_cpu: k must be [B, H, Nkv, D] with B, H, D of q; q [2, 3, 10, 16], k [2, 4, 12, 16]");
+  EXPECT_EQ(error_of(fwd(q, torch::randn({1, 3, 12, 16}), v)),
+            "flash_attention_forward_cpu: k must be [B, H, Nkv, D] with B, H, D of q; q [2, 3, 10, 16], k [1, 3, 12, 16]");
+  EXPECT_EQ(error_of(fwd(q, torch::randn({2, 3, 12, 8}), v)),
+            "flash_attention_forward_cpu: k must be [B, H, Nkv, D] with B, H, D of q; q [2, 3, 10, 16], k [2, 3, 12, 8]");
+  EXPECT_EQ(error_of(fwd(q, k, torch::randn({2, 3, 11, 16}))),
+            "flash_attention_forward_cpu: v must have the shape of k; k [2, 3, 12, 16], v [2, 3, 11, 16]");
+  EXPECT_EQ(error_of(fwd(q, k.to(at::kBFloat16), v)),
+            "flash_attention_forward_cpu: q, k and v must have one dtype, got q Float, k BFloat16, v Float");
+  EXPECT_EQ(error_of(fwd(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble))),
+            "flash_attention_forward_cpu: q must be float32 or bfloat16, got Double");
+  EXPECT_EQ(error_of(fwd(q.to(at::kHalf), k.to(at::kHalf), v.to(at::kHalf))),
+            "flash_attention_forward_cpu: q must be float32 or bfloat16, got Half");
+  EXPECT_EQ(error_of(fwd(q, k.to(torch::Device("meta")), v)),
+            "flash_attention_forward_cpu: k must be a CPU tensor, got device meta");
+  EXPECT_EQ(error_of(fwd(q, at::Tensor(), v)), "flash_attention_forward_cpu: k is undefined");
+  EXPECT_EQ(error_of(fwd(torch::randn({1, 1, 4, 257}), torch::randn({1, 1, 4, 257}), torch::randn({1, 1, 4, 257}))),
+            "flash_attention_forward_cpu: head dim D must be in 1..256, got 257 (q [1, 1, 4, 257])");
+  EXPECT_EQ(error_of(fwd(q, torch::randn({2, 3, 0, 16}), torch::randn({2, 3, 0, 16}))),
+            "flash_attention_forward_cpu: k and v need at least one key (Nkv >= 1), got k [2, 3, 0, 16]");
+  EXPECT_EQ(error_of([&] { flash_attention_forward_cpu(q, k, v, std::nan("")); }),
+            "flash_attention_forward_cpu: scale must be finite, got nan");
+
+  const auto [out, lse] = flash_attention_forward_cpu(q, k, v, 0.25);
+  auto bwd = [&](const at::Tensor& dout, const at::Tensor& o, const at::Tensor& l) {
+    return [&, dout, o, l] { flash_attention_backward_cpu(dout, q, k, v, o, l, 0.25); };
+  };
+  EXPECT_EQ(error_of(bwd(torch::randn({2, 3, 10, 8}), out, lse)),
+            "flash_attention_backward_cpu: dout must have the shape of q; q [2, 3, 10, 16], dout [2, 3, 10, 8]");
+  EXPECT_EQ(error_of(bwd(torch::randn({2, 3, 10, 16}).to(at::kBFloat16), out, lse)),
+            "flash_attention_backward_cpu: dout and out must have q's dtype Float, got dout BFloat16, out Float");
+  EXPECT_EQ(error_of(bwd(torch::randn({2, 3, 10}), out, lse)),
+            "flash_attention_backward_cpu: dout must be 4-d [B, H, N, D], got shape [2, 3, 10]");
+  EXPECT_EQ(error_of(bwd(out, out.slice(2, 0, 9), lse)),
+            "flash_attention_backward_cpu: out must have the shape of q; q [2, 3, 10, 16], out [2, 3, 9, 16]");
+  EXPECT_EQ(error_of(bwd(out, out, lse.slice(2, 0, 9))),
+            "flash_attention_backward_cpu: lse must be [B, H, Nq] = [2, 3, 10], got [2, 3, 9]");
+  EXPECT_EQ(error_of(bwd(out, out, lse.to(at::kDouble))),
+            "flash_attention_backward_cpu: lse must be float32, got Double");
+}
