@@ -1,6 +1,7 @@
 #include "zerodiff/train/RunConfig.h"
 
 #include "zerodiff/memory/ChunkManager.h"
+#include "zerodiff/nn/Attention.h"
 #include "zerodiff/parallel/Strategy.h"
 
 #include <iomanip>
@@ -151,6 +152,7 @@ std::string RunData::summary() const {
 }
 
 FitResult run(const RunConfig& config, const std::string& resume) {
+  nn::set_attention_policy(nn::parse_attention_backend(config.attention));
   auto module = make_module(config);
   Trainer trainer(config.trainer);
   RunData data = make_run_data(config, trainer.rank(), trainer.world_size());

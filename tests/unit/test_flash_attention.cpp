@@ -18,6 +18,7 @@
 
 #include "zerodiff/core/Error.h"
 #include "zerodiff/kernels/FlashAttention.h"
+#include "zerodiff/nn/Attention.h"
 
 namespace {
 
@@ -298,4 +299,94 @@ TEST(FlashAttention, ErrorsNameTheTensor) {
             "flash_attention_backward_cpu: lse must be [B, H, Nq] = [2, 3, 10], got [2, 3, 9]");
   EXPECT_EQ(error_of(bwd(out, out, lse.to(at::kDouble))),
             "flash_attention_backward_cpu: lse must be float32, got Double");
+}
+
+// ------------------------------------------------------------------ the front door, zerodiff::nn::attention
+
+namespace {
+namespace znn = zerodiff::nn;
+
+// Restores the process-wide policy when a test ends.
+struct PolicyGuard {
+  znn::AttentionBackend saved = znn::attention_policy();
+  ~PolicyGuard() { znn::set_attention_policy(saved); }
+};
+}  // namespace
+
+TEST(AttentionFrontDoor, AutoRunsOurKernelWhereItCanAndSdpaElsewhere) {
+  PolicyGuard guard;
+  znn::set_attention_policy(znn::AttentionBackend::automatic);
+  const auto q = torch::randn({2, 3, 20, 40}), k = torch::randn({2, 3, 77, 40}), v = torch::randn({2, 3, 77, 40});
+  const auto run = [&](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, znn::AttentionOptions o = {}) {
+    return znn::resolve_attention_backend(a, b, c, o);
+  };
+  using B = znn::AttentionBackend;
+  EXPECT_EQ(run(q, k, v), B::zerodiff);
+  EXPECT_EQ(run(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16)), B::zerodiff);
+  EXPECT_EQ(run(q.to(torch::kHalf), k.to(torch::kHalf), v.to(torch::kHalf)), B::sdpa);  // no fp16 kernel
+  znn::AttentionOptions upcast;
+  upcast.upcast = true;
+  EXPECT_EQ(run(q.to(torch::kHalf), k.to(torch::kHalf), v.to(torch::kHalf), upcast), B::zerodiff);  // in fp32
+  EXPECT_EQ(run(q.to(torch::kDouble), k.to(torch::kDouble), v.to(torch::kDouble)), B::sdpa);
+  znn::AttentionOptions causal;
+  causal.causal = true;
+  EXPECT_EQ(run(q, q, q, causal), B::sdpa);
+  znn::AttentionOptions masked;
+  masked.mask = torch::ones({20, 77}, torch::kBool);
+  EXPECT_EQ(run(q, k, v, masked), B::sdpa);
+  // The run's policy applies to models built with `automatic`; an explicit backend wins.
+  znn::set_attention_policy(B::sdpa);
+  EXPECT_EQ(run(q, k, v), B::sdpa);
+  znn::AttentionOptions explicit_math;
+  explicit_math.backend = B::math;
+  EXPECT_EQ(run(q, k, v, explicit_math), B::math);
+  // Ours explicitly, on a call it cannot run: a clear error, never a silent fallback.
+  causal.backend = B::zerodiff;
+  try {
+    znn::attention(q, q, q, causal);
+    FAIL();
+  } catch (const zerodiff::NotImplementedError& e) {
+    EXPECT_EQ(std::string(e.what()), "attention backend zerodiff cannot run this call: it has no causal variant "
+                                     "(q [2, 3, 20, 40] Float); use attention: auto or sdpa");
+  }
+  EXPECT_EQ(znn::parse_attention_backend("auto"), B::automatic);
+  EXPECT_EQ(znn::parse_attention_backend("zerodiff"), B::zerodiff);
+  EXPECT_THROW(znn::parse_attention_backend("flash"), zerodiff::ConfigError);
+}
+
+TEST(AttentionFrontDoor, EveryBackendMatchesTheReferenceWithGradients) {
+  PolicyGuard guard;
+  torch::manual_seed(0);
+  // Non-contiguous q/k/v as the models pass them: [B, N, H, D] projections transposed to [B, H, N, D].
+  const auto make = [](int64_t n) { return torch::randn({2, n, 4, 40}).transpose(1, 2).requires_grad_(true); };
+  const auto q = make(64), k = make(77), v = make(77);
+  const auto dout = torch::randn({2, 4, 64, 40});
+  const auto grads = [&](znn::AttentionBackend b) {
+    znn::AttentionOptions o;
+    o.backend = b;
+    const auto out = znn::attention(q, k, v, o);
+    const auto g = torch::autograd::grad({out}, {q, k, v}, {dout});
+    return std::vector<at::Tensor>{out.detach(), g[0], g[1], g[2]};
+  };
+  const auto ref = grads(znn::AttentionBackend::math);
+  for (auto b : {znn::AttentionBackend::zerodiff, znn::AttentionBackend::sdpa, znn::AttentionBackend::automatic}) {
+    const auto got = grads(b);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      EXPECT_LT((got[i] - ref[i]).abs().max().item<double>(), 1e-5 * ref[i].abs().max().item<double>())
+          << znn::attention_backend_name(b) << " tensor " << i;
+    }
+  }
+  // Causal and masked calls: the reference (math) against SDPA.
+  const auto x = torch::randn({2, 4, 16, 40});
+  znn::AttentionOptions causal;
+  causal.causal = true;
+  auto math_causal = causal;
+  math_causal.backend = znn::AttentionBackend::math;
+  EXPECT_LT((znn::attention(x, x, x, causal) - znn::attention(x, x, x, math_causal)).abs().max().item<double>(), 1e-5);
+  znn::AttentionOptions masked;
+  masked.mask = torch::rand({2, 1, 16, 16}) > 0.3;
+  masked.mask.select(3, 0).fill_(true);  // every row attends to something
+  auto math_masked = masked;
+  math_masked.backend = znn::AttentionBackend::math;
+  EXPECT_LT((znn::attention(x, x, x, masked) - znn::attention(x, x, x, math_masked)).abs().max().item<double>(), 1e-5);
 }

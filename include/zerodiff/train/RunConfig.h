@@ -23,6 +23,7 @@ namespace zerodiff::train {
 struct RunConfig {
   std::string task = "text_to_image";
   std::string log_level = "info";
+  std::string attention = "auto";
   TrainerConfig trainer;
   data::DataConfig data;
   TextToImageConfig text_to_image;
@@ -33,6 +34,10 @@ struct RunConfig {
     v.choice("task", task, {"text_to_image", "autoencoder"}, "What to train");
     v.choice("log_level", log_level, {"trace", "debug", "info", "warn", "error", "off"},
              "Log level (ZERODIFF_LOG_LEVEL overrides)");
+    v.choice("attention", attention, {"auto", "zerodiff", "sdpa", "math"},
+             "Attention backend of every model: auto (our fused kernel where it supports the call: CPU, float32 / "
+             "bfloat16, no mask; SDPA otherwise), zerodiff (ours only; unsupported calls fail), sdpa (ATen's "
+             "scaled_dot_product_attention), math (reference). The log says which ran");
     v.required("trainer", trainer, "Training loop settings");
     v.required("data", data, "Dataset and loader");
     v("text_to_image", text_to_image, "Latent diffusion model (task text_to_image)");

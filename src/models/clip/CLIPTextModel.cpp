@@ -2,8 +2,8 @@
 // CLIPTextModel (one translation unit for the six small module types declared in include/zerodiff/models/clip/,
 // which keeps the LibTorch-heavy compile count down). Follows transformers.models.clip.modeling_clip (5.23).
 //
-// Attention goes through ATen's scaled_dot_product_attention (transformers' default "sdpa" implementation):
-// zerodiff::nn::attention has no mask, and the text encoder needs the causal one. Shapes: B batch, S tokens,
+// Attention goes through zerodiff::nn::attention with the causal (and padding) mask; our fused kernel has no mask,
+// so `auto` runs SDPA here (transformers' default "sdpa" implementation). Shapes: B batch, S tokens,
 // D hidden_size, H heads, Dh = D / H.
 #include "zerodiff/models/clip/CLIPTextModel.h"
 
@@ -15,6 +15,7 @@
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/io/Diffusers.h"
+#include "zerodiff/nn/Attention.h"
 
 namespace zerodiff::models {
 
@@ -59,10 +60,11 @@ at::Tensor CLIPAttentionImpl::forward(const at::Tensor& hidden_states, const at:
   const at::Tensor q = heads(q_proj(hidden_states));
   const at::Tensor k = heads(k_proj(hidden_states));
   const at::Tensor v = heads(v_proj(hidden_states));
-  const double dropout = is_training() ? options.attention_dropout() : 0.0;
-  at::Tensor out = mask.defined()
-                       ? at::scaled_dot_product_attention(q, k, v, mask, dropout, /*is_causal=*/false)
-                       : at::scaled_dot_product_attention(q, k, v, {}, dropout, /*is_causal=*/true);
+  nn::AttentionOptions attention_options;
+  attention_options.dropout = is_training() ? options.attention_dropout() : 0.0;
+  attention_options.mask = mask;              // the combined causal + padding mask when given,
+  attention_options.causal = !mask.defined();  // else the causal mask alone
+  at::Tensor out = nn::attention(q, k, v, attention_options);
   out = out.transpose(1, 2).reshape({B, S, H * Dh});  // [B, S, D]
   return out_proj(out);
 }

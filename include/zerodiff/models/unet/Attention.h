@@ -46,7 +46,7 @@ struct AttentionOptions {
   /// Bias on to_out.0.
   TORCH_ARG(bool, out_bias) = true;
   /// Which attention implementation runs (not a diffusers option).
-  TORCH_ARG(nn::AttentionBackend, backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, backend) = nn::AttentionBackend::automatic;
 };
 
 /// Parameter names: group_norm (optional), to_q, to_k, to_v, to_out.0 (to_out.1 is the dropout).

@@ -31,7 +31,7 @@ struct BasicTransformerBlockOptions {
   TORCH_ARG(bool, upcast_attention) = false;
   TORCH_ARG(double, norm_eps) = 1e-5;
   TORCH_ARG(bool, norm_elementwise_affine) = true;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// x = attn1(norm1(x)) + x; x = attn2(norm2(x), context) + x; x = ff(norm3(x)) + x.

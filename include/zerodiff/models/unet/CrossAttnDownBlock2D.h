@@ -39,7 +39,7 @@ struct CrossAttnDownBlock2DOptions {
   TORCH_ARG(bool, add_downsample) = true;
   TORCH_ARG(bool, use_linear_projection) = false;
   TORCH_ARG(bool, upcast_attention) = false;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// Parameter names: resnets.<i>, attentions.<i>, downsamplers.0.conv.

@@ -42,7 +42,7 @@ struct CrossAttnUpBlock2DOptions {
   TORCH_ARG(bool, add_upsample) = true;
   TORCH_ARG(bool, use_linear_projection) = false;
   TORCH_ARG(bool, upcast_attention) = false;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// Parameter names: resnets.<i>, attentions.<i>, upsamplers.0.conv.

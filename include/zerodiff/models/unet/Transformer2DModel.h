@@ -42,7 +42,7 @@ struct Transformer2DModelOptions {
   TORCH_ARG(bool, upcast_attention) = false;
   /// LayerNorm eps inside the transformer blocks.
   TORCH_ARG(double, norm_eps) = 1e-5;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// norm -> proj_in -> transformer_blocks -> proj_out, plus the input. With 1x1 convolutions the

@@ -72,7 +72,7 @@ struct UNet2DConditionOptions {
   TORCH_ARG(int64_t, conv_in_kernel) = 3;
   TORCH_ARG(int64_t, conv_out_kernel) = 3;
   /// Attention implementation (zerodiff's own; not part of config.json).
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 
  public:
   /// Reads a diffusers config.json object. Throws ConfigError naming the key for a wrong JSON type or

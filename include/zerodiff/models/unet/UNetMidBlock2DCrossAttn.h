@@ -33,7 +33,7 @@ struct UNetMidBlock2DCrossAttnOptions {
   TORCH_ARG(int64_t, cross_attention_dim) = 1280;
   TORCH_ARG(bool, use_linear_projection) = false;
   TORCH_ARG(bool, upcast_attention) = false;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// Parameter names: resnets.<i> (num_layers + 1), attentions.<i> (num_layers).

@@ -48,7 +48,7 @@ struct AutoencoderKLOptions {
   TORCH_ARG(bool, use_post_quant_conv) = true;
   TORCH_ARG(bool, mid_block_add_attention) = true;
   /// Attention implementation (zerodiff's own; not part of config.json).
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 
  public:
   /// Reads a diffusers config.json object; see the file comment for the errors.

@@ -28,7 +28,7 @@ struct DecoderOptions {
   TORCH_ARG(int64_t, layers_per_block) = 2;
   TORCH_ARG(int64_t, norm_num_groups) = 32;
   TORCH_ARG(bool, mid_block_add_attention) = true;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// conv_in -> mid_block -> up_blocks -> conv_norm_out -> SiLU -> conv_out.

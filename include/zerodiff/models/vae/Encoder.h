@@ -27,7 +27,7 @@ struct EncoderOptions {
   TORCH_ARG(int64_t, norm_num_groups) = 32;
   TORCH_ARG(bool, double_z) = true;
   TORCH_ARG(bool, mid_block_add_attention) = true;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// conv_in -> down_blocks -> mid_block -> conv_norm_out -> SiLU -> conv_out.

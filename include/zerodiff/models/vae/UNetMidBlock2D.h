@@ -31,7 +31,7 @@ struct UNetMidBlock2DOptions {
   /// Channels per head; nullopt = in_channels (one head, the VAE).
   TORCH_ARG(std::optional<int64_t>, attention_head_dim) = std::nullopt;
   TORCH_ARG(double, output_scale_factor) = 1.0;
-  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::sdpa;
+  TORCH_ARG(nn::AttentionBackend, attention_backend) = nn::AttentionBackend::automatic;
 };
 
 /// Parameter names: resnets.<i> (num_layers + 1), attentions.<i> (group_norm, to_q, to_k, to_v, to_out.0;
