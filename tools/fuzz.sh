@@ -5,8 +5,8 @@
 #
 # Builds them in the sanitizer build (tools/sanitize.sh configures it; $ZERODIFF_ASAN_BUILD_DIR, default
 # build-asan/). New inputs go to a scratch corpus under the build folder (the seeds in tests/fuzz/corpus/ are not
-# modified). A crash, a sanitizer report, a leak of the target's own, a timeout (10 s per input) or an out-of-memory
-# input (2 GiB) fails the script; the input is saved as build-asan/fuzz/<target>/crash-* and libFuzzer prints how
+# modified). A crash, a sanitizer report, an exception other than the reader's own error type, a timeout (10 s per
+# input) or an out-of-memory input (2 GiB) fails the script (leak detection is off: LibTorch's singletons); the input is saved as build-asan/fuzz/<target>/crash-* and libFuzzer prints how
 # to reproduce it. Every finding becomes a regression test (tests/unit/) when it is fixed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

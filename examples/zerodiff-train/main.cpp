@@ -13,6 +13,7 @@
 #include "zerodiff/core/BuildInfo.h"
 #include "zerodiff/core/Config.h"
 #include "zerodiff/core/Error.h"
+#include "zerodiff/core/FaultInjection.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/data/DataConfig.h"
 #include "zerodiff/dist/ProcessGroup.h"
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
     return 1;
   };
   try {
+    zerodiff::check_fault_injection();  // a malformed ZERODIFF_FAULT fails now, not at the first checkpoint
     const auto config = zerodiff::train::load_run_config(config_path, overrides);
     // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
     const auto launch = zerodiff::dist::LaunchEnv::from_environment();

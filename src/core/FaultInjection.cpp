@@ -17,29 +17,33 @@ struct Armed {
   std::mutex mu;
 };
 
-Armed& armed() {
-  static Armed* a = [] {
-    auto* p = new Armed();  // leaked on purpose: usable during static destruction
-    const char* env = std::getenv("ZERODIFF_FAULT");
-    if (env == nullptr || *env == '\0') return p;
-    std::string spec(env);
-    long long when = 1;
-    if (const auto at = spec.find('@'); at != std::string::npos) {
-      const std::string count = spec.substr(at + 1);
-      char* end = nullptr;
-      when = std::strtoll(count.c_str(), &end, 10);
-      if (count.empty() || *end != '\0' || when < 1) {
-        throw ConfigError(zerodiff::str("ZERODIFF_FAULT='", spec, "': expected <point> or <point>@<n> with n >= 1"));
-      }
-      spec.resize(at);
+// Parses ZERODIFF_FAULT before allocating, so a malformed value throws (again at every call) without leaking.
+Armed* parse_environment() {
+  const char* env = std::getenv("ZERODIFF_FAULT");
+  std::string spec = env == nullptr ? std::string() : std::string(env);
+  long long when = 1;
+  if (const auto at = spec.find('@'); at != std::string::npos) {
+    const std::string count = spec.substr(at + 1);
+    char* end = nullptr;
+    when = std::strtoll(count.c_str(), &end, 10);
+    if (count.empty() || *end != '\0' || when < 1) {
+      throw ConfigError(zerodiff::str("ZERODIFF_FAULT='", spec, "': expected <point> or <point>@<n> with n >= 1"));
     }
-    p->name = spec;
-    p->when = when;
-    return p;
-  }();
+    spec.resize(at);
+  }
+  auto* p = new Armed();  // leaked on purpose: usable during static destruction
+  p->name = spec;
+  p->when = when;
+  return p;
+}
+
+Armed& armed() {
+  static Armed* a = parse_environment();
   return *a;
 }
 }  // namespace
+
+void check_fault_injection() { (void)armed(); }
 
 void fault_point(const char* name) {
   Armed& a = armed();

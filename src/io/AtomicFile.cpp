@@ -99,6 +99,22 @@ void fsync_path(const std::filesystem::path& p) {
 }
 }  // namespace
 
+void restore_interrupted_replacements(const std::string& parent) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(parent, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    const auto at = n.rfind(".old-");
+    if (n.size() < 2 || n[0] != '.' || at == std::string::npos || at <= 1) continue;
+    const fs::path target = fs::path(parent) / n.substr(1, at - 1);
+    std::error_code exists_ec;
+    if (!fs::exists(target, exists_ec) && !exists_ec) {
+      std::error_code rename_ec;
+      fs::rename(it->path(), target, rename_ec);  // best effort: a failure leaves it for the caller's check
+    }
+  }
+}
+
 void write_directory_atomic(const std::string& dir, const std::function<void(const std::string& temp)>& fill) {
   namespace fs = std::filesystem;
   fs::path target = fs::path(dir).lexically_normal();
@@ -116,16 +132,17 @@ void write_directory_atomic(const std::string& dir, const std::function<void(con
   const std::string tmp_prefix = zerodiff::str(".", name, ".tmp-"), old_prefix = zerodiff::str(".", name, ".old-");
   // A ".old-" leftover with no `dir` means a writer died between moving the previous folder aside and renaming the
   // new one in (the fallback below, on filesystems without RENAME_EXCHANGE): that is the last complete folder, so
-  // it is put back rather than removed.
+  // it is put back rather than removed (restore_interrupted_replacements).
+  restore_interrupted_replacements(parent.string());
   std::vector<fs::path> leftovers;
-  for (const auto& entry : fs::directory_iterator(parent, ec)) {
-    const std::string n = entry.path().filename().string();
-    if (n.rfind(tmp_prefix, 0) == 0 || n.rfind(old_prefix, 0) == 0) leftovers.push_back(entry.path());
+  for (auto it = fs::directory_iterator(parent, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.rfind(tmp_prefix, 0) == 0 || n.rfind(old_prefix, 0) == 0) leftovers.push_back(it->path());
   }
   for (const auto& p : leftovers) {
-    if (p.filename().string().rfind(old_prefix, 0) == 0 && !fs::exists(target)) {
-      fs::rename(p, target, ec);
-      if (!ec) continue;
+    if (p.filename().string().rfind(old_prefix, 0) == 0 && !fs::exists(target, ec)) {
+      throw IoError(zerodiff::str(p.string(), ": the previous ", target.string(),
+                                  " could not be put back; move it there by hand"));
     }
     fs::remove_all(p, ec);
   }

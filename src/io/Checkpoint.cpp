@@ -54,7 +54,9 @@ std::string CheckpointManager::save(int64_t step, const std::map<std::string, Te
       fs::create_directories(dir_, ec);
       if (ec) throw IoError(zerodiff::str(dir_, ": cannot create checkpoint folder: ", ec.message()));
       // Leftovers of an interrupted save or prune (kill -9, full disk): hidden, never complete; one writer per
-      // folder (rank 0), so they can go.
+      // folder (rank 0), so they can go — except a moved-aside complete checkpoint whose replacement never
+      // arrived, which is put back first.
+      restore_interrupted_replacements(dir_);
       for (const auto& entry : fs::directory_iterator(dir_, ec)) {
         const std::string name = entry.path().filename().string();
         if (name.rfind(std::string(".") + kPrefix, 0) == 0 || name.rfind(".deleting-", 0) == 0 ||
@@ -147,6 +149,7 @@ std::vector<std::string> CheckpointManager::list() const {
   std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
   if (!fs::is_directory(dir_, ec)) return {};
+  restore_interrupted_replacements(dir_);  // a checkpoint moved aside by a killed replacement counts again
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const auto step = step_of(entry.path());
     if (!step || !entry.is_directory()) continue;

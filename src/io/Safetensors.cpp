@@ -95,6 +95,9 @@ void parse_header(SafetensorsFile::Impl& f, const char* text, size_t length) {
   std::string duplicate;
   nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
                                                    nlohmann::json& parsed) {
+    // header -> tensor -> shape -> dimension is 3 levels; deeper nesting is refused before it is built (dump()
+    // and the destructor recurse: a 100 MB "[[[[..." would exhaust the stack).
+    if (depth > 4) fail(path, "header nests deeper than 4 levels (not a safetensors header)");
     if (event == nlohmann::json::parse_event_t::key && depth == 1 && parsed.is_string()) {
       if (!top_keys.insert(parsed.get<std::string>()).second && duplicate.empty()) {
         duplicate = parsed.get<std::string>();
@@ -211,9 +214,13 @@ void refuse_pickle(const std::string& path, const uint8_t* bytes, uint64_t size)
 
 void SafetensorsFile::validate(Impl& f, const uint8_t* bytes, uint64_t size) {
   const std::string& path = f.path;
-  refuse_pickle(path, bytes, size);
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];  // little-endian u64
+  // The pickle magic is only tested when the bytes are not a plausible safetensors header: a header of 640, 896,
+  // 1152 or 1408 bytes also starts with 0x80 0x02..0x05.
+  const bool plausible = header_len <= kMaxSafetensorsHeaderBytes && 8 + header_len <= size && header_len > 0 &&
+                         bytes[8] == '{';
+  if (!plausible) refuse_pickle(path, bytes, size);
   if (header_len > kMaxSafetensorsHeaderBytes) {
     fail(path, zerodiff::str("header length ", header_len, " exceeds the 100 MB limit (corrupt file?)"));
   }

@@ -120,17 +120,21 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   check_qkv(q, k, v);
   ZD_CHECK(!options.causal || q.size(2) == k.size(2), "attention: causal needs Nq == Nk, got q ", q.sizes().vec(),
            ", k ", k.sizes().vec());
+  ZD_CHECK(!options.causal || !options.mask.defined(),
+           "attention: pass either causal or a mask (fold the causal part into the mask), not both");
   const AttentionBackend backend = resolve_attention_backend(q, k, v, options);
+  if (backend == AttentionBackend::zerodiff) {
+    if (const std::string why = zerodiff_unsupported(q, k, v, options); !why.empty()) {
+      throw NotImplementedError(zerodiff::str("attention backend zerodiff cannot run this call: ", why, " (q ",
+                                              q.sizes().vec(), " ", q.scalar_type(), "); use attention: auto or sdpa"));
+    }
+  }
   log_first_use(backend, q, k);
   const bool up = options.upcast && is_half(q);
   switch (backend) {
     case AttentionBackend::math:
       return attention_math(q, k, v, options);
     case AttentionBackend::zerodiff: {
-      if (const std::string why = zerodiff_unsupported(q, k, v, options); !why.empty()) {
-        throw NotImplementedError(zerodiff::str("attention backend zerodiff cannot run this call: ", why,
-                                      " (q ", q.sizes().vec(), " ", q.scalar_type(), "); use attention: auto or sdpa"));
-      }
       const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
       if (up) {
         return kernels::flash_attention_cpu(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), scale)

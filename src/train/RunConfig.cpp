@@ -152,6 +152,11 @@ std::string RunData::summary() const {
 }
 
 FitResult run(const RunConfig& config, const std::string& resume) {
+  // The run's attention policy, for the duration of the run (models built with `automatic` defer to it).
+  struct PolicyScope {
+    nn::AttentionBackend saved = nn::attention_policy();
+    ~PolicyScope() { nn::set_attention_policy(saved); }
+  } policy_scope;
   nn::set_attention_policy(nn::parse_attention_backend(config.attention));
   auto module = make_module(config);
   Trainer trainer(config.trainer);

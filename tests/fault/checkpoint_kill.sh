@@ -21,6 +21,7 @@ make_base_and_reference "$work"
 
 kills=0
 for point in atomic_file.mid_write atomic_dir.before_rename; do
+  completed=0
   for n in $(seq 1 40); do
     run="$work/run-$point-$n"
     cp -a "$work/base" "$run"
@@ -33,6 +34,7 @@ for point in atomic_file.mid_write atomic_dir.before_rename; do
       [[ $n -gt 1 ]] || { echo "FAIL: $point was never reached"; exit 1; }
       echo "$point: the run reaches it $((n - 1)) times; each kill recovered"
       rm -rf "$run"
+      completed=1
       break
     fi
     [[ $rc -eq 137 ]] || { echo "FAIL: $point@$n: exit $rc, expected 137 (SIGKILL)"; cat "$run.killed.log"; exit 1; }
@@ -50,6 +52,7 @@ for point in atomic_file.mid_write atomic_dir.before_rename; do
       || { echo "FAIL: $point@$n: checkpoint-2 damaged"; ls -la "$run/checkpoints/checkpoint-2"; exit 1; }
     rm -rf "$run"
   done
+  [[ $completed -eq 1 ]] || { echo "FAIL: $point is reached more than 40 times; the sweep did not cover the run"; exit 1; }
 done
 [[ $kills -ge 4 ]] || { echo "FAIL: only $kills kill points"; exit 1; }
 echo "PASS: $kills kill -9 points during checkpoint and export writes; every resume exported the reference weights ($ref_hash)"

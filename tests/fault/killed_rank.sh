@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# fault: one rank of a 2-process run is killed with SIGKILL; the other exits with a clear error within the
-# collective timeout (trainer.dist_timeout_s) instead of hanging.
+# fault: one rank of a 2-process run is killed with SIGKILL; the other exits with a clear error, at the latest
+# after the collective timeout (trainer.dist_timeout_s; asserted: within it plus 10 s of teardown), never hanging.
 #
 # The two processes are started as torchrun would start them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), but
 # without torchrun, whose agent would tear the survivor down itself.
@@ -15,7 +15,8 @@ cd "$root"
 # shellcheck source=common.sh
 source "$here/common.sh"
 timeout_s=20
-port=$((31000 + RANDOM % 2000))
+# A free port now (the kernel's choice), rather than a random one that may collide with a parallel test.
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 pids=()
 for r in 0 1; do
   # shellcheck disable=SC2046
@@ -26,13 +27,13 @@ for r in 0 1; do
 done
 trap 'kill -9 "${pids[@]}" 2>/dev/null || true' EXIT
 # Wait until training runs (rank 0 logs steps), then kill rank 1.
-for _ in $(seq 1 600); do
+for _ in $(seq 1 1800); do
   grep -q '"step":3' "$work/run/metrics.jsonl" 2>/dev/null && break
   kill -0 "${pids[0]}" 2>/dev/null || { echo "FAIL: rank 0 ended before step 3"; cat "$work/rank0.log"; exit 1; }
   sleep 0.1
 done
-grep -q '"step":3' "$work/run/metrics.jsonl" || { echo "FAIL: no step 3 within 60 s"; cat "$work/rank0.log"; exit 1; }
-kill -9 "${pids[1]}"
+grep -q '"step":3' "$work/run/metrics.jsonl" || { echo "FAIL: no step 3 within 180 s"; cat "$work/rank0.log"; exit 1; }
+kill -9 "${pids[1]}" || { echo "FAIL: rank 1 had already ended"; cat "$work/rank1.log"; exit 1; }
 killed_at=$(date +%s%N)
 set +e
 wait "${pids[0]}"

@@ -1,6 +1,6 @@
 // libFuzzer target: the image-folder metadata reader (metadata.jsonl, Hugging Face imagefolder layout) on arbitrary
 // bytes. The input is written to <tmp>/metadata.jsonl and read by ImageFolderDataset::read_metadata; every input
-// either gives entries (each with a file name and at least one caption) or throws zerodiff::IoError.
+// either gives entries (each with at least one caption) or throws zerodiff::IoError.
 #include <unistd.h>
 
 #include <cstddef>

@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const auto& e = file.entry(name);
       const at::Tensor t = file.get(name);
       if (static_cast<uint64_t>(t.nbytes()) != e.end - e.begin) __builtin_trap();
-      if (t.numel() > 0) (void)t.sum();  // touch every byte (reads past the data section would be caught)
+      // Touch every byte (reads past the data section would be caught), as bytes: not every dtype has a sum.
+      if (t.numel() > 0) (void)at::from_blob(t.data_ptr(), {static_cast<int64_t>(t.nbytes())}, at::kByte).sum();
     }
   } catch (const zerodiff::IoError&) {
   }

@@ -180,6 +180,15 @@ TEST(Safetensors, PickleFilesAreRefusedWithTheWayToConvertThem) {
   EXPECT_EQ(open_error(zip), zip + ": a PyTorch zip archive (torch.save)" + how);
   EXPECT_EQ(open_error(pickle), pickle + ": a Python pickle" + how);
   EXPECT_THROW(zio::load_safetensors(zip), zerodiff::IoError);
+  // A real safetensors header of 640 (0x280) bytes also starts with 0x80 0x02: it must load (found in review).
+  std::string header = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  header.resize(640, ' ');
+  const std::string p = write_raw("header640.st", header, std::string("\0\0\x80?", 4));
+  EXPECT_EQ(open_error(p), "<no error>");
+  EXPECT_EQ(zio::load_safetensors(p).at("a").item<float>(), 1.0f);
+  // Deep nesting is refused while parsing (dump() and the destructor would recurse through it).
+  const std::string deep = write_raw("deep.st", R"({"a":{"shape":[[[[[[1]]]]]]}})", "");
+  EXPECT_EQ(open_error(deep), deep + ": header nests deeper than 4 levels (not a safetensors header)");
 }
 
 TEST(Safetensors, ParseFromMemoryChecksLikeOpen) {

@@ -423,6 +423,12 @@ TEST(Checkpoints, KeepLastLatestAndAtomicity) {
   } catch (const zerodiff::IoError& e) {
     EXPECT_EQ(std::string(e.what()), dir + "/checkpoint-9: not a complete checkpoint (no trainer_state.json)");
   }
+  // A replacement of checkpoint-3 killed between its two renames (filesystems without RENAME_EXCHANGE) left it as
+  // ".checkpoint-3.old-<pid>": listing puts it back, so resume still finds it.
+  fs::remove_all(dir + "/checkpoint-9");
+  fs::rename(dir + "/checkpoint-3", dir + "/.checkpoint-3.old-999999");
+  EXPECT_EQ(*m.latest(), dir + "/checkpoint-3");
+  EXPECT_FALSE(fs::exists(dir + "/.checkpoint-3.old-999999"));
 }
 
 TEST(Checkpoints, FolderWritesAreAllOrNothing) {

@@ -16,4 +16,8 @@ namespace zerodiff {
 /// "atomic_dir.before_rename" (a folder's files all written and synced, not yet renamed into place).
 void fault_point(const char* name);
 
+/// Reads ZERODIFF_FAULT now (zerodiff-train calls it at start-up) so that a malformed value fails the run before
+/// it starts rather than at its first checkpoint. Throws zerodiff::ConfigError naming the value.
+void check_fault_injection();
+
 }  // namespace zerodiff

@@ -44,4 +44,9 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 /// exception propagates. Throws IoError naming the folder when it cannot be created or renamed.
 void write_directory_atomic(const std::string& dir, const std::function<void(const std::string& temp)>& fill);
 
+/// Puts back, in folder `parent`, every ".<name>.old-<pid>" whose "<name>" is missing: the previous folder of a
+/// write_directory_atomic that was killed between its two renames (the fallback without RENAME_EXCHANGE). Best
+/// effort, never throws; CheckpointManager calls it before listing or writing checkpoints.
+void restore_interrupted_replacements(const std::string& parent);
+
 }  // namespace zerodiff::io
