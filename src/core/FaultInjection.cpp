@@ -31,6 +31,10 @@ Armed* parse_environment() {
     }
     spec.resize(at);
   }
+  if (!spec.empty() && spec != "atomic_file.mid_write" && spec != "atomic_dir.before_rename") {
+    throw ConfigError(zerodiff::str("ZERODIFF_FAULT='", env, "': unknown point '", spec,
+                                    "' (points: atomic_file.mid_write, atomic_dir.before_rename)"));
+  }
   auto* p = new Armed();  // leaked on purpose: usable during static destruction
   p->name = spec;
   p->when = when;

@@ -94,9 +94,8 @@ TensorMap load_weights(const std::string& dir, const std::string& base, const st
   for (const char* ext : {".bin", ".ckpt", ".pt", ".pth"}) {
     const fs::path pickle = fs::path(dir) / weights_file(base, variant, ext);
     if (fs::exists(pickle)) {
-      throw IoError(zerodiff::str(dir, ": only ", pickle.filename().string(),
-                        " (a pickle file) is present; zerodiff never executes pickled code. Convert it to "
-                        "safetensors with the Python `safetensors` package first (tried ", tried, ")"));
+      throw IoError(zerodiff::str(dir, ": only ", pickle.filename().string(), " (a pickle file) is present (tried ",
+                                  tried, "); ", pickle_refusal_advice()));
     }
   }
   throw IoError(zerodiff::str(dir, ": no weights found (tried ", tried, ")"));

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <numeric>
 #include <set>
 #include <unordered_map>
@@ -202,15 +203,28 @@ void refuse_pickle(const std::string& path, const uint8_t* bytes, uint64_t size)
   const bool zip = size >= 4 && bytes[0] == 'P' && bytes[1] == 'K' && bytes[2] == 3 && bytes[3] == 4;
   const bool pickle = size >= 2 && bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= 5;
   if (!zip && !pickle) return;
-  fail(path, zerodiff::str(zip ? "a PyTorch zip archive (torch.save)" : "a Python pickle",
-                           ", not safetensors: zerodiff never loads pickle files, which can execute arbitrary code. "
-                           "Convert it once in Python: `from safetensors.torch import save_file; import torch; "
-                           "sd = torch.load(IN, weights_only=True); sd = sd.get('state_dict', sd); "
-                           "save_file({k: v.contiguous() for k, v in sd.items()}, OUT)` "
-                           "(a full Stable Diffusion .ckpt: diffusers' convert_original_stable_diffusion_to_diffusers.py)"));
+  fail(path, zerodiff::str(zip ? "a PyTorch zip archive (torch.save)" : "a Python pickle", ", not safetensors: ",
+                           pickle_refusal_advice()));
 }
 
 }  // namespace
+
+std::string pickle_refusal_advice() {
+  return "zerodiff never loads pickle files, which can execute arbitrary code. "
+         "Convert it once in Python: `from safetensors.torch import save_file; import torch; "
+         "sd = torch.load(IN, weights_only=True); sd = sd.get('state_dict', sd); "
+         "save_file({k: v.contiguous() for k, v in sd.items()}, OUT)` "
+         "(a full Stable Diffusion .ckpt: diffusers' convert_original_stable_diffusion_to_diffusers.py)";
+}
+
+bool looks_like_pickle(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char b[4] = {0, 0, 0, 0};
+  in.read(b, 4);
+  const auto u = [&](int i) { return static_cast<unsigned char>(b[i]); };
+  return (in.gcount() >= 4 && b[0] == 'P' && b[1] == 'K' && u(2) == 3 && u(3) == 4) ||
+         (in.gcount() >= 2 && u(0) == 0x80 && u(1) >= 2 && u(1) <= 5);
+}
 
 void SafetensorsFile::validate(Impl& f, const uint8_t* bytes, uint64_t size) {
   const std::string& path = f.path;

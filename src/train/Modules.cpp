@@ -12,6 +12,7 @@
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/io/Diffusers.h"
+#include "zerodiff/io/Safetensors.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/nn/Autocast.h"
 
@@ -26,6 +27,10 @@ nlohmann::json read_json_path(const std::string& path, const std::string& key) {
   if (path.empty()) throw ConfigError(zerodiff::str("model config: '", key, "' is required"));
   if (fs::is_directory(path)) return io::read_config_json(path);
   if (!fs::exists(path)) throw IoError(zerodiff::str(path, ": does not exist (", key, ")"));
+  if (io::looks_like_pickle(path)) {
+    throw IoError(zerodiff::str(path, " (", key, "): a PyTorch pickle, where a model folder (config.json + ",
+                                "safetensors weights) or a config.json was expected; ", io::pickle_refusal_advice()));
+  }
   std::ifstream in(path);
   try {
     return nlohmann::json::parse(in);
@@ -34,10 +39,22 @@ nlohmann::json read_json_path(const std::string& path, const std::string& key) {
   }
 }
 
+// A folder's safetensors weights. A folder holding pickle weights instead is refused (never a silent random
+// initialisation of a model the user meant to fine-tune).
 bool has_weights(const std::string& path, const std::string& base) {
   if (!fs::is_directory(path)) return false;
-  return fs::exists(fs::path(path) / (base + ".safetensors")) ||
-         fs::exists(fs::path(path) / (base + ".safetensors.index.json"));
+  if (fs::exists(fs::path(path) / (base + ".safetensors")) ||
+      fs::exists(fs::path(path) / (base + ".safetensors.index.json"))) {
+    return true;
+  }
+  for (const char* ext : {".bin", ".ckpt", ".pt", ".pth", ".bin.index.json"}) {
+    const fs::path pickle = fs::path(path) / (base + ext);
+    if (fs::exists(pickle)) {
+      throw IoError(zerodiff::str(path, ": only ", pickle.filename().string(), " (pickle weights) is present, no ", base,
+                                  ".safetensors; ", io::pickle_refusal_advice()));
+    }
+  }
+  return false;
 }
 
 models::UNet2DConditionModel load_unet(const std::string& path, bool read_weights = true) {

@@ -126,6 +126,33 @@ std::string t2i_yaml(const std::string& out, int64_t steps, const std::string& e
 zerodiff::io::TensorMap unet_weights(const std::string& out) { return zerodiff::io::load_weights(out + "/final/unet"); }
 }  // namespace
 
+// Pickle weights where a model to fine-tune was named: refused with the conversion line, never a silent random
+// initialisation (found by a new-user trial).
+TEST(TextToImageModule, PickleWeightsAreRefusedNotIgnored) {
+  const std::string dir = fresh("pickle_unet");
+  fs::create_directories(dir + "/unet");
+  fs::copy_file(kSource + std::string("/configs/models/tiny/unet_sd1/config.json"), dir + "/unet/config.json");
+  std::ofstream(dir + "/unet/diffusion_pytorch_model.bin", std::ios::binary) << std::string("PK\x03\x04rest", 8);
+  std::ofstream(dir + "/model.bin", std::ios::binary) << std::string("\x80\x04\x95rest", 7);
+  for (const std::string& unet : {dir + "/unet", dir + "/model.bin"}) {
+    auto cfg = zerodiff::config::load_string<zt::RunConfig>(t2i_yaml(dir + "/run", 1), "p.yaml",
+                                                            {"text_to_image.unet=" + unet});
+    auto module = zt::make_module(cfg);
+    try {
+      module->configure_model(torch::kCPU);
+      FAIL() << unet;
+    } catch (const zerodiff::IoError& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.rfind(unet, 0), 0u) << what;
+      EXPECT_NE(what.find("pickle"), std::string::npos) << what;
+      EXPECT_NE(what.find("zerodiff never loads pickle files, which can execute arbitrary code. Convert it once in "
+                          "Python: `from safetensors.torch import save_file"),
+                std::string::npos)
+          << what;
+    }
+  }
+}
+
 TEST(TextToImageModule, CachedLatentsTrainLikeFreshOnesAndResumeExactly) {
   torch::set_num_threads(1);
   // 3 steps = 1.5 epochs: the second epoch reads every posterior from the cache.

@@ -11,7 +11,8 @@ namespace zerodiff {
 
 /// Kills the process with SIGKILL when ZERODIFF_FAULT is "<name>" (the first time the point is reached) or
 /// "<name>@<n>" (the n-th time, n >= 1). Does nothing otherwise. The variable is read once, at the first call of
-/// any point; a malformed value ("name@x", "name@0") throws zerodiff::ConfigError naming it. Thread-safe.
+/// any point; a malformed value ("name@x", "name@0") or an unknown point name throws zerodiff::ConfigError naming
+/// it. Thread-safe.
 /// Points (see docs/reliability.md): "atomic_file.mid_write" (once per file: half of its first write written),
 /// "atomic_dir.before_rename" (a folder's files all written and synced, not yet renamed into place).
 void fault_point(const char* name);

@@ -72,6 +72,13 @@ class SafetensorsFile {
   std::shared_ptr<const Impl> impl_;
 };
 
+/// The message tail of every pickle refusal: why, and the Python line that converts a pickle to safetensors.
+std::string pickle_refusal_advice();
+
+/// True when the file at `path` starts like a PyTorch pickle (torch.save's zip archive or a bare pickle of
+/// protocol 2-5). False for unreadable or short files.
+bool looks_like_pickle(const std::string& path);
+
 /// Name -> tensor, in a stable (sorted) order.
 using TensorMap = std::map<std::string, at::Tensor>;
 
