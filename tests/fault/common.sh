@@ -1,6 +1,7 @@
 # Shared by the fault scripts (sourced): a small zerodiff-train run of the shapes VAE on the CPU.
 #   run_args OUTPUT_DIR MAX_STEPS [extra key=value ...]   the arguments of such a run
 #   export_hash RUN_DIR                                    one hash over every file of RUN_DIR/final
+#   free_port                                              a loopback port free now (the kernel's choice)
 #   make_base_and_reference WORK                           WORK/base: 2 steps, checkpoint-2; WORK/ref: base resumed
 #                                                           to 4 steps, uninterrupted; sets ref_hash
 export OMP_NUM_THREADS=1
@@ -11,6 +12,7 @@ run_args() {
        trainer.keep_last=0 data.batch_size=4 data.synthetic_size=64 "trainer.output_dir=$out" \
        "trainer.max_steps=$steps" "$@"
 }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export_hash() { (cd "$1/final" && find . -type f | sort | xargs sha256sum | sha256sum | cut -c1-16); }
 make_base_and_reference() {
   local work="$1"

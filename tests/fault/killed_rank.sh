@@ -16,7 +16,7 @@ cd "$root"
 source "$here/common.sh"
 timeout_s=20
 # A free port now (the kernel's choice), rather than a random one that may collide with a parallel test.
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 pids=()
 for r in 0 1; do
   # shellcheck disable=SC2046

@@ -22,7 +22,7 @@ run2() {
   local name="$1" out="$2" steps="$3" fault="$4"
   shift 4
   local port pids=()
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   for r in 0 1; do
     local f=""
     [[ $r -eq 1 ]] && f="$fault"
