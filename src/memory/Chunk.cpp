@@ -66,7 +66,18 @@ void Chunk::gather(dist::ProcessGroup& group, bool async) {
   gathered_ = true;
   for (size_t i = 0; i < tensors_.size(); ++i) set_state(i, TensorState::HOLD);
   at::Tensor out = full();
-  pending_ = group.all_gather(out, shard_, "param_all_gather", async);
+  // A shard kept in host memory (Gemini) goes to the device for the collective (NCCL needs device tensors).
+  const at::Tensor input = shard_.device() == device_ ? shard_ : shard_.to(device_, /*non_blocking=*/true);
+  pending_ = group.all_gather(out, input, "param_all_gather", async);
+}
+
+void Chunk::set_shard(at::Tensor shard) {
+  ZD_CHECK(closed_ && !keep_gathered_, "Chunk: set_shard on a chunk that is not closed or is kept gathered");
+  ZD_CHECK(shard.numel() == shard_numel() && shard.scalar_type() == dtype_ && shard.is_contiguous(),
+           "Chunk: set_shard with ", shard.numel(), " ", shard.scalar_type(), " elements; the shard is ", shard_numel(),
+           " ", dtype_);
+  pending_.wait();  // an in-flight gather reads the old shard
+  shard_ = std::move(shard);
 }
 
 void Chunk::wait() { pending_.wait(); }

@@ -134,9 +134,8 @@ io::TensorMap shard_state(const torch::optim::Optimizer& opt, const std::vector<
   return out;
 }
 
-void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
-                      const std::vector<std::string>& keys, const std::vector<int64_t>& layout,
-                      const char* size_option, const io::TensorMap& saved, const std::string& where) {
+void check_shard_layout(const std::vector<int64_t>& layout, const char* size_option, const io::TensorMap& saved,
+                        const std::string& where) {
   auto found = saved.find("layout");
   if (found == saved.end() || found->second.numel() != 4) {
     throw IoError(zerodiff::str(where, ": no ZeRO shard layout (saved by another strategy?); resume with the "
@@ -156,6 +155,12 @@ void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor
                                 size_option, " ", mib(layout[2]), " (", layout[2],
                                 " elements). Resume with the same world size and ", size_option));
   }
+}
+
+void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
+                      const std::vector<std::string>& keys, const std::vector<int64_t>& layout,
+                      const char* size_option, const io::TensorMap& saved, const std::string& where) {
+  check_shard_layout(layout, size_option, saved, where);
   torch::NoGradGuard no_grad;
   for (size_t k = 0; k < segments.size(); ++k) {
     at::Tensor seg = segments[k];
@@ -474,12 +479,9 @@ std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr
   if (name == "ddp") return std::make_unique<ReplicatedStrategy>(std::move(group), true, options);
   if (name == "zero1") return std::make_unique<ZeroStrategy>(std::move(group), 1, options);
   if (name == "zero2") return std::make_unique<ZeroStrategy>(std::move(group), 2, options);
-  if (name == "zero3") return detail::make_zero3(std::move(group), options);
-  if (name == "gemini") {
-    throw NotImplementedError(
-        "trainer.strategy 'gemini' (placement of chunks between GPU and CPU) is not available yet; use zero3");
-  }
-  throw Error(zerodiff::str("unknown strategy '", name, "' (single, ddp, zero1, zero2, zero3)"));
+  if (name == "zero3") return detail::make_zero3(std::move(group), options, /*gemini=*/false);
+  if (name == "gemini") return detail::make_zero3(std::move(group), options, /*gemini=*/true);
+  throw Error(zerodiff::str("unknown strategy '", name, "' (single, ddp, zero1, zero2, zero3, gemini)"));
 }
 
 MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size) {

@@ -37,6 +37,9 @@ io::TensorMap shard_state(const torch::optim::Optimizer& opt, const std::vector<
 void load_shard_state(torch::optim::Optimizer& opt, const std::vector<at::Tensor>& segments,
                       const std::vector<std::string>& keys, const std::vector<int64_t>& layout,
                       const char* size_option, const io::TensorMap& saved, const std::string& where);
+/// Checks shard_state()'s "layout" entry of `saved` against `layout` (IoError naming `where` and what differs).
+void check_shard_layout(const std::vector<int64_t>& layout, const char* size_option, const io::TensorMap& saved,
+                        const std::string& where);
 /// Warns when a layout has so many buckets that collective overhead will dominate (a tiny bucket_size_mb).
 void warn_bucket_count(const FlatLayout& layout);
 /// torch::optim::AdamW, or zerodiff's HybridAdam (SIMD CPU kernel, same options and state types) when `hybrid`.

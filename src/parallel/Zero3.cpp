@@ -6,6 +6,13 @@
 //
 // Per step and rank, communication is: all-gather of every used chunk in forward and again in backward, and
 // one reduce-scatter of every chunk per micro-batch (3Ψ in total with one micro-batch).
+//
+// gemini = the same, plus memory::GeminiManager: before a unit's chunks are gathered it makes room on the device
+// (evicting parameter shards to the host), and each chunk's optimizer block (fp32 master, gradient shard,
+// exp_avg, exp_avg_sq) lives on the device, the host or disk. AdamW then runs chunk by chunk in this file
+// (the HybridAdam kernel on the CPU, ATen's fused AdamW on CUDA, per segment exactly as HybridAdam steps them),
+// reading disk blocks ahead and writing them behind (memory::DiskStateStore); the updated master is copied into
+// the parameter shard wherever that lives.
 #include "Zero3.h"
 
 #include <ATen/ATen.h>
@@ -19,10 +26,15 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "StrategyUtil.h"
 #include "zerodiff/core/Error.h"
+#include "zerodiff/core/Logging.h"
+#include "zerodiff/kernels/Adam.h"
 #include "zerodiff/memory/ChunkManager.h"
+#include "zerodiff/memory/DiskStateStore.h"
+#include "zerodiff/memory/GeminiManager.h"
 
 namespace zerodiff::parallel::detail {
 
@@ -40,12 +52,12 @@ struct Segment {
 
 class Zero3Strategy : public Strategy, public UnitHooks {
  public:
-  Zero3Strategy(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options)
-      : Strategy(std::move(group)), options_(options) {}
+  Zero3Strategy(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options, bool gemini)
+      : Strategy(std::move(group)), options_(std::move(options)), gemini_(gemini) {}
   ~Zero3Strategy() override {
     for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
   }
-  std::string name() const override { return "zero3"; }
+  std::string name() const override { return gemini_ ? "gemini" : "zero3"; }
   bool sharded() const override { return true; }
   bool replicated_parameters() const override { return false; }
   void set_units(std::vector<UnitSpec> units) override { units_ = std::move(units); }
@@ -103,7 +115,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       const auto fp32 = own.options().dtype(at::kFloat);
       // fp32 compute chunks: the shard (or a kept chunk's full buffer) is the master itself; fp16/bf16 ones pair
       // with an fp32 copy.
-      master_.push_back(chunk.dtype() == at::kFloat ? own : own.to(at::kFloat).clone());
+      // (gemini: always a copy of its own, since the master and the shard may live on different tiers)
+      master_.push_back(chunk.dtype() == at::kFloat && !gemini_ ? own : own.to(at::kFloat).clone());
       grad_shard_.push_back(at::zeros({own.numel()}, fp32));
       const int64_t lo_part = chunk.keep_gathered() ? 0 : rank * chunk.shard_numel();
       const int64_t hi_part = lo_part + own.numel();
@@ -112,17 +125,23 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         const int64_t lo = std::max(ct.offset, lo_part), hi = std::min(ct.offset + ct.numel, hi_part);
         if (lo >= hi) continue;
         Segment s{c, index_of.at(ct.param.unsafeGetTensorImpl()), lo - ct.offset, lo - lo_part, hi - lo};
-        at::Tensor view = master_[c].slice(0, s.shard_offset, s.shard_offset + s.numel);
+        // gemini: a handle without storage that carries the segment's gradient (the master may be on disk).
+        at::Tensor view = gemini_ ? at::empty({0}, fp32) : master_[c].slice(0, s.shard_offset, s.shard_offset + s.numel);
         segments_.push_back(s);
         segment_tensors_.push_back(view);
-        per_group[group_of.at(ct.param.unsafeGetTensorImpl())].push_back(view);
+        segment_group_.push_back(group_of.at(ct.param.unsafeGetTensorImpl()));
+        per_group[segment_group_.back()].push_back(view);
       }
     }
+    if (gemini_) {
+      setup_gemini(groups, adamw);
+    } else {
     std::vector<torch::optim::OptimizerParamGroup> opt_groups;
     for (size_t g = 0; g < groups.size(); ++g) {
       opt_groups.emplace_back(per_group[g], std::make_unique<torch::optim::AdamWOptions>(adamw_options(groups[g].lr, adamw)));
     }
     optimizer_ = make_optimizer(std::move(opt_groups), adamw_options(groups[0].lr, adamw), options_.hybrid_adam);
+    }
     // Gradient-ready hooks.
     expected_.assign(n_params, 0);
     ready_.assign(n_params, 0);
@@ -154,20 +173,27 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     if (recording_) order_.push_back(unit);
     position_ = position_of(unit, position_);
     for (size_t i : unit_param_index_[unit]) expected_[i] = 1;
+    if (placement_) {
+      placement_->on_event(unit, memory::Phase::forward, position_);
+      placement_->prepare_gather(manager_->unit_chunks(unit), manager_->unit_name(unit));
+    }
+    const memory::ModelDataScope model_data;  // (gemini's memory tracer: these allocations are model data)
     for (size_t c : manager_->unit_chunks(unit)) {
       memory::Chunk& chunk = manager_->chunk(c);
       chunk.gather(*group_, /*async=*/false);
       chunk.wait();
+      if (placement_) placement_->after_gather(c);
       for (size_t t = 0; t < chunk.tensors().size(); ++t) {
         if (chunk.tensors()[t].state == TensorState::HOLD) chunk.set_state(t, TensorState::COMPUTE);
       }
       ++active_[c];
     }
     // Prefetch the next unit (of the recorded execution order; while recording, the next index).
-    if (const size_t next = next_unit(unit); next != kNone) {
+    if (const size_t next = next_unit(unit); next != kNone && may_prefetch(true, position_, unit, next)) {
       for (size_t c : manager_->unit_chunks(next)) manager_->chunk(c).gather(*group_, /*async=*/true);
     }
     manager_->note_resident();
+    if (placement_) placement_->note();
   }
 
   void post_forward(size_t unit, const std::vector<at::Tensor>& outputs) override {
@@ -221,20 +247,34 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     if (!armed_) return;
     count_pending();
     in_backward_ = true;
+    const size_t pos = last_position_of(unit);
+    std::vector<size_t> needed;
     for (size_t c : manager_->unit_chunks(unit)) {
-      if (chunk_done_[c]) continue;  // all its gradients are in already
+      if (!chunk_done_[c]) needed.push_back(c);  // (the others have all their gradients in already)
+    }
+    if (placement_) {
+      placement_->on_event(unit, memory::Phase::backward, pos);
+      placement_->prepare_gather(needed, manager_->unit_name(unit));
+    }
+    const memory::ModelDataScope model_data;
+    for (size_t c : needed) {
       memory::Chunk& chunk = manager_->chunk(c);
       chunk.gather(*group_, /*async=*/false);
       chunk.wait();
+      if (placement_) placement_->after_gather(c);
     }
     // Prefetch the unit that ran before this one.
-    const size_t pos = last_position_of(unit);
     if (pos != kNone && pos > 0) {
+      std::vector<size_t> prev;
       for (size_t c : manager_->unit_chunks(order_[pos - 1])) {
-        if (!chunk_done_[c]) manager_->chunk(c).gather(*group_, /*async=*/true);
+        if (!chunk_done_[c]) prev.push_back(c);
+      }
+      if (may_prefetch(false, pos, unit, order_[pos - 1])) {
+        for (size_t c : prev) manager_->chunk(c).gather(*group_, /*async=*/true);
       }
     }
     manager_->note_resident();
+    if (placement_) placement_->note();
   }
 
   void on_grad(size_t param) {
@@ -261,6 +301,9 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // The chunk's gradients go into a reduce buffer; its gathered parameters are released at once.
   void complete_chunk(size_t c) {
     memory::Chunk& chunk = manager_->chunk(c);
+    const int64_t buffer_bytes = chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+    if (placement_) placement_->add_transient(buffer_bytes);  // (the gathered chunk is released just below)
+    const memory::ModelDataScope model_data;
     at::Tensor buffer = at::zeros({chunk.chunk_numel()}, local(c).options());
     for (size_t t = 0; t < chunk.tensors().size(); ++t) {
       auto& ct = chunk.tensors()[t];
@@ -286,12 +329,17 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     InFlight f;
     f.chunk = c;
     f.buffer = std::move(buffers_[c]);
+    f.transient = nbytes(f.buffer);
     if (manager_->chunk(c).keep_gathered()) {
       // A small unit's chunk stays whole on every rank: its gradients are all-reduced.
       f.output = f.buffer;
       f.work = group_->all_reduce(f.buffer, "grad_all_reduce", dist::ReduceOp::sum, /*async=*/true);
     } else {
+      const int64_t out_bytes = manager_->chunk(c).shard_numel() * static_cast<int64_t>(f.buffer.element_size());
+      if (placement_) placement_->add_transient(out_bytes);
+      const memory::ModelDataScope model_data;
       f.output = at::empty({manager_->chunk(c).shard_numel()}, f.buffer.options());
+      f.transient += out_bytes;
       f.work = group_->reduce_scatter(f.output, f.buffer, "grad_reduce_scatter", /*async=*/true);
     }
     in_flight_.push_back(std::move(f));
@@ -302,7 +350,9 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     InFlight f = std::move(in_flight_.front());
     in_flight_.pop_front();
     f.work.wait();
-    grad_shard_[f.chunk].add_(f.output.to(at::kFloat).div_(static_cast<double>(group_->size())));
+    at::Tensor& g = grad_shard_[f.chunk];  // (gemini: on the tier of the chunk's optimizer block)
+    g.add_(f.output.to(g.device(), at::kFloat).div_(static_cast<double>(group_->size())));
+    if (placement_) placement_->add_transient(-f.transient);
   }
 
   void end_backward(bool last) override {
@@ -341,6 +391,11 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // ---------------------------------------------------------------- optimizer
 
   void set_lr(size_t group, double lr) override {
+    if (gemini_) {
+      ZD_CHECK(group < group_lr_.size(), "no parameter group ", group);
+      group_lr_[group] = lr;
+      return;
+    }
     ZD_CHECK(group < optimizer_->param_groups().size(), "no parameter group ", group);
     static_cast<torch::optim::AdamWOptions&>(optimizer_->param_groups()[group].options()).lr(lr);
   }
@@ -373,6 +428,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     held_full_ = false;
     manager_->release_all();
     manager_->reset_peak();
+    if (placement_) placement_->begin_warmup();  // the first step is gemini's warm-up (no-op afterwards)
   }
   std::vector<at::Tensor> gradient_tensors() override { return segment_tensors_; }
   double clip_grad_norm(double max_norm) override {
@@ -394,6 +450,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     return norm;
   }
   void step() override {
+    if (gemini_) return gemini_step();
     optimizer_->step();
     torch::NoGradGuard no_grad;
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
@@ -416,7 +473,13 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         memory::Chunk& chunk = manager_->chunk(c);
         if (!chunk.gathered()) continue;
         chunk.update_shard_from_full();
-        if (!master_[c].is_alias_of(local(c))) master_[c].copy_(local(c));
+        if (gemini_) {
+          auto block = fetch_block(c);
+          block[0].copy_(local(c));
+          store_block(c, std::move(block));
+        } else if (!master_[c].is_alias_of(local(c))) {
+          master_[c].copy_(local(c));
+        }
       }
     }
     held_full_ = false;
@@ -426,9 +489,11 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // ---------------------------------------------------------------- checkpoints and accounting
 
   io::TensorMap optimizer_state() const override {
+    if (gemini_) return const_cast<Zero3Strategy*>(this)->gemini_state();
     return shard_state(*optimizer_, segment_tensors_, segment_keys(), shard_layout());
   }
   void load_optimizer_state(const io::TensorMap& saved, const std::string& where) override {
+    if (gemini_) return load_gemini_state(saved, where);
     load_shard_state(*optimizer_, segment_tensors_, segment_keys(), shard_layout(), "trainer.zero3_chunk_size_mb",
                      saved, where);
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
@@ -440,19 +505,277 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     r.parameters = manager_->resident_bytes();
     for (const auto& [_, p] : manager_->params()) r.gradients += nbytes(p.grad());
     for (const auto& g : grad_shard_) r.gradients += nbytes(g);
-    for (size_t c = 0; c < master_.size(); ++c) {
-      if (!master_[c].is_alias_of(local(c))) r.master_weights += nbytes(master_[c]);  // fp16/bf16 chunks
+    if (gemini_) {
+      for (size_t c = 0; c < blocks_.size(); ++c) {  // in memory (device or host); disk blocks are not
+        if (blocks_[c].empty()) continue;
+        r.master_weights += nbytes(blocks_[c][0]);
+        r.optimizer_states += nbytes(blocks_[c][1]) + nbytes(blocks_[c][2]);
+      }
+    } else {
+      for (size_t c = 0; c < master_.size(); ++c) {
+        if (!master_[c].is_alias_of(local(c))) r.master_weights += nbytes(master_[c]);  // fp16/bf16 chunks
+      }
+      r.optimizer_states = adam_state_bytes(*optimizer_);
     }
-    r.optimizer_states = adam_state_bytes(*optimizer_);
     r.numel = manager_->numel();
     r.padded_numel = manager_->numel() + manager_->padding();
     r.peak_parameters = manager_->peak_resident_bytes();
     return r;
   }
   const memory::ChunkManager* chunks() const override { return manager_.get(); }
+  const memory::GeminiManager* gemini() const override { return placement_.get(); }
 
  private:
   static constexpr size_t kNone = static_cast<size_t>(-1);
+
+  // ---------------------------------------------------------------- gemini
+
+  // Optimizer blocks: {master, exp_avg, exp_avg_sq}, fp32 [shard_numel] (a kept chunk: [chunk_numel]) each, on
+  // the tier GeminiManager chose; the gradient shard grad_shard_[c] lives beside them (host memory for disk).
+  void setup_gemini(const std::vector<ParamGroupSpec>& groups, const AdamWSettings& adamw) {
+    adamw_ = adamw;
+    for (const auto& g : groups) group_lr_.push_back(g.lr);
+    segment_step_.assign(segments_.size(), 0);
+    chunk_segments_.assign(manager_->num_chunks(), {segments_.size(), 0});
+    for (size_t k = 0; k < segments_.size(); ++k) {
+      auto& [lo, hi] = chunk_segments_[segments_[k].chunk];
+      lo = std::min(lo, k);
+      hi = std::max(hi, k + 1);
+    }
+    const c10::Device device = manager_->chunk(0).device();
+    placement_ = std::make_unique<memory::GeminiManager>(*manager_, device, options_.placement, 16);
+    if (options_.placement.disk) {
+      ZD_CHECK(!options_.offload_dir.empty(), "gemini: optimizer states on disk need an offload directory "
+                                              "(trainer.gemini.offload_dir)");
+      disk_ = std::make_unique<memory::DiskStateStore>(options_.offload_dir, group_->rank());
+      disk_->set_pinned(device.is_cuda());
+    }
+    blocks_.resize(manager_->num_chunks());
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      std::vector<at::Tensor> block{master_[c], at::zeros_like(master_[c]), at::zeros_like(master_[c])};
+      master_[c] = at::Tensor();  // gemini keeps the master in the block
+      place_block(c, std::move(block), placement_->optim_tier(c));
+    }
+    placement_->reset_peaks();
+    ZD_LOG_INFO(placement_->summary());
+  }
+
+  at::TensorOptions tier_options(memory::Tier tier) const {
+    const c10::Device device = manager_->chunk(0).device();
+    const auto fp32 = at::TensorOptions().dtype(at::kFloat);
+    return tier == memory::Tier::device ? fp32.device(device) : fp32.device(at::kCPU).pinned_memory(device.is_cuda());
+  }
+
+  // Puts `block` (and the chunk's gradient shard) on `tier`: copies into fresh tensors there, or into the disk store.
+  void place_block(size_t c, std::vector<at::Tensor> block, memory::Tier tier) {
+    torch::NoGradGuard no_grad;
+    const auto opts = tier_options(tier);
+    auto moved = [&](const at::Tensor& t) {
+      at::Tensor out = at::empty(t.sizes(), opts);
+      out.copy_(t);
+      return out;
+    };
+    grad_shard_[c] = moved(grad_shard_[c]);
+    if (tier == memory::Tier::disk) {
+      disk_->add(c, block);
+      blocks_[c].clear();
+    } else {
+      for (auto& t : block) t = moved(t);
+      blocks_[c] = std::move(block);
+    }
+  }
+
+  // The block of chunk c in memory (read from disk if it lives there: then hand it back with store_block).
+  std::vector<at::Tensor> fetch_block(size_t c) {
+    return placement_->optim_tier(c) == memory::Tier::disk ? disk_->fetch(c) : blocks_[c];
+  }
+  void store_block(size_t c, std::vector<at::Tensor> block) {
+    if (placement_->optim_tier(c) == memory::Tier::disk) disk_->write_back(c, std::move(block));
+  }
+  void flush_disk() {
+    if (disk_) disk_->flush();
+  }
+
+  int64_t chunk_bytes(size_t c) const {
+    const memory::Chunk& chunk = manager_->chunk(c);
+    return chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+  }
+
+  // Whether to prefetch `next`'s chunks while `unit` runs (forward, or backward) at order position `pos`. zero3:
+  // always. gemini: never in the warm-up step; afterwards by the plan every rank agreed on (a prefetch is a
+  // collective, so all ranks must make the same choice), making room for the chunks first.
+  bool may_prefetch(bool forward, size_t pos, size_t unit, size_t next) {
+    if (!placement_) return true;
+    if (!plan_ready_ || pos == kNone || pos >= order_.size() || !(forward ? prefetch_fwd_ : prefetch_bwd_)[pos]) {
+      return false;
+    }
+    int64_t bytes = 0;
+    for (size_t c : manager_->unit_chunks(next)) {
+      if (!manager_->chunk(c).gathered()) bytes += chunk_bytes(c);
+    }
+    std::vector<size_t> keep = manager_->unit_chunks(unit);
+    keep.insert(keep.end(), manager_->unit_chunks(next).begin(), manager_->unit_chunks(next).end());
+    placement_->reserve(bytes, keep, zerodiff::str("the prefetched chunks of unit '", manager_->unit_name(next), "'"));
+    return true;
+  }
+
+  // After the warm-up: prefetch at an event only where its measured non-model peak, the chunks of the unit and of
+  // the one prefetched (backward: plus the reduce buffers in flight), the kept-gathered chunks and the optimizer
+  // blocks on the device fit the budget on every rank.
+  void plan_prefetch() {
+    int64_t fixed = 0;
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      if (manager_->chunk(c).keep_gathered()) fixed += chunk_bytes(c);
+      if (placement_->optim_tier(c) == memory::Tier::device) fixed += placement_->optim_block_bytes(c);
+    }
+    const size_t n = order_.size();
+    std::vector<int32_t> ok(2 * n, 0);
+    for (size_t p = 0; p < n; ++p) {
+      for (const bool forward : {true, false}) {
+        if (forward ? p + 1 >= n : p == 0) continue;
+        const size_t unit = order_[p], next = order_[forward ? p + 1 : p - 1];
+        std::set<size_t> cs(manager_->unit_chunks(unit).begin(), manager_->unit_chunks(unit).end());
+        cs.insert(manager_->unit_chunks(next).begin(), manager_->unit_chunks(next).end());
+        int64_t working = forward ? 0 : placement_->backward_margin();
+        for (size_t c : cs) {
+          if (!manager_->chunk(c).keep_gathered()) working += chunk_bytes(c);
+        }
+        const int64_t nm = placement_->tracer().non_model_peak(
+            zerodiff::str(forward ? "forward " : "backward ", manager_->unit_name(unit)));
+        ok[forward ? p : n + p] = nm + working + fixed <= placement_->budget();
+      }
+    }
+    at::Tensor agreed = at::tensor(ok, at::kInt).to(grad_shard_[0].device());
+    if (group_->size() > 1) group_->all_reduce(agreed, "gemini_prefetch_plan", dist::ReduceOp::min);
+    agreed = agreed.cpu();
+    const int32_t* a = agreed.data_ptr<int32_t>();
+    prefetch_fwd_.assign(a, a + n);
+    prefetch_bwd_.assign(a + n, a + 2 * n);
+    plan_ready_ = true;
+  }
+
+  // AdamW chunk by chunk: each segment exactly as optim::HybridAdam (CPU) or its fused ATen path (CUDA) steps it.
+  void gemini_step() {
+    torch::NoGradGuard no_grad;
+    const size_t n = manager_->num_chunks();
+    auto next_on_disk = [&](size_t from) {
+      for (size_t c = from; c < n; ++c) {
+        if (placement_->optim_tier(c) == memory::Tier::disk) return c;
+      }
+      return kNone;
+    };
+    if (disk_ && next_on_disk(0) != kNone) disk_->prefetch(next_on_disk(0));
+    for (size_t c = 0; c < n; ++c) {
+      const bool on_disk = placement_->optim_tier(c) == memory::Tier::disk;
+      auto block = fetch_block(c);
+      if (on_disk) {
+        if (const size_t next = next_on_disk(c + 1); next != kNone) disk_->prefetch(next);  // read-ahead
+      }
+      bool changed = false;
+      for (size_t k = chunk_segments_[c].first; k < chunk_segments_[c].second; ++k) {
+        const at::Tensor& grad = segment_tensors_[k].grad();
+        if (!grad.defined()) continue;  // unused by every rank: no update (torch's AdamW skips it too)
+        const Segment& seg = segments_[k];
+        at::Tensor p = block[0].slice(0, seg.shard_offset, seg.shard_offset + seg.numel);
+        at::Tensor m = block[1].slice(0, seg.shard_offset, seg.shard_offset + seg.numel);
+        at::Tensor v = block[2].slice(0, seg.shard_offset, seg.shard_offset + seg.numel);
+        const int64_t step = ++segment_step_[k];
+        const double lr = group_lr_[segment_group_[k]];
+        if (p.is_cuda()) {
+          at::_fused_adamw_({p}, {grad}, {m}, {v}, {}, {at::full({}, static_cast<double>(step), p.options())}, lr,
+                            adamw_.beta1, adamw_.beta2, adamw_.weight_decay, adamw_.eps, false, false);
+        } else {
+          kernels::AdamStepArgs args;
+          args.lr = lr;
+          args.beta1 = adamw_.beta1;
+          args.beta2 = adamw_.beta2;
+          args.eps = adamw_.eps;
+          args.weight_decay = adamw_.weight_decay;
+          args.step = step;
+          kernels::adam_step_cpu(p, grad.contiguous(), m, v, args);
+        }
+        changed = true;
+      }
+      if (changed) local(c).copy_(block[0], /*non_blocking=*/true);  // the compute copy, on its own tier
+      store_block(c, std::move(block));  // write-behind
+    }
+    flush_disk();
+    // After the warm-up step the auto policy moves the optimizer blocks that fit onto the device.
+    if (placement_->warming_up()) {
+      std::vector<memory::Tier> before;
+      for (size_t c = 0; c < n; ++c) before.push_back(placement_->optim_tier(c));
+      for (size_t c : placement_->end_warmup(order_)) {
+        // (the manager counts the block on the device already: room is made by evicting parameter shards)
+        placement_->reserve(0, {}, zerodiff::str("the optimizer states of chunk ", c));
+        std::vector<at::Tensor> block = before[c] == memory::Tier::disk ? disk_->fetch(c) : blocks_[c];
+        place_block(c, block, memory::Tier::device);
+        if (before[c] == memory::Tier::disk) disk_->write_back(c, std::move(block));  // hands the buffers back
+      }
+      plan_prefetch();
+      ZD_LOG_INFO("after the warm-up step: ", placement_->summary(), "; prefetching at ",
+                  std::count(prefetch_fwd_.begin(), prefetch_fwd_.end(), 1), " of ", order_.size(), " forward and ",
+                  std::count(prefetch_bwd_.begin(), prefetch_bwd_.end(), 1), " backward unit starts");
+    }
+  }
+
+  io::TensorMap gemini_state() {
+    torch::NoGradGuard no_grad;
+    io::TensorMap out;
+    out["layout"] = at::tensor(shard_layout());
+    const auto keys = segment_keys();
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      auto block = fetch_block(c);
+      for (size_t k = chunk_segments_[c].first; k < chunk_segments_[c].second; ++k) {
+        const Segment& seg = segments_[k];
+        auto part = [&](size_t i) { return block[i].slice(0, seg.shard_offset, seg.shard_offset + seg.numel).cpu().clone(); };
+        out[keys[k] + ".master"] = part(0);
+        if (segment_step_[k] == 0) continue;  // no update yet
+        out[keys[k] + ".exp_avg"] = part(1);
+        out[keys[k] + ".exp_avg_sq"] = part(2);
+        out[keys[k] + ".step"] = at::tensor(segment_step_[k], at::kLong);
+      }
+      store_block(c, std::move(block));
+    }
+    flush_disk();
+    return out;
+  }
+
+  void load_gemini_state(const io::TensorMap& saved, const std::string& where) {
+    check_shard_layout(shard_layout(), "trainer.zero3_chunk_size_mb", saved, where);
+    torch::NoGradGuard no_grad;
+    const auto keys = segment_keys();
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      auto block = fetch_block(c);
+      for (size_t k = chunk_segments_[c].first; k < chunk_segments_[c].second; ++k) {
+        const Segment& seg = segments_[k];
+        auto part = [&](size_t i) { return block[i].slice(0, seg.shard_offset, seg.shard_offset + seg.numel); };
+        auto find = [&](const char* what) {
+          auto it = saved.find(keys[k] + what);
+          return it == saved.end() ? at::Tensor() : it->second;
+        };
+        const at::Tensor master = find(".master"), m = find(".exp_avg"), v = find(".exp_avg_sq"), st = find(".step");
+        if (!master.defined() || master.numel() != seg.numel) {
+          throw IoError(zerodiff::str(where, ": master weights of '", keys[k], "' are missing or have the wrong size"));
+        }
+        part(0).copy_(master.reshape(-1));
+        if (!m.defined()) {  // no update yet when saved
+          part(1).zero_();
+          part(2).zero_();
+          segment_step_[k] = 0;
+          continue;
+        }
+        if (!v.defined() || !st.defined() || m.numel() != seg.numel || v.numel() != seg.numel) {
+          throw IoError(zerodiff::str(where, ": optimizer state of '", keys[k], "' is incomplete or has the wrong shape"));
+        }
+        part(1).copy_(m.reshape(-1));
+        part(2).copy_(v.reshape(-1));
+        segment_step_[k] = st.item<int64_t>();
+      }
+      local(c).copy_(block[0]);
+      store_block(c, std::move(block));
+    }
+    flush_disk();
+  }
 
   // This rank's resident copy of chunk c that the master mirrors: its shard, or a kept chunk's full buffer.
   at::Tensor local(size_t c) const {
@@ -496,9 +819,21 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     size_t chunk = 0;
     at::Tensor buffer, output;
     dist::Work work;
+    int64_t transient = 0;  // bytes of buffer and output
   };
 
   StrategyOptions options_;
+  bool gemini_ = false;
+  std::unique_ptr<memory::GeminiManager> placement_;  // gemini only
+  std::unique_ptr<memory::DiskStateStore> disk_;      // gemini with optimizer states on disk
+  std::vector<std::vector<at::Tensor>> blocks_;       // gemini: per chunk {master, exp_avg, exp_avg_sq} in memory
+  std::vector<std::pair<size_t, size_t>> chunk_segments_;  // gemini: segment range [first, second) per chunk
+  std::vector<int64_t> segment_step_;                 // gemini: AdamW step count per segment
+  std::vector<double> group_lr_;
+  AdamWSettings adamw_;
+  std::vector<size_t> segment_group_;
+  std::vector<uint8_t> prefetch_fwd_, prefetch_bwd_;  // gemini: per order position, agreed by every rank
+  bool plan_ready_ = false;
   std::vector<UnitSpec> units_;
   std::unique_ptr<memory::ChunkManager> manager_;
   std::vector<std::vector<size_t>> unit_param_index_;
@@ -524,8 +859,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
 
 }  // namespace
 
-std::unique_ptr<Strategy> make_zero3(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options) {
-  return std::make_unique<Zero3Strategy>(std::move(group), options);
+std::unique_ptr<Strategy> make_zero3(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options, bool gemini) {
+  return std::make_unique<Zero3Strategy>(std::move(group), std::move(options), gemini);
 }
 
 }  // namespace zerodiff::parallel::detail

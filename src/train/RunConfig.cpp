@@ -64,16 +64,18 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
     e.parameters += c.parameters;
     e.trainable += c.trainable;
   }
-  const std::string strategy =
-      trainer.strategy == "zero1" || trainer.strategy == "zero2" || trainer.strategy == "zero3" ? trainer.strategy
-                                                                                                 : std::string("ddp");
+  // (gemini holds what zero3 holds, placed between the device, host memory and disk)
+  const bool chunked = trainer.strategy == "zero3" || trainer.strategy == "gemini";
+  const std::string strategy = trainer.strategy == "zero1" || trainer.strategy == "zero2" ? trainer.strategy
+                               : chunked                                                   ? std::string("zero3")
+                                                                                           : std::string("ddp");
   const auto f = parallel::zero_memory_formula(strategy, e.trainable, world_size);
   e.gradients = static_cast<double>(f.gradients);
   e.optimizer = static_cast<double>(f.optimizer_states);
   e.master = static_cast<double>(f.master_weights);
   // Frozen parameters stay whole; trainable ones are whole (4Ψ) or, under zero3, this rank's chunk shards.
   e.weights += static_cast<double>(e.parameters - e.trainable) * 4 + static_cast<double>(f.parameters);
-  if (trainer.strategy == "zero3") {
+  if (chunked) {
     // The chunk layout zero3 would build: trainable parameters unit by unit, packed greedily.
     std::vector<int64_t> numels;
     std::unordered_set<const void*> seen;
@@ -107,6 +109,12 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
                                                                   static_cast<double>(e.trainable + padding)
          << " %); each rank keeps 1/" << world_size << " of every chunk; during a step it also holds the gathered "
             "chunks of about three units";
+      if (trainer.strategy == "gemini") {
+        os << "; gemini places the shards and optimizer states between the device (budget "
+           << (trainer.gemini.device_budget_mb > 0 ? std::to_string(static_cast<int64_t>(trainer.gemini.device_budget_mb)) + " MiB"
+                                                   : std::string("its free memory"))
+           << "), host memory" << (trainer.gemini.offload_dir.empty() ? "" : " and disk");
+      }
       e.chunk_layout = os.str();
     }
   }

@@ -87,14 +87,11 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
         "trainer.precision 'bf16-true' (bfloat16 weights without fp32 master weights) is not available yet; use "
         "bf16-mixed (fp32 master weights, bfloat16 compute)");
   }
-  if (config_.strategy == "gemini") {
-    throw NotImplementedError(
-        "trainer.strategy 'gemini' (chunk placement between GPU and CPU memory) is not available yet; use zero3");
-  }
-  if (config_.strategy == "zero3" && config_.ema.enabled) {
-    throw NotImplementedError(
-        "trainer.ema with strategy zero3 is not available yet (the EMA would need whole parameters every step); "
-        "use zero2, or turn trainer.ema.enabled off");
+  if ((config_.strategy == "zero3" || config_.strategy == "gemini") && config_.ema.enabled) {
+    throw NotImplementedError(zerodiff::str(
+        "trainer.ema with strategy ", config_.strategy,
+        " is not available yet (the EMA would need whole parameters every step); use zero2, or turn "
+        "trainer.ema.enabled off"));
   }
   if (group_) {
     env_.rank = group_->rank();
@@ -199,6 +196,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     options.chunk_numel = static_cast<int64_t>(c.zero3_chunk_size_mb * 1024 * 1024 / 4);
     options.keep_gathered_numel = static_cast<int64_t>(c.zero3_keep_gathered_below_mb * 1024 * 1024 / 4);
     options.hybrid_adam = c.optimizer.implementation == "hybrid_adam";
+    options.placement.policy = c.gemini.placement_policy;
+    options.placement.device_budget_bytes = static_cast<int64_t>(c.gemini.device_budget_mb * 1024 * 1024);
+    options.placement.offload_optim_frac = c.gemini.offload_optim_frac;
+    options.placement.offload_param_frac = c.gemini.offload_param_frac;
+    options.placement.disk = !c.gemini.offload_dir.empty();
+    options.offload_dir = c.gemini.offload_dir;
     strategy_ = parallel::make_strategy(c.strategy, group_, options);
   }
   parallel::Strategy& strategy = *strategy_;

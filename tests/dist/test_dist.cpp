@@ -229,6 +229,9 @@ struct TrainResult {
   std::vector<double> norms;  // gradient norm of each step before clipping
   std::map<std::string, zdist::CommStats> stats;
   zp::MemoryReport memory;
+  // gemini: peak model data on the device over the five steps, evictions, and the manager's summary line
+  int64_t gemini_peak = 0, gemini_total = 0, gemini_evictions = 0, gemini_non_model = 0;
+  std::string gemini_summary;
 };
 
 // `steps` AdamW steps of `strategy` on rows [rank*G/N, (rank+1)*G/N) of each global batch, in `accum`
@@ -275,6 +278,13 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
   TrainResult r;
   r.norms = norms;
   r.memory = strategy.memory();
+  if (const auto* g = strategy.gemini()) {  // (read before the whole-model gather below, which is outside the budget)
+    r.gemini_peak = g->peak_device_model_bytes();
+    r.gemini_total = g->peak_device_total_estimate();
+    r.gemini_evictions = g->evictions();
+    r.gemini_non_model = g->tracer().max_non_model_peak();
+    r.gemini_summary = g->summary();
+  }
   r.stats = strategy.group().stats();  // the training's traffic (before the gather for the comparison)
   strategy.gather_full_parameters();  // zero3: whole parameters to compare (no-op for the others)
   for (auto& p : net.named_parameters(true)) r.params[p.key()] = p.value().detach().clone();
@@ -460,7 +470,7 @@ int scenario_resume(const std::string& strategy_name) {
     c.strategy = strategy_name;
     c.optimizer.lr = 1e-2;
     c.lr_schedule.type = "cosine";
-    c.ema.enabled = strategy_name != "zero3";  // zero3 refuses EMA (not available yet)
+    c.ema.enabled = strategy_name != "zero3" && strategy_name != "gemini";  // (they refuse EMA: not available yet)
     c.ema.decay = 0.9;
     c.gradient_accumulation_steps = 2;
     c.checkpoint_every = 2;
@@ -581,6 +591,84 @@ int scenario_inf_one_rank() {
   return 0;
 }
 
+// gemini under a small device budget trains exactly as zero3 does (zero3 with HybridAdam: the AdamW kernel gemini
+// runs on the CPU), with the placement's model data never above the budget; then again with every optimizer
+// state on disk and half the parameter shards in host memory (static policy).
+int scenario_gemini() {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(60)});
+  zp::StrategyOptions options;
+  options.chunk_numel = 80000;  // about ten chunks
+  options.hybrid_adam = true;
+  constexpr int kSteps = 5;
+  auto zero3 = zp::make_strategy("zero3", group, options);
+  const auto ref = train_tiny(*zero3, kSteps, 1, /*perturb=*/true);
+  auto same_as_zero3 = [&](const TrainResult& r, const std::string& what) {
+    for (const auto& [name, t] : ref.params) {
+      WCHECK(torch::equal(r.params.at(name), t), what, ": ", name, " differs from zero3 by ",
+             (r.params.at(name) - t).abs().max().item<double>());
+    }
+    for (int s = 0; s < kSteps; ++s) WCHECK(r.norms[s] == ref.norms[s], what, ": gradient norm of step ", s + 1);
+    std::cout << what << ": " << ref.params.size() << " tensors bit-identical to zero3 after " << kSteps << " steps; "
+              << r.gemini_summary << std::endl;
+  };
+  // A probe run with room for everything measures the step's non-model peak; the budget then holds that, four
+  // gathered chunks and nothing else: shards must be evicted and the optimizer states stay in host memory.
+  options.placement.policy = "auto";
+  options.placement.device_budget_bytes = int64_t{1} << 32;
+  auto probe = zp::make_strategy("gemini", group, options);
+  const auto roomy = train_tiny(*probe, kSteps, 1, true);
+  same_as_zero3(roomy, "gemini, 4 GiB budget");
+  WCHECK(roomy.gemini_evictions == 0, "evictions with a 4 GiB budget: ", roomy.gemini_evictions);
+  const auto* chunks = probe->chunks();
+  const int64_t chunk_bytes = chunks->chunk_numel() * 4;
+  const int64_t budget = roomy.gemini_non_model + 4 * chunk_bytes;
+  options.placement.device_budget_bytes = budget;
+  auto tight = zp::make_strategy("gemini", group, options);
+  const auto small = train_tiny(*tight, kSteps, 1, true);
+  same_as_zero3(small, zerodiff::str("gemini, budget ", budget, " B (non-model peak ", roomy.gemini_non_model,
+                                     " B + 4 chunks of ", chunk_bytes, " B)"));
+  WCHECK(small.gemini_peak <= budget, "peak model data on the device ", small.gemini_peak, " B > budget ", budget);
+  WCHECK(small.gemini_total <= budget, "after the warm-up, peak model data + measured non-model peak ", small.gemini_total,
+         " B > budget ", budget);
+  WCHECK(small.gemini_evictions > 0, "no shard was evicted under the small budget");
+  int64_t shards_on_host = 0;
+  for (size_t c = 0; c < chunks->num_chunks(); ++c) shards_on_host += tight->gemini()->shard_tier(c) == zerodiff::memory::Tier::host;
+  std::cout << "  small budget: peak model data " << small.gemini_peak << " B <= " << budget << " B, with the "
+            << "non-model peak " << small.gemini_total << " B <= " << budget << " B; "
+            << small.gemini_evictions << " evictions; " << shards_on_host << " of " << chunks->num_chunks()
+            << " shards in host memory after the run" << std::endl;
+  // Disk: every optimizer block in files (read ahead, written behind), half the parameter shards on the host.
+  const fs::path dir = fs::path(std::getenv("ZD_DIST_DIR")) / "offload";
+  options.placement.policy = "static";
+  options.placement.device_budget_bytes = budget;
+  options.placement.offload_optim_frac = 1.0;
+  options.placement.offload_param_frac = 0.5;
+  options.placement.disk = true;
+  options.offload_dir = dir.string();
+  {
+    auto disk = zp::make_strategy("gemini", group, options);
+    const auto on_disk = train_tiny(*disk, kSteps, 1, true);
+    same_as_zero3(on_disk, "gemini, optimizer states on disk");
+    for (size_t c = 0; c < disk->chunks()->num_chunks(); ++c) {
+      WCHECK(disk->gemini()->optim_tier(c) == zerodiff::memory::Tier::disk, "chunk ", c, "'s optimizer states are on ",
+             zerodiff::memory::tier_name(disk->gemini()->optim_tier(c)));
+    }
+    WCHECK(on_disk.memory.optimizer_states == 0 && on_disk.memory.master_weights == 0,
+           "optimizer states in memory between steps: ", on_disk.memory.optimizer_states, " B, masters ",
+           on_disk.memory.master_weights, " B");
+    const fs::path rank_dir = dir / zerodiff::str("rank-", group->rank());
+    WCHECK(fs::exists(rank_dir / "chunk-0.bin"), "no state file in ", rank_dir.string());
+    // The optimizer state saved from disk equals zero3's, entry by entry.
+    const auto a = zero3->optimizer_state(), b = disk->optimizer_state();
+    WCHECK(a.size() == b.size(), "optimizer state entries: zero3 ", a.size(), ", gemini ", b.size());
+    for (const auto& [k, t] : a) WCHECK(b.count(k) && torch::equal(b.at(k), t), "optimizer state '", k, "' differs");
+  }
+  WCHECK(!fs::exists(dir / zerodiff::str("rank-", group->rank(), "/chunk-0.bin")), "state files left behind");
+  return 0;
+}
+
 int run_scenario(const std::string& s) {
   try {
     if (s.rfind("parity_", 0) == 0) {
@@ -591,6 +679,7 @@ int run_scenario(const std::string& s) {
     }
     if (s.rfind("resume_", 0) == 0) return scenario_resume(s.substr(7));
     if (s == "dead_peer") return scenario_dead_peer(false);
+    if (s == "gemini") return scenario_gemini();
     if (s == "inf_one_rank") return scenario_inf_one_rank();
     if (s == "stuck_peer") return scenario_dead_peer(true);
     std::cerr << "unknown scenario " << s << std::endl;
@@ -630,6 +719,14 @@ INSTANTIATE_TEST_SUITE_P(Dist, StrategyParity,
                                                 std::get<2>(info.param));
                          });
 
+TEST(Gemini, ASmallBudgetAndDiskOffloadTrainExactlyAsZero3) {
+  const fs::path dir = fs::path(testing::TempDir()) / "zd_dist_gemini";
+  fs::remove_all(dir);
+  const auto runs = launch(2, "gemini", 300, {{"ZD_DIST_DIR", dir.string()}});
+  expect_all_pass(runs);
+  std::cout << runs[0].output;
+}
+
 class ShardedResume : public testing::TestWithParam<std::string> {};
 
 TEST_P(ShardedResume, ResumeEqualsAnUninterruptedRun) {
@@ -640,7 +737,7 @@ TEST_P(ShardedResume, ResumeEqualsAnUninterruptedRun) {
   std::cout << runs[0].output;
 }
 
-INSTANTIATE_TEST_SUITE_P(Dist, ShardedResume, testing::Values("ddp", "zero1", "zero2", "zero3"));
+INSTANTIATE_TEST_SUITE_P(Dist, ShardedResume, testing::Values("ddp", "zero1", "zero2", "zero3", "gemini"));
 
 TEST(DistGradScaler, AnInfOnOneRankSkipsTheStepOnEveryRank) {
   const auto runs = launch(2, "inf_one_rank");

@@ -53,6 +53,10 @@ class Chunk {
   const at::Tensor& shard() const { return shard_; }  ///< [shard_numel] this rank's part (always resident;
                                                       ///< undefined for a keep_gathered chunk)
   at::Tensor& shard() { return shard_; }
+  /// Replaces the shard by `shard` (same numel and dtype; any device: Gemini moves shards between the compute
+  /// device and host memory). gather() copies a shard that is not on the chunk's device there first.
+  void set_shard(at::Tensor shard);
+  c10::Device device() const { return device_; }  ///< where the gathered buffer lives (the compute device)
   std::vector<ChunkTensor>& tensors() { return tensors_; }
   const std::vector<ChunkTensor>& tensors() const { return tensors_; }
 

@@ -33,6 +33,7 @@
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/io/Safetensors.h"
 #include "zerodiff/memory/ChunkManager.h"
+#include "zerodiff/memory/GeminiManager.h"
 #include "zerodiff/parallel/UnitHooks.h"
 
 namespace zerodiff::parallel {
@@ -69,6 +70,8 @@ struct StrategyOptions {
   int64_t chunk_numel = 0;                      ///< zero3 chunk size in elements (0 = search for least padding)
   int64_t keep_gathered_numel = 0;              ///< zero3: units smaller than this stay whole, gradients all-reduced
   bool hybrid_adam = false;                     ///< AdamW by optim::HybridAdam (SIMD CPU kernel) instead of torch's
+  memory::PlacementOptions placement;           ///< gemini: placement policy, device budget, offload fractions
+  std::string offload_dir;                      ///< gemini: folder for optimizer states on disk (with placement.disk)
 };
 
 /// A sharding unit for zero3: its parameters (the trainable ones are chunked), in execution order.
@@ -136,6 +139,8 @@ class Strategy {
   virtual MemoryReport memory() const = 0;
   /// zero3's chunks (layout and resident-byte accounting); null for the other strategies.
   virtual const memory::ChunkManager* chunks() const { return nullptr; }
+  /// gemini's placement manager (tiers, device budget, peaks, evictions); null for the other strategies.
+  virtual const memory::GeminiManager* gemini() const { return nullptr; }
 
   dist::ProcessGroup& group() const { return *group_; }
   const std::shared_ptr<dist::ProcessGroup>& group_ptr() const { return group_; }
@@ -144,8 +149,10 @@ class Strategy {
   std::shared_ptr<dist::ProcessGroup> group_;
 };
 
-/// The strategy called `name` ("single", "ddp", "zero1", "zero2", "zero3") over `group`. single needs a group
-/// of size 1. Throws NotImplementedError for "gemini" (not available yet) and zerodiff::Error for unknown names.
+/// The strategy called `name` ("single", "ddp", "zero1", "zero2", "zero3", "gemini") over `group`. single needs a
+/// group of size 1. gemini is zero3 whose chunks and optimizer states are placed between the compute device, host
+/// memory and disk by memory::GeminiManager under options.placement (its own AdamW loop: the HybridAdam kernel on
+/// the CPU, ATen's fused AdamW on CUDA). Throws zerodiff::Error for unknown names.
 std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr<dist::ProcessGroup> group,
                                         StrategyOptions options = {});
 

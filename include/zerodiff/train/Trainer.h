@@ -100,6 +100,37 @@ struct GradScalerConfig {
   }
 };
 
+/// trainer.gemini: where gemini keeps parameter shards and optimizer states (memory::GeminiManager).
+struct GeminiConfig {
+  std::string placement_policy = "auto";
+  double device_budget_mb = 0;
+  double offload_optim_frac = 0;
+  double offload_param_frac = 0;
+  std::string offload_dir;
+  template <class V>
+  void visit(V& v) {
+    v.choice("placement_policy", placement_policy, {"auto", "static"},
+             "auto: after a warm-up step, optimizer states go to the device as far as the budget allows next to the "
+             "step's measured peak, and parameter shards stay on the device while they fit (the one used furthest "
+             "in the future is evicted to host memory); static: the fractions below");
+    v("device_budget_mb", device_budget_mb,
+      "Device memory (MiB) gemini may use for model data plus the measured non-model peak (0 = the device's free "
+      "memory at start-up; on a CPU run, available host memory)");
+    v("offload_optim_frac", offload_optim_frac,
+      "static: fraction of chunks whose optimizer states (fp32 master, AdamW moments) live in host memory (or on "
+      "disk with offload_dir)");
+    v("offload_param_frac", offload_param_frac, "static: fraction of chunks whose parameter shards live in host memory");
+    v("offload_dir", offload_dir,
+      "Keep host-side optimizer states on disk in this folder (one subfolder per rank; scratch files, deleted at "
+      "exit): read ahead and written behind chunk by chunk during the AdamW step. Empty = in host memory");
+    v.check(device_budget_mb >= 0, "device_budget_mb", "must be >= 0, got ", device_budget_mb);
+    v.check(offload_optim_frac >= 0 && offload_optim_frac <= 1, "offload_optim_frac", "must be in [0, 1], got ",
+            offload_optim_frac);
+    v.check(offload_param_frac >= 0 && offload_param_frac <= 1, "offload_param_frac", "must be in [0, 1], got ",
+            offload_param_frac);
+  }
+};
+
 struct TrainerConfig {
   std::string output_dir;                 ///< checkpoints/, samples/, metrics.jsonl, final/
   int64_t max_steps = 0;                  ///< optimizer steps
@@ -108,7 +139,7 @@ struct TrainerConfig {
   double max_grad_norm = 1.0;             ///< 0 = no clipping (the norm is still logged)
   std::string accelerator = "auto";       ///< auto | cpu | cuda
   std::string precision = "32-true";      ///< 32-true | 16-mixed | bf16-mixed (bf16-true: not yet)
-  std::string strategy = "single";        ///< single | ddp | zero1 | zero2 | zero3 (gemini: not yet)
+  std::string strategy = "single";        ///< single | ddp | zero1 | zero2 | zero3 | gemini
   double bucket_size_mb = 25;             ///< gradient bucket size (ddp, zero1, zero2)
   double dist_timeout_s = 1800;           ///< rendezvous and collective timeout
   double zero3_chunk_size_mb = 0;         ///< zero3 chunk size (0 = search for least padding)
@@ -126,6 +157,7 @@ struct TrainerConfig {
   LRScheduleConfig lr_schedule;
   EMAConfig ema;
   GradScalerConfig grad_scaler;
+  GeminiConfig gemini;
 
   template <class V>
   void visit(V& v) {
@@ -141,8 +173,9 @@ struct TrainerConfig {
     v.choice("strategy", strategy, {"single", "ddp", "zero1", "zero2", "zero3", "gemini"},
              "Parallel strategy: single (one process), ddp (replicated, gradients all-reduced during backward), zero1 "
              "(optimizer states and fp32 master weights sharded), zero2 (zero1 + gradients reduce-scattered into "
-             "shards), zero3 (zero2 + parameters sharded in chunks, gathered per unit while it runs); gemini is not "
-             "available yet. Multi-process runs: docs/distributed.md");
+             "shards), zero3 (zero2 + parameters sharded in chunks, gathered per unit while it runs), gemini (zero3 with "
+             "chunks and optimizer states placed between device, host memory and disk under a device budget: "
+             "trainer.gemini). Multi-process runs: docs/distributed.md");
     v("bucket_size_mb", bucket_size_mb,
       "Gradient bucket size in MiB of fp32 (ddp/zero1/zero2): each bucket is sent as soon as backward has produced "
       "it; a resumed zero1/zero2 run needs the same value");
@@ -169,6 +202,7 @@ struct TrainerConfig {
     v("lr_schedule", lr_schedule, "Learning-rate schedule");
     v("ema", ema, "EMA of trained weights");
     v("grad_scaler", grad_scaler, "Dynamic loss scaling of 16-mixed (torch.amp.GradScaler)");
+    v("gemini", gemini, "Placement of gemini's chunks and optimizer states (strategy gemini)");
     v.check(seed >= 0, "seed", "must be >= 0, got ", seed);
     v.check(max_steps >= 1, "max_steps", "must be >= 1, got ", max_steps);
     v.check(gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1, got ",

@@ -1,0 +1,342 @@
+#include "zerodiff/memory/GeminiManager.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "zerodiff/core/BuildConfig.h"
+#include "zerodiff/core/Logging.h"
+
+#if ZERODIFF_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace zerodiff::memory {
+
+namespace {
+
+double mib(int64_t bytes) { return std::round(static_cast<double>(bytes) / (1024.0 * 1024.0) * 100.0) / 100.0; }
+
+}  // namespace
+
+const char* tier_name(Tier t) {
+  switch (t) {
+    case Tier::device: return "device";
+    case Tier::host: return "host";
+    case Tier::disk: return "disk";
+  }
+  return "?";
+}
+
+int64_t device_free_bytes(c10::Device device) {
+  if (device.is_cuda()) {
+#if ZERODIFF_CUDA
+    const c10::cuda::CUDAGuard guard(device);
+    size_t free = 0, total = 0;
+    const cudaError_t err = cudaMemGetInfo(&free, &total);
+    ZD_CHECK(err == cudaSuccess, "cudaMemGetInfo on ", device, " failed: ", cudaGetErrorString(err));
+    return static_cast<int64_t>(free);
+#else
+    throw NotImplementedError(zerodiff::str("device_free_bytes: ", device, " in a build without CUDA"));
+#endif
+  }
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  int64_t value = 0;
+  while (in >> key >> value >> unit) {
+    if (key == "MemAvailable:") return value * 1024;
+  }
+  throw Error("device_free_bytes: no MemAvailable in /proc/meminfo; set trainer.gemini.device_budget_mb");
+}
+
+GeminiManager::GeminiManager(ChunkManager& chunks, c10::Device device, PlacementOptions options,
+                             int64_t optim_block_bytes)
+    : chunks_(chunks), device_(device), options_(std::move(options)), optim_block_bytes_(optim_block_bytes) {
+  if (options_.policy != "static" && options_.policy != "auto") {
+    throw ConfigError(zerodiff::str("trainer.gemini.placement_policy: '", options_.policy,
+                                    "' is not a placement policy (static or auto)"));
+  }
+  for (const auto& [name, f] : {std::make_pair("offload_optim_frac", options_.offload_optim_frac),
+                                std::make_pair("offload_param_frac", options_.offload_param_frac)}) {
+    if (!(f >= 0.0 && f <= 1.0)) {
+      throw ConfigError(zerodiff::str("trainer.gemini.", name, ": must be in [0, 1], got ", f));
+    }
+  }
+  ZD_CHECK(options_.device_budget_bytes >= 0, "GeminiManager: negative device budget ", options_.device_budget_bytes);
+  budget_ = options_.device_budget_bytes > 0 ? options_.device_budget_bytes : device_free_bytes(device_);
+  tracer_ = std::make_unique<MemoryTracer>(device_, [this] {
+    // On the CPU the "device" and the host are the same memory: the tracer subtracts both.
+    return device_.is_cpu() ? device_model_bytes() + host_model_bytes() : device_model_bytes();
+  });
+  const size_t n = chunks_.num_chunks();
+  shard_tier_.assign(n, Tier::device);
+  optim_tier_.assign(n, Tier::host);
+  const Tier host_optim = options_.disk ? Tier::disk : Tier::host;
+  if (options_.policy == "static") {
+    const auto last = [&](double frac) { return n - static_cast<size_t>(std::ceil(frac * static_cast<double>(n))); };
+    for (size_t c = 0; c < n; ++c) optim_tier_[c] = c >= last(options_.offload_optim_frac) ? host_optim : Tier::device;
+    for (size_t c = last(options_.offload_param_frac); c < n; ++c) {
+      if (!chunks_.chunk(c).keep_gathered()) move_shard(c, Tier::host);
+    }
+  } else {
+    for (size_t c = 0; c < n; ++c) optim_tier_[c] = host_optim;
+  }
+  if (options_.policy == "auto") {
+    reserve(0, {}, "the parameter shards");
+  } else if (device_model_bytes() > budget_) {
+    fail(0, "the static placement (offload_optim_frac " + std::to_string(options_.offload_optim_frac) +
+                ", offload_param_frac " + std::to_string(options_.offload_param_frac) + ")");
+  }
+  reset_peaks();
+}
+
+GeminiManager::~GeminiManager() = default;
+
+int64_t GeminiManager::shard_bytes(size_t c) const {
+  const Chunk& chunk = chunks_.chunk(c);
+  return chunk.keep_gathered() ? 0 : chunk.shard_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+}
+
+int64_t GeminiManager::gathered_bytes(size_t c) const {
+  const Chunk& chunk = chunks_.chunk(c);
+  return chunk.gathered() ? chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype())) : 0;
+}
+
+int64_t GeminiManager::optim_block_bytes(size_t c) const {
+  const Chunk& chunk = chunks_.chunk(c);
+  return (chunk.keep_gathered() ? chunk.chunk_numel() : chunk.shard_numel()) * optim_block_bytes_;
+}
+
+int64_t GeminiManager::device_model_bytes() const {
+  int64_t b = transient_;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+    b += gathered_bytes(c);
+    if (shard_tier_[c] == Tier::device) b += shard_bytes(c);
+    if (optim_tier_[c] == Tier::device) b += optim_block_bytes(c);
+  }
+  return b;
+}
+
+int64_t GeminiManager::host_model_bytes() const {
+  int64_t b = 0;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+    if (shard_tier_[c] == Tier::host) b += shard_bytes(c);
+    if (optim_tier_[c] == Tier::host) b += optim_block_bytes(c);
+  }
+  return b;
+}
+
+int64_t GeminiManager::non_model_estimate() const {
+  if (tracer_->tracing()) return tracer_->non_model_now();
+  if (!warmed_up_) return 0;
+  return moment_.empty() ? tracer_->max_non_model_peak() : tracer_->non_model_peak(moment_);
+}
+
+int64_t GeminiManager::limit() const { return budget_ - non_model_estimate(); }
+
+bool GeminiManager::fits(int64_t bytes) const { return device_model_bytes() + bytes <= limit(); }
+
+void GeminiManager::note() {
+  const int64_t m = device_model_bytes();
+  peak_model_ = std::max(peak_model_, m);
+  peak_total_ = std::max(peak_total_, m + non_model_estimate());
+}
+
+void GeminiManager::reset_peaks() {
+  peak_model_ = 0;
+  peak_total_ = 0;
+  note();
+}
+
+void GeminiManager::begin_warmup() {
+  if (warmed_up_ || tracer_->tracing()) return;
+  tracer_->start();
+}
+
+std::vector<size_t> GeminiManager::end_warmup(const std::vector<size_t>& order) {
+  if (!tracer_->tracing()) return {};
+  tracer_->stop();
+  warmed_up_ = true;
+  peak_total_ = 0;  // from now on the estimate uses the measured peaks: it must stay within the budget
+  schedule_.clear();
+  for (size_t u : order) schedule_.emplace_back(u, Phase::forward);
+  for (size_t i = order.size(); i-- > 0;) schedule_.emplace_back(order[i], Phase::backward);
+  cursor_ = npos;
+  moment_.clear();
+  std::vector<size_t> changed;
+  if (options_.policy != "auto") return changed;
+  // The step's peak working set: per event, its non-model peak + the gathered chunks of its unit and the next.
+  int64_t kept = 0;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+    if (chunks_.chunk(c).keep_gathered()) kept += gathered_bytes(c);
+  }
+  int64_t peak_need = 0;
+  for (size_t i = 0; i < schedule_.size(); ++i) {
+    std::set<size_t> cs;
+    for (size_t k = i; k <= std::min(i + 1, schedule_.size() - 1); ++k) {
+      for (size_t c : chunks_.unit_chunks(schedule_[k].first)) {
+        if (!chunks_.chunk(c).keep_gathered()) cs.insert(c);
+      }
+    }
+    int64_t working = schedule_[i].second == Phase::backward ? backward_margin() : 0;
+    for (size_t c : cs) {
+      const Chunk& chunk = chunks_.chunk(c);
+      working += chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+    }
+    const std::string m = zerodiff::str(schedule_[i].second == Phase::forward ? "forward " : "backward ",
+                                        chunks_.unit_name(schedule_[i].first));
+    peak_need = std::max(peak_need, tracer_->non_model_peak(m) + working);
+  }
+  int64_t capacity = budget_ - peak_need - kept;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+    if (optim_tier_[c] != Tier::device && optim_block_bytes(c) <= capacity) {
+      capacity -= optim_block_bytes(c);
+      optim_tier_[c] = Tier::device;
+      changed.push_back(c);
+    }
+  }
+  return changed;
+}
+
+int64_t GeminiManager::backward_margin() const {
+  int64_t largest = 0;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+    const Chunk& chunk = chunks_.chunk(c);
+    const int64_t elt = static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+    largest = std::max(largest, (chunk.chunk_numel() + chunk.shard_numel()) * elt);
+  }
+  return 3 * largest;
+}
+
+void GeminiManager::on_event(size_t unit, Phase phase, size_t position) {
+  moment_ = zerodiff::str(phase == Phase::forward ? "forward " : "backward ", chunks_.unit_name(unit));
+  tracer_->sample(moment_);
+  if (position != npos && !schedule_.empty()) {
+    const size_t n = schedule_.size() / 2;
+    if (position < n) cursor_ = phase == Phase::forward ? position : n + (n - 1 - position);
+  }
+}
+
+size_t GeminiManager::next_use(size_t chunk) const {
+  if (schedule_.empty() || cursor_ == npos) return npos - chunk;  // warm-up: lowest index first
+  const size_t s = schedule_.size();
+  for (size_t k = 1; k <= s; ++k) {
+    const auto& cs = chunks_.unit_chunks(schedule_[(cursor_ + k) % s].first);
+    if (std::find(cs.begin(), cs.end(), chunk) != cs.end()) return k;
+  }
+  return s + 1;
+}
+
+size_t GeminiManager::pick_victim(const std::vector<size_t>& keep) const {
+  // First the chunks not in `keep`; as a last resort those too (a chunk gathers from a host shard as well).
+  for (const bool allow_kept : {false, true}) {
+    size_t best = npos, best_use = 0;
+    for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+      if (shard_tier_[c] != Tier::device || chunks_.chunk(c).keep_gathered()) continue;
+      if (!allow_kept && std::find(keep.begin(), keep.end(), c) != keep.end()) continue;
+      const size_t use = next_use(c);
+      if (best == npos || use > best_use) {
+        best = c;
+        best_use = use;
+      }
+    }
+    if (best != npos) return best;
+  }
+  return npos;
+}
+
+void GeminiManager::reserve(int64_t bytes, const std::vector<size_t>& keep, const std::string& what) {
+  while (device_model_bytes() + bytes > limit()) {
+    const size_t victim = pick_victim(keep);
+    if (victim == npos) fail(bytes, what);
+    move_shard(victim, Tier::host);
+    ++evictions_;
+  }
+}
+
+void GeminiManager::prepare_gather(const std::vector<size_t>& cs, const std::string& unit) {
+  int64_t need = 0;
+  for (size_t c : cs) {
+    const Chunk& chunk = chunks_.chunk(c);
+    if (chunk.gathered()) continue;
+    need += chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+    if (shard_tier_[c] == Tier::host && !device_.is_cpu()) need += shard_bytes(c);  // the shard's device copy
+  }
+  reserve(need, cs, zerodiff::str("the chunks of unit '", unit, "'"));
+}
+
+void GeminiManager::after_gather(size_t c) {
+  if (options_.policy == "auto" && shard_tier_[c] == Tier::host && fits(shard_bytes(c))) move_shard(c, Tier::device);
+  note();
+}
+
+void GeminiManager::move_shard(size_t c, Tier tier) {
+  ZD_CHECK(tier == Tier::device || tier == Tier::host, "GeminiManager: parameter shards live on the device or the host");
+  Chunk& chunk = chunks_.chunk(c);
+  if (chunk.keep_gathered() || shard_tier_[c] == tier) return;
+  torch::NoGradGuard no_grad;
+  const ModelDataScope model_data;
+  const at::Tensor& from = chunk.shard();
+  at::Tensor to;
+  if (tier == Tier::device) {
+    to = at::empty_like(from, from.options().device(device_).pinned_memory(false));
+    bytes_to_device_ += shard_bytes(c);
+  } else {
+    to = at::empty(from.sizes(), from.options().device(at::kCPU).pinned_memory(device_.is_cuda()));
+    bytes_to_host_ += shard_bytes(c);
+  }
+  to.copy_(from);  // a real copy on the CPU too: the two tiers are two buffers
+  chunk.set_shard(std::move(to));
+  shard_tier_[c] = tier;
+  // (model bytes only: an eviction runs at a moment's start, before that moment's non-model memory exists)
+  peak_model_ = std::max(peak_model_, device_model_bytes());
+}
+
+void GeminiManager::add_transient(int64_t bytes, const std::string& what) {
+  if (bytes > 0) reserve(bytes, {}, what);
+  transient_ += bytes;
+  note();
+}
+
+[[noreturn]] void GeminiManager::fail(int64_t bytes, const std::string& what) const {
+  int64_t gathered = 0, shards = 0, optim = 0;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+    gathered += gathered_bytes(c);
+    if (shard_tier_[c] == Tier::device) shards += shard_bytes(c);
+    if (optim_tier_[c] == Tier::device) optim += optim_block_bytes(c);
+  }
+  const int64_t nm = non_model_estimate();
+  const int64_t need = gathered + shards + optim + transient_ + bytes + nm;
+  throw BudgetError(zerodiff::str(
+      "gemini: the device budget of ", mib(budget_), " MiB cannot hold ", what, " (", mib(bytes), " MiB more)",
+      moment_.empty() ? std::string() : " at " + moment_, ": gathered chunks ", mib(gathered),
+      " MiB + parameter shards that cannot move ", mib(shards), " MiB + optimizer states on the device ", mib(optim),
+      " MiB + transient buffers ", mib(transient_), " MiB + non-model memory ", mib(nm), " MiB (",
+      tracer_->tracing() ? "live, warm-up step" : "warm-up peak of this moment", ") = ", mib(need),
+      " MiB. Raise trainer.gemini.device_budget_mb to at least ", std::ceil(mib(need)),
+      ", or lower trainer.zero3_chunk_size_mb (smaller chunks) or the batch size"));
+}
+
+std::string GeminiManager::summary() const {
+  int64_t shard_dev = 0, optim_dev = 0, optim_host = 0, optim_disk = 0;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
+    shard_dev += shard_tier_[c] == Tier::device;
+    optim_dev += optim_tier_[c] == Tier::device;
+    optim_host += optim_tier_[c] == Tier::host;
+    optim_disk += optim_tier_[c] == Tier::disk;
+  }
+  return zerodiff::str("gemini (", options_.policy, "): budget ", mib(budget_), " MiB; ", chunks_.num_chunks(),
+                       " chunks, parameter shards on the device ", shard_dev, ", optimizer states device/host/disk ",
+                       optim_dev, "/", optim_host, "/", optim_disk, "; peak model data on the device ", mib(peak_model_),
+                       " MiB (with non-model estimate ", mib(peak_total_), " MiB); non-model peak ",
+                       mib(tracer_->max_non_model_peak()), " MiB; ", evictions_, " evictions, ", mib(bytes_to_host_),
+                       " MiB to host, ", mib(bytes_to_device_), " MiB to device");
+}
+
+}  // namespace zerodiff::memory
