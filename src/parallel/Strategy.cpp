@@ -331,8 +331,8 @@ class ZeroStrategy : public Strategy {
     layout_ = std::make_unique<FlatLayout>(numels, group_->size(), options_.bucket_numel);
     detail::warn_bucket_count(*layout_);
     const auto fp32 = params_[0].options().dtype(at::kFloat).requires_grad(false);
-    // fp32 master shard, filled from the (broadcast) parameters.
-    master_ = at::zeros({layout_->shard_numel()}, fp32);
+    // Master shard (fp32, or the parameters' dtype in bf16-true), filled from the (broadcast) parameters.
+    master_ = at::zeros({layout_->shard_numel()}, fp32.dtype(options_.master_dtype));
     pieces_ = layout_->shard_pieces(group_->rank());
     std::vector<std::vector<at::Tensor>> per_group(groups.size());
     {
@@ -379,8 +379,9 @@ class ZeroStrategy : public Strategy {
           grad = grad_shard_.slice(0, piece.offset, piece.offset + piece.numel);
         } else {
           grad = params_[piece.param].grad().view(-1).slice(0, piece.param_offset, piece.param_offset + piece.numel);
-          if (grad.scalar_type() != at::kFloat) grad = grad.to(at::kFloat);  // fp16/bf16 compute, fp32 master
         }
+        // AdamW sees gradients in the master's dtype (fp16/bf16 compute with an fp32 master; bf16-true: bf16).
+        if (grad.scalar_type() != master_.scalar_type()) grad = grad.to(master_.scalar_type());
       }
       segments_[k].mutable_grad() = grad;
     }
@@ -461,7 +462,7 @@ class ZeroStrategy : public Strategy {
   std::vector<std::string> names_;
   std::vector<size_t> group_of_;
   std::unique_ptr<FlatLayout> layout_;
-  at::Tensor master_;                // [shard_numel] fp32
+  at::Tensor master_;                // [shard_numel] fp32 (bf16-true: the parameters' dtype)
   at::Tensor grad_shard_;            // [shard_numel] fp32 (zero2)
   std::vector<Piece> pieces_;        // this rank's shard, by parameter run
   std::vector<at::Tensor> segments_;  // views of master_, one per piece: what AdamW updates

@@ -113,10 +113,11 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       memory::Chunk& chunk = manager_->chunk(c);
       const at::Tensor own = local(c);
       const auto fp32 = own.options().dtype(at::kFloat);
-      // fp32 compute chunks: the shard (or a kept chunk's full buffer) is the master itself; fp16/bf16 ones pair
-      // with an fp32 copy.
-      // (gemini: always a copy of its own, since the master and the shard may live on different tiers)
-      master_.push_back(chunk.dtype() == at::kFloat && !gemini_ ? own : own.to(at::kFloat).clone());
+      // Compute chunks of the master's dtype (fp32; bf16 in bf16-true): the shard (or a kept chunk's full buffer)
+      // is the master itself; fp16/bf16 ones pair with an fp32 copy. (gemini: always a copy of its own, since the
+      // master and the shard may live on different tiers.)
+      const at::ScalarType master_dtype = options_.master_dtype;
+      master_.push_back(chunk.dtype() == master_dtype && !gemini_ ? own : own.to(master_dtype).clone());
       grad_shard_.push_back(at::zeros({own.numel()}, fp32));
       const int64_t lo_part = chunk.keep_gathered() ? 0 : rank * chunk.shard_numel();
       const int64_t hi_part = lo_part + own.numel();
@@ -126,7 +127,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         if (lo >= hi) continue;
         Segment s{c, index_of.at(ct.param.unsafeGetTensorImpl()), lo - ct.offset, lo - lo_part, hi - lo};
         // gemini: a handle without storage that carries the segment's gradient (the master may be on disk).
-        at::Tensor view = gemini_ ? at::empty({0}, fp32) : master_[c].slice(0, s.shard_offset, s.shard_offset + s.numel);
+        at::Tensor view = gemini_ ? at::empty({0}, fp32.dtype(master_dtype))
+                                  : master_[c].slice(0, s.shard_offset, s.shard_offset + s.numel);
         segments_.push_back(s);
         segment_tensors_.push_back(view);
         segment_group_.push_back(group_of.at(ct.param.unsafeGetTensorImpl()));
@@ -383,8 +385,13 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     if (!last) return;
     for (size_t k = 0; k < segments_.size(); ++k) {
       const Segment& s = segments_[k];
-      segment_tensors_[k].mutable_grad() =
-          globally_used_[s.param] ? grad_shard_[s.chunk].slice(0, s.shard_offset, s.shard_offset + s.numel) : at::Tensor();
+      at::Tensor grad;
+      if (globally_used_[s.param]) {
+        grad = grad_shard_[s.chunk].slice(0, s.shard_offset, s.shard_offset + s.numel);
+        // AdamW sees gradients in the master's dtype (bf16-true: bf16; the reduction itself ran in fp32).
+        if (grad.scalar_type() != options_.master_dtype) grad = grad.to(options_.master_dtype);
+      }
+      segment_tensors_[k].mutable_grad() = grad;
     }
   }
 
@@ -530,7 +537,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
 
   // ---------------------------------------------------------------- gemini
 
-  // Optimizer blocks: {master, exp_avg, exp_avg_sq}, fp32 [shard_numel] (a kept chunk: [chunk_numel]) each, on
+  // Optimizer blocks: {master, exp_avg, exp_avg_sq}, fp32 (bf16-true: bf16) [shard_numel] (a kept chunk:
+  // [chunk_numel]) each, on
   // the tier GeminiManager chose; the gradient shard grad_shard_[c] lives beside them (host memory for disk).
   void setup_gemini(const std::vector<ParamGroupSpec>& groups, const AdamWSettings& adamw) {
     adamw_ = adamw;
@@ -543,8 +551,13 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       hi = std::max(hi, k + 1);
     }
     const c10::Device device = manager_->chunk(0).device();
-    placement_ = std::make_unique<memory::GeminiManager>(*manager_, device, options_.placement, 16);
+    const int64_t block_bytes = 3 * static_cast<int64_t>(c10::elementSize(options_.master_dtype)) + 4;  // + fp32 gradient
+    placement_ = std::make_unique<memory::GeminiManager>(*manager_, device, options_.placement, block_bytes);
     if (options_.placement.disk) {
+      if (options_.master_dtype != at::kFloat) {
+        throw NotImplementedError("gemini: optimizer states on disk are float32 only; with bf16-true keep them in "
+                                  "host memory (leave trainer.gemini.offload_dir empty)");
+      }
       ZD_CHECK(!options_.offload_dir.empty(), "gemini: optimizer states on disk need an offload directory "
                                               "(trainer.gemini.offload_dir)");
       disk_ = std::make_unique<memory::DiskStateStore>(options_.offload_dir, group_->rank());
@@ -562,8 +575,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
 
   at::TensorOptions tier_options(memory::Tier tier) const {
     const c10::Device device = manager_->chunk(0).device();
-    const auto fp32 = at::TensorOptions().dtype(at::kFloat);
-    return tier == memory::Tier::device ? fp32.device(device) : fp32.device(at::kCPU).pinned_memory(device.is_cuda());
+    const auto base = at::TensorOptions();
+    return tier == memory::Tier::device ? base.device(device) : base.device(at::kCPU).pinned_memory(device.is_cuda());
   }
 
   // Puts `block` (and the chunk's gradient shard) on `tier`: copies into fresh tensors there, or into the disk store.
@@ -571,7 +584,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     torch::NoGradGuard no_grad;
     const auto opts = tier_options(tier);
     auto moved = [&](const at::Tensor& t) {
-      at::Tensor out = at::empty(t.sizes(), opts);
+      at::Tensor out = at::empty(t.sizes(), opts.dtype(t.scalar_type()));
       out.copy_(t);
       return out;
     };
@@ -681,7 +694,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         at::Tensor v = block[2].slice(0, seg.shard_offset, seg.shard_offset + seg.numel);
         const int64_t step = ++segment_step_[k];
         const double lr = group_lr_[segment_group_[k]];
-        if (p.is_cuda()) {
+        if (p.is_cuda() || p.scalar_type() != at::kFloat) {  // (CUDA, or bf16-true blocks: ATen's fused AdamW)
           at::_fused_adamw_({p}, {grad}, {m}, {v}, {}, {at::full({}, static_cast<double>(step), p.options())}, lr,
                             adamw_.beta1, adamw_.beta2, adamw_.weight_decay, adamw_.eps, false, false);
         } else {

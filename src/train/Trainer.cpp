@@ -82,10 +82,10 @@ uint64_t validation_seed(int64_t seed) { return static_cast<uint64_t>(seed) ^ 0x
 
 Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group)
     : config_(std::move(config)), group_(std::move(group)) {
-  if (config_.precision == "bf16-true") {
-    throw NotImplementedError(
-        "trainer.precision 'bf16-true' (bfloat16 weights without fp32 master weights) is not available yet; use "
-        "bf16-mixed (fp32 master weights, bfloat16 compute)");
+  if (config_.precision == "bf16-true" && config_.optimizer.implementation == "hybrid_adam") {
+    throw ConfigError(
+        "trainer.optimizer.implementation hybrid_adam updates float32 master weights; trainer.precision bf16-true "
+        "has none (bfloat16 weights and AdamW states): use implementation torch, or precision bf16-mixed");
   }
   if ((config_.strategy == "zero3" || config_.strategy == "gemini") && config_.ema.enabled) {
     throw NotImplementedError(zerodiff::str(
@@ -180,7 +180,23 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
 
   torch::manual_seed(c.seed);
   agreed("building the model", [&] { module.configure_model(device_); });
-  const std::vector<ParameterGroup> groups = module.parameter_groups();
+  std::vector<ParameterGroup> groups = module.parameter_groups();
+  if (c.precision == "bf16-true") {
+    // Lightning's bf16-true: the trained weights themselves are bfloat16 (no fp32 master), so are their gradients
+    // and AdamW states. Frozen parts keep their dtype; autocast to bfloat16 joins the two.
+    torch::NoGradGuard no_grad;
+    int64_t cast = 0;
+    for (auto& g : groups) {
+      for (auto& [name, p] : g.params) {
+        if (p.scalar_type() == at::kBFloat16) continue;
+        at::Tensor t = p;
+        t.set_data(p.detach().to(at::kBFloat16));
+        ++cast;
+      }
+    }
+    ZD_LOG_INFO("precision bf16-true: ", cast, " trained tensors in bfloat16 (weights, gradients and AdamW states)");
+  }
+  groups = module.parameter_groups();
   std::vector<parallel::ParamGroupSpec> specs;
   std::vector<std::optional<double>> group_peak_lr;  // none: trainer.optimizer.lr
   for (const auto& g : groups) {
@@ -196,6 +212,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     options.chunk_numel = static_cast<int64_t>(c.zero3_chunk_size_mb * 1024 * 1024 / 4);
     options.keep_gathered_numel = static_cast<int64_t>(c.zero3_keep_gathered_below_mb * 1024 * 1024 / 4);
     options.hybrid_adam = c.optimizer.implementation == "hybrid_adam";
+    options.master_dtype = c.precision == "bf16-true" ? at::kBFloat16 : at::kFloat;
     options.placement.policy = c.gemini.placement_policy;
     options.placement.device_budget_bytes = static_cast<int64_t>(c.gemini.device_budget_mb * 1024 * 1024);
     options.placement.offload_optim_frac = c.gemini.offload_optim_frac;
@@ -249,7 +266,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
                                            c.ema.inv_gamma, c.ema.power});
   }
   const at::ScalarType compute_dtype =
-      c.precision == "16-mixed" ? at::kHalf : c.precision == "bf16-mixed" ? at::kBFloat16 : at::kFloat;
+      c.precision == "16-mixed"                                   ? at::kHalf
+      : c.precision == "bf16-mixed" || c.precision == "bf16-true" ? at::kBFloat16
+                                                                   : at::kFloat;
   std::optional<optim::GradScaler> scaler;
   if (c.precision == "16-mixed") {
     scaler.emplace(optim::GradScalerOptions{c.grad_scaler.init_scale, c.grad_scaler.growth_factor,

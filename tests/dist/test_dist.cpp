@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -28,6 +29,7 @@
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/io/Safetensors.h"
 #include "zerodiff/models/unet/UNet2DConditionModel.h"
+#include "zerodiff/nn/Autocast.h"
 #include "zerodiff/optim/GradScaler.h"
 #include "zerodiff/parallel/FlatLayout.h"
 #include "zerodiff/parallel/Strategy.h"
@@ -236,11 +238,17 @@ struct TrainResult {
 
 // `steps` AdamW steps of `strategy` on rows [rank*G/N, (rank+1)*G/N) of each global batch, in `accum`
 // micro-batches; the loss is the per-rank mean, so the rank average is the global-batch mean.
-TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool perturb, bool checkpointing = false) {
+// bf16_true: the parameters are cast to bfloat16 and the forward runs under bfloat16 autocast (the Trainer's
+// precision bf16-true; the strategy must then be built with master_dtype bfloat16).
+TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool perturb, bool checkpointing = false,
+                       bool bf16_true = false) {
   const int rank = strategy.group().rank(), world = strategy.group().size();
   torch::manual_seed(0);
   TinyNet net;
   net.unet->enable_gradient_checkpointing(checkpointing);  // zero3: the recomputation needs gathered chunks
+  if (bf16_true) net.to(at::kBFloat16);
+  std::optional<zerodiff::nn::AutocastScope> autocast;
+  if (bf16_true) autocast.emplace(at::kCPU, at::kBFloat16);
   if (perturb && rank != 0) {
     torch::NoGradGuard g;
     for (auto& p : net.parameters()) p.add_(0.5);  // setup's broadcast must undo this
@@ -669,6 +677,47 @@ int scenario_gemini() {
   return 0;
 }
 
+// bf16-true under every strategy: no float32 copy anywhere in the model states (AdamW's master, moments in
+// bfloat16: 2 + 4 bytes per element on the rank that owns it), and the run trains (parameters move) and agrees
+// with the single-process bf16-true run to bfloat16 rounding.
+int scenario_bf16_true(const std::string& strategy_name) {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(60)});
+  zp::StrategyOptions options;
+  options.chunk_numel = 80000;
+  options.bucket_numel = 20000;
+  options.master_dtype = at::kBFloat16;
+  options.placement.device_budget_bytes = int64_t{1} << 32;
+  auto strategy = zp::make_strategy(strategy_name, group, options);
+  const auto r = train_tiny(*strategy, 5, 1, /*perturb=*/true, false, /*bf16_true=*/true);
+  auto single = zp::make_strategy("single", zdist::ProcessGroup::single(), options);
+  const auto ref = train_tiny(*single, 5, 1, false, false, true);
+  torch::manual_seed(0);
+  TinyNet init;
+  double moved = 0, diff = 0;
+  for (const auto& [name, t] : ref.params) {
+    WCHECK(r.params.at(name).scalar_type() == at::kBFloat16, name, " is ", r.params.at(name).scalar_type());
+    moved = std::max(moved, (t.to(at::kFloat) - init.named_parameters(true)[name].to(at::kBFloat16).to(at::kFloat))
+                                .abs().max().item<double>());
+    diff = std::max(diff, (r.params.at(name).to(at::kFloat) - t.to(at::kFloat)).abs().max().item<double>());
+  }
+  const auto& m = r.memory;
+  const int64_t owned = strategy_name == "ddp" ? m.numel : (m.padded_numel + group->size() - 1) / group->size();
+  std::cout << strategy_name << " bf16-true: parameters moved up to " << moved << ", max |param - single| " << diff
+            << "; master weights " << m.master_weights << " B, AdamW states " << m.optimizer_states << " B for "
+            << owned << " owned elements" << std::endl;
+  WCHECK(moved >= 2e-4, "bf16-true barely trained: ", moved);
+  WCHECK(diff <= 2e-2, "bf16-true parameters differ from the single-process run by ", diff);
+  // Moments: 2 bytes each per updated element (bfloat16), never 4; masters bf16 (or the shard itself).
+  // (a rank's shard may be largely chunk padding, which has no state: only the upper bound is tight)
+  WCHECK(m.optimizer_states > 0 && m.optimizer_states <= 4 * owned, "AdamW state bytes ", m.optimizer_states, " for ",
+         owned, " elements: not bfloat16");
+  WCHECK(m.master_weights <= 2 * owned, "master weight bytes ", m.master_weights, " for ", owned,
+         " elements: a float32 copy exists");
+  return 0;
+}
+
 int run_scenario(const std::string& s) {
   try {
     if (s.rfind("parity_", 0) == 0) {
@@ -680,6 +729,7 @@ int run_scenario(const std::string& s) {
     if (s.rfind("resume_", 0) == 0) return scenario_resume(s.substr(7));
     if (s == "dead_peer") return scenario_dead_peer(false);
     if (s == "gemini") return scenario_gemini();
+    if (s.rfind("bf16_true_", 0) == 0) return scenario_bf16_true(s.substr(10));
     if (s == "inf_one_rank") return scenario_inf_one_rank();
     if (s == "stuck_peer") return scenario_dead_peer(true);
     std::cerr << "unknown scenario " << s << std::endl;
@@ -726,6 +776,16 @@ TEST(Gemini, ASmallBudgetAndDiskOffloadTrainExactlyAsZero3) {
   expect_all_pass(runs);
   std::cout << runs[0].output;
 }
+
+class Bf16True : public testing::TestWithParam<std::string> {};
+
+TEST_P(Bf16True, NoFloat32CopyAndTheRunTrains) {
+  const auto runs = launch(2, "bf16_true_" + GetParam());
+  expect_all_pass(runs);
+  std::cout << runs[0].output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Dist, Bf16True, testing::Values("ddp", "zero1", "zero2", "zero3", "gemini"));
 
 class ShardedResume : public testing::TestWithParam<std::string> {};
 

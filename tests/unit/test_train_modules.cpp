@@ -259,13 +259,28 @@ TEST(TrainingModules, Bf16MixedTrainsLikeFp32) {
     for (std::string line; std::getline(in, line);) v.push_back(nlohmann::json::parse(line)["loss"].get<double>());
     return v;
   };
-  const auto fp32 = losses("32-true"), bf16 = losses("bf16-mixed");
+  const auto fp32 = losses("32-true"), bf16 = losses("bf16-mixed"), bf16_true = losses("bf16-true");
   ASSERT_EQ(fp32.size(), 6u);
   ASSERT_EQ(bf16.size(), 6u);
-  double a = 0, b = 0;
-  for (size_t i = 3; i < 6; ++i) a += fp32[i], b += bf16[i];  // the last 3 steps
+  ASSERT_EQ(bf16_true.size(), 6u);
+  double a = 0, b = 0, t = 0;
+  for (size_t i = 3; i < 6; ++i) a += fp32[i], b += bf16[i], t += bf16_true[i];  // the last 3 steps
   EXPECT_NEAR(b / a, 1.0, 0.05) << "fp32 " << a / 3 << " bf16 " << b / 3;
+  EXPECT_NEAR(t / a, 1.0, 0.05) << "fp32 " << a / 3 << " bf16-true " << t / 3;
   EXPECT_NE(fp32.back(), bf16.back());  // bf16 really ran (its rounding differs)
+  // bf16-true keeps no float32 copy: the exported UNet and the checkpoint's AdamW moments are bfloat16.
+  const std::string out = (fs::path(testing::TempDir()) / "zd_modules" / "prec_bf16-true").string();
+  for (const auto& [name, w] : zerodiff::io::load_weights(out + "/final/unet", "diffusion_pytorch_model")) {
+    ASSERT_EQ(w.scalar_type(), at::kBFloat16) << name;
+  }
+  const auto ckpt = zerodiff::io::CheckpointManager::load(out + "/checkpoints/checkpoint-6");
+  int moments = 0;
+  for (const auto& [key, s] : ckpt.tensors.at("optimizer")) {
+    if (key.find("exp_avg") == std::string::npos) continue;
+    ASSERT_EQ(s.scalar_type(), at::kBFloat16) << key;
+    ++moments;
+  }
+  EXPECT_GT(moments, 0);
 }
 
 // zero3 in one process through the whole Trainer: the UNet's units (and the trained text encoder's, unit 0)

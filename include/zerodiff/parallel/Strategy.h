@@ -70,6 +70,9 @@ struct StrategyOptions {
   int64_t chunk_numel = 0;                      ///< zero3 chunk size in elements (0 = search for least padding)
   int64_t keep_gathered_numel = 0;              ///< zero3: units smaller than this stay whole, gradients all-reduced
   bool hybrid_adam = false;                     ///< AdamW by optim::HybridAdam (SIMD CPU kernel) instead of torch's
+  /// dtype of the weights AdamW updates (zero1/2/3, gemini): float32 master weights, or the parameters' own dtype
+  /// for "bf16-true" (no fp32 copy: master, gradients seen by AdamW and its states in bfloat16).
+  at::ScalarType master_dtype = at::kFloat;
   memory::PlacementOptions placement;           ///< gemini: placement policy, device budget, offload fractions
   std::string offload_dir;                      ///< gemini: folder for optimizer states on disk (with placement.disk)
 };

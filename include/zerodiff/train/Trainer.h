@@ -138,7 +138,7 @@ struct TrainerConfig {
   int64_t seed = 0;
   double max_grad_norm = 1.0;             ///< 0 = no clipping (the norm is still logged)
   std::string accelerator = "auto";       ///< auto | cpu | cuda
-  std::string precision = "32-true";      ///< 32-true | 16-mixed | bf16-mixed (bf16-true: not yet)
+  std::string precision = "32-true";      ///< 32-true | 16-mixed | bf16-mixed | bf16-true
   std::string strategy = "single";        ///< single | ddp | zero1 | zero2 | zero3 | gemini
   double bucket_size_mb = 25;             ///< gradient bucket size (ddp, zero1, zero2)
   double dist_timeout_s = 1800;           ///< rendezvous and collective timeout
@@ -169,7 +169,9 @@ struct TrainerConfig {
     v.choice("accelerator", accelerator, {"auto", "cpu", "cuda"}, "Device");
     v.choice("precision", precision, {"32-true", "16-mixed", "bf16-mixed", "bf16-true"},
              "Numeric precision (Lightning's names): 32-true; 16-mixed / bf16-mixed = fp32 master weights with "
-             "autocast to float16 / bfloat16 (16-mixed adds dynamic loss scaling); bf16-true is not available yet");
+             "autocast to float16 / bfloat16 (16-mixed adds dynamic loss scaling); bf16-true = the trained weights, their "
+             "gradients and AdamW states in bfloat16 (no fp32 copy: half the memory, updates smaller than bfloat16's "
+             "resolution are lost), frozen parts unchanged");
     v.choice("strategy", strategy, {"single", "ddp", "zero1", "zero2", "zero3", "gemini"},
              "Parallel strategy: single (one process), ddp (replicated, gradients all-reduced during backward), zero1 "
              "(optimizer states and fp32 master weights sharded), zero2 (zero1 + gradients reduce-scattered into "
