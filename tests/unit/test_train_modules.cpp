@@ -285,8 +285,9 @@ TEST(TrainingModules, Bf16MixedTrainsLikeFp32) {
 
 // zero3 in one process through the whole Trainer: the UNet's units (and the trained text encoder's, unit 0)
 // gather and release their chunks around each forward, checkpoints and the sample grid gather the whole model,
-// and the result equals strategy single up to float rounding (the norm is summed in another order).
-TEST(TextToImageModule, Zero3InOneProcessTrainsLikeSingle) {
+// and the result equals strategy single up to float rounding (the norm is summed in another order). The same for
+// gemini with its optimizer states on disk and half the parameter shards in host memory.
+TEST(TextToImageModule, Zero3AndGeminiInOneProcessTrainLikeSingle) {
   torch::set_num_threads(1);
   const std::string text = "  train_text_encoder: true\n  text_encoder_lr: 5.0e-4\n";
   auto yaml = [&](const std::string& out, const std::string& strategy) {
@@ -297,17 +298,26 @@ TEST(TextToImageModule, Zero3InOneProcessTrainsLikeSingle) {
     // (0.3 MiB chunks: the UNet spans several; the text encoder's 1.6 M-element token embedding gets its own.)
     return y;
   };
-  const std::string single = fresh("z3_single"), zero3 = fresh("z3_zero3");
+  const std::string single = fresh("z3_single"), zero3 = fresh("z3_zero3"), gemini = fresh("z3_gemini");
   zt::run(zerodiff::config::load_string<zt::RunConfig>(yaml(single, "single"), "single.yaml"));
   zt::run(zerodiff::config::load_string<zt::RunConfig>(yaml(zero3, "zero3"), "zero3.yaml"));
-  for (const std::string part : {"unet", "text_encoder"}) {
-    const auto a = zerodiff::io::load_weights(single + "/final/" + part, part == "unet" ? "diffusion_pytorch_model" : "model");
-    const auto b = zerodiff::io::load_weights(zero3 + "/final/" + part, part == "unet" ? "diffusion_pytorch_model" : "model");
-    ASSERT_EQ(a.size(), b.size()) << part;
-    double worst = 0;
-    for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
-    EXPECT_LT(worst, 1e-5) << part;  // the dist tests' tolerance (AdamW turns 1e-7 norm rounding into ~1e-6)
+  // gemini through the whole Trainer: optimizer states on disk, half the parameter shards in host memory.
+  std::string g = yaml(gemini, "gemini");
+  const std::string at = "  strategy: gemini\n";
+  g.insert(g.find(at) + at.size(), "  gemini:\n    placement_policy: static\n    offload_optim_frac: 1\n"
+                                   "    offload_param_frac: 0.5\n    offload_dir: " + gemini + "/offload\n");
+  zt::run(zerodiff::config::load_string<zt::RunConfig>(g, "gemini.yaml"));
+  for (const std::string& other : {zero3, gemini}) {
+    for (const std::string part : {"unet", "text_encoder"}) {
+      const auto a = zerodiff::io::load_weights(single + "/final/" + part, part == "unet" ? "diffusion_pytorch_model" : "model");
+      const auto b = zerodiff::io::load_weights(other + "/final/" + part, part == "unet" ? "diffusion_pytorch_model" : "model");
+      ASSERT_EQ(a.size(), b.size()) << part;
+      double worst = 0;
+      for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+      EXPECT_LT(worst, 1e-5) << other << " " << part;  // the dist tests' tolerance (AdamW turns 1e-7 norm rounding into ~1e-6)
+    }
   }
+  EXPECT_FALSE(fs::exists(gemini + "/offload/rank-0"));  // the state files are scratch, removed at the end
   EXPECT_TRUE(fs::exists(zero3 + "/samples/final.png"));
   // The checkpoint holds the whole model (gathered) and this rank's master/AdamW shard.
   const auto ckpt = zerodiff::io::CheckpointManager::load(zero3 + "/checkpoints/checkpoint-3");
