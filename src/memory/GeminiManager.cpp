@@ -13,7 +13,10 @@
 #include "zerodiff/core/Logging.h"
 
 #if ZERODIFF_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #endif
 
@@ -24,6 +27,17 @@ namespace {
 double mib(int64_t bytes) { return std::round(static_cast<double>(bytes) / (1024.0 * 1024.0) * 100.0) / 100.0; }
 
 }  // namespace
+
+#if ZERODIFF_CUDA
+struct GeminiManager::CudaCopies {
+  explicit CudaCopies(c10::Device device, size_t chunks)
+      : stream(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())), ready(chunks) {}
+  c10::cuda::CUDAStream stream;
+  std::vector<std::unique_ptr<at::cuda::CUDAEvent>> ready;  // after the last copy into each chunk's shard
+};
+#else
+struct GeminiManager::CudaCopies {};
+#endif
 
 const char* tier_name(Tier t) {
   switch (t) {
@@ -56,8 +70,12 @@ int64_t device_free_bytes(c10::Device device) {
 }
 
 GeminiManager::GeminiManager(ChunkManager& chunks, c10::Device device, PlacementOptions options,
-                             int64_t optim_block_bytes)
-    : chunks_(chunks), device_(device), options_(std::move(options)), optim_block_bytes_(optim_block_bytes) {
+                             int64_t optim_block_bytes, dist::ProcessGroup* group)
+    : chunks_(chunks),
+      device_(device),
+      options_(std::move(options)),
+      optim_block_bytes_(optim_block_bytes),
+      group_(group != nullptr && group->size() > 1 ? group : nullptr) {
   if (options_.policy != "static" && options_.policy != "auto") {
     throw ConfigError(zerodiff::str("trainer.gemini.placement_policy: '", options_.policy,
                                     "' is not a placement policy (static or auto)"));
@@ -69,14 +87,34 @@ GeminiManager::GeminiManager(ChunkManager& chunks, c10::Device device, Placement
     }
   }
   ZD_CHECK(options_.device_budget_bytes >= 0, "GeminiManager: negative device budget ", options_.device_budget_bytes);
-  budget_ = options_.device_budget_bytes > 0 ? options_.device_budget_bytes : device_free_bytes(device_);
-  tracer_ = std::make_unique<MemoryTracer>(device_, [this] {
-    // On the CPU the "device" and the host are the same memory: the tracer subtracts both.
-    return device_.is_cpu() ? device_model_bytes() + host_model_bytes() : device_model_bytes();
-  });
+  // (The CUDA tracer subtracts the model data on the device; the CPU one tells model data by ModelDataScope.)
+  tracer_ = std::make_unique<MemoryTracer>(device_, [this] { return device_model_bytes(); });
   const size_t n = chunks_.num_chunks();
+#if ZERODIFF_CUDA
+  if (device_.is_cuda()) cuda_ = std::make_unique<CudaCopies>(device_, n);
+#endif
   shard_tier_.assign(n, Tier::device);
   optim_tier_.assign(n, Tier::host);
+  if (options_.device_budget_bytes > 0) {
+    budget_ = options_.device_budget_bytes;
+  } else {
+    // The device's free memory plus what this process already holds on it (the tracer and the accounting count
+    // that again: frozen modules as non-model data, shards as model data).
+    int64_t held = device_model_bytes();
+#if ZERODIFF_CUDA
+    if (device_.is_cuda()) {
+      held = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index())
+                 .allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+                 .current;
+    }
+#endif
+    budget_ = device_free_bytes(device_) + held;
+  }
+  if (group_) {  // one budget for all ranks: the smallest
+    at::Tensor b = at::tensor({budget_}, at::kLong).to(device_);
+    group_->all_reduce(b, "gemini_budget", dist::ReduceOp::min);
+    budget_ = b.cpu().item<int64_t>();
+  }
   const Tier host_optim = options_.disk ? Tier::disk : Tier::host;
   if (options_.policy == "static") {
     const auto last = [&](double frac) { return n - static_cast<size_t>(std::ceil(frac * static_cast<double>(n))); };
@@ -135,7 +173,12 @@ int64_t GeminiManager::host_model_bytes() const {
 int64_t GeminiManager::non_model_estimate() const {
   if (tracer_->tracing()) return tracer_->non_model_now();
   if (!warmed_up_) return 0;
-  return moment_.empty() ? tracer_->max_non_model_peak() : tracer_->non_model_peak(moment_);
+  return moment_.empty() ? max_peak_ : non_model_peak(moment_);
+}
+
+int64_t GeminiManager::non_model_peak(const std::string& moment) const {
+  const auto it = peaks_.find(moment);
+  return it != peaks_.end() ? it->second : max_peak_;
 }
 
 int64_t GeminiManager::limit() const { return budget_ - non_model_estimate(); }
@@ -169,6 +212,23 @@ std::vector<size_t> GeminiManager::end_warmup(const std::vector<size_t>& order) 
   for (size_t i = order.size(); i-- > 0;) schedule_.emplace_back(order[i], Phase::backward);
   cursor_ = npos;
   moment_.clear();
+  // Each moment's peak, the largest over the ranks (every rank has the same schedule, so the same moments).
+  std::vector<std::string> names;
+  for (const auto& [unit, phase] : schedule_) {
+    names.push_back(zerodiff::str(phase == Phase::forward ? "forward " : "backward ", chunks_.unit_name(unit)));
+  }
+  std::vector<int64_t> values;
+  for (const auto& m : names) values.push_back(tracer_->non_model_peak(m));
+  values.push_back(tracer_->max_non_model_peak());
+  if (group_) {
+    at::Tensor v = at::tensor(values, at::kLong).to(device_);
+    group_->all_reduce(v, "gemini_non_model_peaks", dist::ReduceOp::max);
+    v = v.cpu();
+    values.assign(v.data_ptr<int64_t>(), v.data_ptr<int64_t>() + v.numel());
+  }
+  peaks_.clear();
+  for (size_t i = 0; i < names.size(); ++i) peaks_[names[i]] = std::max(peaks_[names[i]], values[i]);
+  max_peak_ = values.back();
   std::vector<size_t> changed;
   if (options_.policy != "auto") return changed;
   // The step's peak working set: per event, its non-model peak + the gathered chunks of its unit and the next.
@@ -191,7 +251,7 @@ std::vector<size_t> GeminiManager::end_warmup(const std::vector<size_t>& order) 
     }
     const std::string m = zerodiff::str(schedule_[i].second == Phase::forward ? "forward " : "backward ",
                                         chunks_.unit_name(schedule_[i].first));
-    peak_need = std::max(peak_need, tracer_->non_model_peak(m) + working);
+    peak_need = std::max(peak_need, non_model_peak(m) + working);
   }
   int64_t capacity = budget_ - peak_need - kept;
   for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
@@ -269,6 +329,7 @@ void GeminiManager::prepare_gather(const std::vector<size_t>& cs, const std::str
     if (shard_tier_[c] == Tier::host && !device_.is_cpu()) need += shard_bytes(c);  // the shard's device copy
   }
   reserve(need, cs, zerodiff::str("the chunks of unit '", unit, "'"));
+  for (size_t c : cs) wait_shard(c);  // (after reserve: it may have moved one of them)
 }
 
 void GeminiManager::after_gather(size_t c) {
@@ -291,11 +352,47 @@ void GeminiManager::move_shard(size_t c, Tier tier) {
     to = at::empty(from.sizes(), from.options().device(at::kCPU).pinned_memory(device_.is_cuda()));
     bytes_to_host_ += shard_bytes(c);
   }
+#if ZERODIFF_CUDA
+  if (cuda_) {
+    const c10::cuda::CUDAGuard device_guard(device_);
+    const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(device_.index());
+    wait_shard(c);                     // an earlier copy into `from` has finished (or is ordered before this one)
+    at::cuda::CUDAEvent written;       // the compute stream's pending writes of the shard come first
+    written.record(compute);
+    written.block(cuda_->stream);
+    {
+      const c10::cuda::CUDAStreamGuard on_side(cuda_->stream);
+      to.copy_(from, /*non_blocking=*/true);  // (pinned host memory on one side: an asynchronous DMA)
+    }
+    // The old device buffer is not reused before the copy ran; a pinned host buffer is kept by the host
+    // allocator's own event, recorded by copy_.
+    if (from.is_cuda()) c10::cuda::CUDACachingAllocator::recordStream(from.storage().data_ptr(), cuda_->stream);
+    cuda_->ready[c] = std::make_unique<at::cuda::CUDAEvent>();
+    cuda_->ready[c]->record(cuda_->stream);
+  } else {
+    to.copy_(from);
+  }
+#else
   to.copy_(from);  // a real copy on the CPU too: the two tiers are two buffers
+#endif
   chunk.set_shard(std::move(to));
   shard_tier_[c] = tier;
   // (model bytes only: an eviction runs at a moment's start, before that moment's non-model memory exists)
   peak_model_ = std::max(peak_model_, device_model_bytes());
+}
+
+void GeminiManager::wait_shard(size_t c) {
+#if ZERODIFF_CUDA
+  if (!cuda_ || !cuda_->ready.at(c)) return;
+  at::cuda::CUDAEvent& done = *cuda_->ready[c];
+  if (shard_tier_[c] == Tier::host) {
+    done.synchronize();  // the host thread may touch a host shard directly
+  } else {
+    done.block(c10::cuda::getCurrentCUDAStream(device_.index()));
+  }
+#else
+  (void)c;
+#endif
 }
 
 void GeminiManager::add_transient(int64_t bytes, const std::string& what) {
@@ -335,7 +432,7 @@ std::string GeminiManager::summary() const {
                        " chunks, parameter shards on the device ", shard_dev, ", optimizer states device/host/disk ",
                        optim_dev, "/", optim_host, "/", optim_disk, "; peak model data on the device ", mib(peak_model_),
                        " MiB (with non-model estimate ", mib(peak_total_), " MiB); non-model peak ",
-                       mib(tracer_->max_non_model_peak()), " MiB; ", evictions_, " evictions, ", mib(bytes_to_host_),
+                       mib(warmed_up_ ? max_peak_ : tracer_->max_non_model_peak()), " MiB; ", evictions_, " evictions, ", mib(bytes_to_host_),
                        " MiB to host, ", mib(bytes_to_device_), " MiB to device");
 }
 

@@ -9,10 +9,11 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "zerodiff/core/BuildConfig.h"
 #include "zerodiff/core/Error.h"
+#include "zerodiff/core/Logging.h"
 
 #if ZERODIFF_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -25,8 +26,9 @@ namespace {
 thread_local bool in_model_scope = false;
 
 // Receives c10's CPU allocation reports on the thread it is installed on: net non-model bytes since start and
-// the peak of that since the last read. Model-data blocks (allocated in a ModelDataScope) are remembered by
-// address so that their frees are left out too.
+// the peak of that since the last read. Only frees of blocks it saw allocated (outside a ModelDataScope) count:
+// c10 also reports frees of blocks allocated before this tracer (or by an earlier one) when its size table still
+// knows them, and those must not drive the figure below what this tracer added.
 class CpuReporter : public c10::MemoryReportingInfoBase {
  public:
   void reportMemoryUsage(void* ptr, int64_t alloc_size, size_t /*total_allocated*/, size_t /*total_reserved*/,
@@ -34,11 +36,15 @@ class CpuReporter : public c10::MemoryReportingInfoBase {
     if (!device.is_cpu()) return;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (alloc_size > 0 && in_model_scope) {
-        model_blocks_.insert(ptr);
-        return;
+      if (alloc_size > 0) {
+        if (in_model_scope) return;
+        blocks_[ptr] = alloc_size;
+      } else {
+        const auto it = blocks_.find(ptr);
+        if (it == blocks_.end()) return;
+        alloc_size = -it->second;
+        blocks_.erase(it);
       }
-      if (alloc_size < 0 && model_blocks_.erase(ptr) > 0) return;
     }
     const int64_t now = current_.fetch_add(alloc_size) + alloc_size;
     int64_t peak = peak_.load();
@@ -54,7 +60,14 @@ class CpuReporter : public c10::MemoryReportingInfoBase {
   std::atomic<int64_t> current_{0};
   std::atomic<int64_t> peak_{0};
   std::mutex mutex_;
-  std::unordered_set<void*> model_blocks_;
+  std::unordered_map<void*, int64_t> blocks_;  // non-model blocks allocated while tracing, by address
+};
+
+// While c10's own log level is raised (below), torch warnings (TORCH_WARN) of the tracing thread still reach the
+// user, through zerodiff's logger.
+class ForwardWarnings : public c10::WarningHandler {
+ public:
+  void process(const c10::Warning& warning) override { ZD_LOG_WARN("torch: ", warning.msg()); }
 };
 
 }  // namespace
@@ -70,6 +83,8 @@ struct MemoryTracer::Impl {
   // CPU
   std::shared_ptr<CpuReporter> reporter;
   std::optional<c10::DebugInfoGuard> guard;
+  ForwardWarnings forward_warnings;
+  std::optional<c10::WarningUtils::WarningHandlerGuard> warnings_guard;
   int saved_log_level = 0;
   // Interval bookkeeping
   std::string last_moment;
@@ -128,6 +143,7 @@ MemoryTracer::MemoryTracer(c10::Device device, std::function<int64_t()> model_by
 MemoryTracer::~MemoryTracer() {
   if (impl_->guard) {
     impl_->guard.reset();
+    impl_->warnings_guard.reset();
     FLAGS_caffe2_log_level = impl_->saved_log_level;
   }
 }
@@ -143,6 +159,7 @@ void MemoryTracer::start() {
     // c10 warns (every 1000th time) when a block allocated before tracing is freed: expected here, not news.
     s.saved_log_level = FLAGS_caffe2_log_level;
     FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, 2);
+    s.warnings_guard.emplace(&s.forward_warnings);
   }
   s.take_peak();
   s.model_at_interval_start = s.model_bytes();
@@ -166,6 +183,7 @@ void MemoryTracer::stop() {
   if (s.guard) {
     s.guard.reset();
     s.reporter.reset();
+    s.warnings_guard.reset();
     FLAGS_caffe2_log_level = s.saved_log_level;
   }
 }

@@ -117,8 +117,14 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       // is the master itself; fp16/bf16 ones pair with an fp32 copy. (gemini: always a copy of its own, since the
       // master and the shard may live on different tiers.)
       const at::ScalarType master_dtype = options_.master_dtype;
-      master_.push_back(chunk.dtype() == master_dtype && !gemini_ ? own : own.to(master_dtype).clone());
-      grad_shard_.push_back(at::zeros({own.numel()}, fp32));
+      if (gemini_) {
+        // Built in host memory and placed on its tier afterwards: nothing outside the budget on the device.
+        master_.push_back(own.to(at::TensorOptions().device(at::kCPU).dtype(master_dtype), false, /*copy=*/true));
+        grad_shard_.push_back(at::zeros({own.numel()}, fp32.device(at::kCPU)));
+      } else {
+        master_.push_back(chunk.dtype() == master_dtype ? own : own.to(master_dtype).clone());
+        grad_shard_.push_back(at::zeros({own.numel()}, fp32));
+      }
       const int64_t lo_part = chunk.keep_gathered() ? 0 : rank * chunk.shard_numel();
       const int64_t hi_part = lo_part + own.numel();
       for (size_t t = 0; t < chunk.tensors().size(); ++t) {
@@ -175,16 +181,19 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     if (recording_) order_.push_back(unit);
     position_ = position_of(unit, position_);
     for (size_t i : unit_param_index_[unit]) expected_[i] = 1;
-    if (placement_) {
-      placement_->on_event(unit, memory::Phase::forward, position_);
-      placement_->prepare_gather(manager_->unit_chunks(unit), manager_->unit_name(unit));
+    // (While the whole model is held gathered — sampling, export — nothing is placed: that gather is outside the
+    // budget, and only some ranks run units then.)
+    memory::GeminiManager* const placement = held_full_ ? nullptr : placement_.get();
+    if (placement) {
+      placement->on_event(unit, memory::Phase::forward, position_);
+      placement->prepare_gather(manager_->unit_chunks(unit), manager_->unit_name(unit));
     }
     const memory::ModelDataScope model_data;  // (gemini's memory tracer: these allocations are model data)
     for (size_t c : manager_->unit_chunks(unit)) {
       memory::Chunk& chunk = manager_->chunk(c);
       chunk.gather(*group_, /*async=*/false);
       chunk.wait();
-      if (placement_) placement_->after_gather(c);
+      if (placement) placement->after_gather(c);
       for (size_t t = 0; t < chunk.tensors().size(); ++t) {
         if (chunk.tensors()[t].state == TensorState::HOLD) chunk.set_state(t, TensorState::COMPUTE);
       }
@@ -195,7 +204,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       for (size_t c : manager_->unit_chunks(next)) manager_->chunk(c).gather(*group_, /*async=*/true);
     }
     manager_->note_resident();
-    if (placement_) placement_->note();
+    if (placement) placement->note();
   }
 
   void post_forward(size_t unit, const std::vector<at::Tensor>& outputs) override {
@@ -371,7 +380,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     ZD_INTERNAL_ASSERT(next_launch_ < 0, "zero3: chunks left unsent");
     if (last) {
       at::Tensor used = at::tensor(std::vector<int32_t>(locally_used_.begin(), locally_used_.end()), at::kInt)
-                            .to(grad_shard_[0].device());
+                            .to(manager_->chunk(0).device());  // (the backend's device; gemini's shards may be on the host)
       group_->all_reduce(used, "grad_used_flags", dist::ReduceOp::max);
       used = used.cpu();
       globally_used_.assign(used.data_ptr<int32_t>(), used.data_ptr<int32_t>() + used.numel());
@@ -439,12 +448,13 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   }
   std::vector<at::Tensor> gradient_tensors() override { return segment_tensors_; }
   double clip_grad_norm(double max_norm) override {
-    at::Tensor sq = at::zeros({1}, grad_shard_[0].options().dtype(at::kDouble));
+    // (on the backend's device; gemini's gradient shards may live on either tier)
+    at::Tensor sq = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(manager_->chunk(0).device()));
     for (size_t k = 0; k < segment_tensors_.size(); ++k) {
       const at::Tensor& s = segment_tensors_[k];
       // A kept chunk's gradients are whole on every rank: rank 0 alone counts them.
       if (manager_->chunk(segments_[k].chunk).keep_gathered() && group_->rank() != 0) continue;
-      if (s.grad().defined()) sq += s.grad().to(at::kDouble).pow(2).sum();
+      if (s.grad().defined()) sq += s.grad().to(at::kDouble).pow(2).sum().to(sq.device());
     }
     group_->all_reduce(sq, "grad_norm");
     const double norm = std::sqrt(sq.item<double>());
@@ -469,6 +479,9 @@ class Zero3Strategy : public Strategy, public UnitHooks {
 
   void gather_full_parameters() override {
     std::lock_guard<std::recursive_mutex> lock(mutex_);
+    if (placement_) {
+      for (size_t c = 0; c < manager_->num_chunks(); ++c) placement_->wait_shard(c);
+    }
     manager_->gather_all();
     held_full_ = true;  // units running meanwhile (sampling) must not release anything
   }
@@ -479,6 +492,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       for (size_t c = 0; c < manager_->num_chunks(); ++c) {
         memory::Chunk& chunk = manager_->chunk(c);
         if (!chunk.gathered()) continue;
+        if (placement_) placement_->wait_shard(c);
         chunk.update_shard_from_full();
         if (gemini_) {
           auto block = fetch_block(c);
@@ -491,6 +505,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     }
     held_full_ = false;
     manager_->release_all();
+    if (gemini_) flush_disk();  // (a failed write is reported here, not at an unrelated later fetch)
   }
 
   // ---------------------------------------------------------------- checkpoints and accounting
@@ -552,7 +567,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     }
     const c10::Device device = manager_->chunk(0).device();
     const int64_t block_bytes = 3 * static_cast<int64_t>(c10::elementSize(options_.master_dtype)) + 4;  // + fp32 gradient
-    placement_ = std::make_unique<memory::GeminiManager>(*manager_, device, options_.placement, block_bytes);
+    placement_ = std::make_unique<memory::GeminiManager>(*manager_, device, options_.placement, block_bytes, group_.get());
     if (options_.placement.disk) {
       if (options_.master_dtype != at::kFloat) {
         throw NotImplementedError("gemini: optimizer states on disk are float32 only; with bf16-true keep them in "
@@ -590,6 +605,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     };
     grad_shard_[c] = moved(grad_shard_[c]);
     if (tier == memory::Tier::disk) {
+      for (auto& t : block) t = t.to(at::kCPU).contiguous();  // (the store reads and writes host memory)
       disk_->add(c, block);
       blocks_[c].clear();
     } else {
@@ -619,6 +635,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // collective, so all ranks must make the same choice), making room for the chunks first.
   bool may_prefetch(bool forward, size_t pos, size_t unit, size_t next) {
     if (!placement_) return true;
+    if (held_full_) return false;  // everything is gathered already
     if (!plan_ready_ || pos == kNone || pos >= order_.size() || !(forward ? prefetch_fwd_ : prefetch_bwd_)[pos]) {
       return false;
     }
@@ -629,6 +646,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     std::vector<size_t> keep = manager_->unit_chunks(unit);
     keep.insert(keep.end(), manager_->unit_chunks(next).begin(), manager_->unit_chunks(next).end());
     placement_->reserve(bytes, keep, zerodiff::str("the prefetched chunks of unit '", manager_->unit_name(next), "'"));
+    for (size_t c : manager_->unit_chunks(next)) placement_->wait_shard(c);
     return true;
   }
 
@@ -653,12 +671,12 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         for (size_t c : cs) {
           if (!manager_->chunk(c).keep_gathered()) working += chunk_bytes(c);
         }
-        const int64_t nm = placement_->tracer().non_model_peak(
-            zerodiff::str(forward ? "forward " : "backward ", manager_->unit_name(unit)));
+        const int64_t nm =
+            placement_->non_model_peak(zerodiff::str(forward ? "forward " : "backward ", manager_->unit_name(unit)));
         ok[forward ? p : n + p] = nm + working + fixed <= placement_->budget();
       }
     }
-    at::Tensor agreed = at::tensor(ok, at::kInt).to(grad_shard_[0].device());
+    at::Tensor agreed = at::tensor(ok, at::kInt).to(manager_->chunk(0).device());
     if (group_->size() > 1) group_->all_reduce(agreed, "gemini_prefetch_plan", dist::ReduceOp::min);
     agreed = agreed.cpu();
     const int32_t* a = agreed.data_ptr<int32_t>();
@@ -709,7 +727,10 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         }
         changed = true;
       }
-      if (changed) local(c).copy_(block[0], /*non_blocking=*/true);  // the compute copy, on its own tier
+      if (changed) {
+        placement_->wait_shard(c);
+        local(c).copy_(block[0], /*non_blocking=*/true);  // the compute copy, on its own tier
+      }
       store_block(c, std::move(block));  // write-behind
     }
     flush_disk();
@@ -784,6 +805,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         part(2).copy_(v.reshape(-1));
         segment_step_[k] = st.item<int64_t>();
       }
+      placement_->wait_shard(c);
       local(c).copy_(block[0]);
       store_block(c, std::move(block));
     }
@@ -852,7 +874,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   std::vector<std::vector<size_t>> unit_param_index_;
   std::vector<at::Tensor> master_, grad_shard_;  // per chunk, fp32 [shard_numel]
   std::vector<Segment> segments_;
-  std::vector<at::Tensor> segment_tensors_;  // views of master_: what AdamW updates
+  std::vector<at::Tensor> segment_tensors_;  // views of master_: what AdamW updates (gemini: storage-less handles
+                                             // that carry the segments' gradients)
   std::unique_ptr<torch::optim::Optimizer> optimizer_;  // torch AdamW or HybridAdam (same state types)
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   std::vector<uintptr_t> hook_keys_;

@@ -17,7 +17,8 @@
 // Placement policies:
 //  * static — fixed fractions: the optimizer blocks of the last ceil(offload_optim_frac·C) chunks and the
 //    parameter shards of the last ceil(offload_param_frac·C) chunks live on the host (C chunks); the rest on
-//    the device. The budget is still enforced: a moment that cannot fit raises BudgetError.
+//    the device. The budget is still enforced: a moment that does not fit evicts device shards to the host
+//    for good (they are not brought back), and raises BudgetError when that is not enough.
 //  * auto — optimizer blocks start on the host; after the warm-up step as many as fit next to the step's
 //    peak working set (non-model peak + the chunks of a unit and the next one, + backward_margin() in backward)
 //    move to the device, in chunk order. Parameter shards move to the device when gathered and stay while they fit; when a moment needs
@@ -32,11 +33,13 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "zerodiff/core/Error.h"
+#include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/memory/ChunkManager.h"
 #include "zerodiff/memory/MemoryTracer.h"
 
@@ -66,9 +69,15 @@ class GeminiManager {
  public:
   /// Places `chunks` (closed; their shards are on the compute device `device`) by `options`; `optim_block_bytes`
   /// = bytes of one chunk's optimizer block per shard element (16 for fp32 master + gradient + Adam's two
-  /// moments). Throws ConfigError for an unknown policy or a fraction outside [0, 1], BudgetError when the
-  /// budget is below what is resident from the start (the kept-gathered chunks and the static placement).
-  GeminiManager(ChunkManager& chunks, c10::Device device, PlacementOptions options, int64_t optim_block_bytes = 16);
+  /// moments). With a `group` of several ranks, every decision that could fail is made from agreed inputs (the
+  /// smallest budget of all ranks, the largest warm-up peak of each moment), so that a BudgetError after the
+  /// warm-up happens on every rank at the same point instead of leaving the others waiting in a collective
+  /// (a collective: every rank constructs its manager at the same point). A zero budget means the device's
+  /// free memory now plus what is already allocated on it (CUDA: the caching allocator's allocated bytes; CPU:
+  /// the resident shards). Throws ConfigError for an unknown policy or a fraction outside [0, 1], BudgetError
+  /// when the budget is below what is resident from the start (the kept-gathered chunks, the static placement).
+  GeminiManager(ChunkManager& chunks, c10::Device device, PlacementOptions options, int64_t optim_block_bytes = 16,
+                dist::ProcessGroup* group = nullptr);
   ~GeminiManager();
 
   const PlacementOptions& options() const { return options_; }
@@ -81,7 +90,8 @@ class GeminiManager {
   /// Starts the warm-up trace (the first training step). No-op after the warm-up.
   void begin_warmup();
   bool warming_up() const { return tracer_->tracing(); }
-  /// Ends the warm-up: `order` is the units' forward execution order (backward runs it in reverse). The auto
+  /// Ends the warm-up: `order` is the units' forward execution order (backward runs it in reverse). The
+  /// non-model peak of each moment becomes the largest over the ranks (a collective with a group). The auto
   /// policy then places optimizer blocks: returns the chunks whose optimizer tier changed (the caller moves
   /// their blocks). No-op (empty) when not warming up.
   std::vector<size_t> end_warmup(const std::vector<size_t>& order);
@@ -90,9 +100,10 @@ class GeminiManager {
 
   // ---------------------------------------------------------------- making room
 
-  /// Makes room on the device for `bytes` more model data at the current moment, evicting parameter shards
-  /// (not of `keep`, not gathered) to the host by the policy. Throws BudgetError (with the numbers) when even
-  /// evicting every evictable shard does not make room.
+  /// Makes room on the device for `bytes` more model data at the current moment, evicting device-tier parameter
+  /// shards to the host (those of `keep` only as a last resort; a gathered chunk's shard may go, its gathered
+  /// buffer stays) by the policy's victim rule — under the static policy too (an evicted shard then stays on
+  /// the host). Throws BudgetError (with the numbers) when even evicting every shard does not make room.
   void reserve(int64_t bytes, const std::vector<size_t>& keep, const std::string& what);
   /// Whether `bytes` more fit now without evicting anything.
   bool fits(int64_t bytes) const;
@@ -101,8 +112,13 @@ class GeminiManager {
   void prepare_gather(const std::vector<size_t>& chunks, const std::string& unit);
   /// After a gather: the auto policy keeps a host shard on the device from now on when it fits.
   void after_gather(size_t chunk);
-  /// Moves chunk c's parameter shard to `tier` (device or host), copying it for real.
+  /// Moves chunk c's parameter shard to `tier` (device or host), copying it for real. On CUDA the copy runs on a
+  /// side stream (after the compute stream's pending work on the shard; the old buffer is kept until the copy
+  /// ran); wait_shard() orders later use after it.
   void move_shard(size_t chunk, Tier tier);
+  /// Before using chunk c's shard (gathering it, writing it): on CUDA the compute stream waits for the shard's
+  /// last side-stream copy (and the host thread too when the shard is in host memory); a no-op on the CPU.
+  void wait_shard(size_t chunk);
   /// Transient model data the strategy allocates (+, after reserve()ing room for it: `what` names it in a
   /// BudgetError) or frees (−) on the device (gradient reduce buffers).
   void add_transient(int64_t bytes, const std::string& what = "gradient reduce buffers");
@@ -125,6 +141,9 @@ class GeminiManager {
   /// Non-model bytes allowed for the current moment: the warm-up peak of the moment (the live value during the
   /// warm-up).
   int64_t non_model_estimate() const;
+  /// The warm-up's non-model peak of `moment` ("forward <unit>" / "backward <unit>"), agreed over the ranks; the
+  /// largest of all moments for one never seen; 0 before the warm-up ended.
+  int64_t non_model_peak(const std::string& moment) const;
   int64_t evictions() const { return evictions_; }
   int64_t bytes_to_host() const { return bytes_to_host_; }
   int64_t bytes_to_device() const { return bytes_to_device_; }
@@ -154,7 +173,12 @@ class GeminiManager {
   int64_t budget_ = 0;
   std::vector<Tier> shard_tier_, optim_tier_;
   std::unique_ptr<MemoryTracer> tracer_;
+  struct CudaCopies;                     // the side stream and per-chunk copy events (CUDA builds)
+  std::unique_ptr<CudaCopies> cuda_;
   bool warmed_up_ = false;
+  dist::ProcessGroup* group_ = nullptr;
+  std::map<std::string, int64_t> peaks_;             // agreed non-model peak per moment (after the warm-up)
+  int64_t max_peak_ = 0;
   std::vector<std::pair<size_t, Phase>> schedule_;  // forward order, then backward (reversed)
   size_t cursor_ = npos;                             // current index in schedule_
   std::string moment_;                               // "forward <unit>" / "backward <unit>"

@@ -8,12 +8,16 @@
 //  * CPU: every allocation and free made on the tracing thread through c10's CPU allocator, reported to a
 //    c10::MemoryReportingInfoBase installed as thread-local debug info (the hook torch's memory profiler
 //    uses). Allocations made inside a ModelDataScope (chunk gathers, shard moves, reduce buffers) are model
-//    data and are left out, as are their frees; everything else is non-model data, so the CPU figure is exact
-//    at every allocation rather than sampled. Blocks allocated before start() and freed while tracing are not
-//    seen (counted as still live); allocations of other threads (data-loader workers) are not counted: on the
-//    CPU the training step runs on the tracing thread (autograd's CPU backward included).
+//    data and are left out, as are their frees; everything else is non-model data, tracked at every
+//    allocation rather than sampled. Blocks allocated before start() and freed while tracing are not seen
+//    (counted as still live); allocations of other threads (data-loader workers, ATen's intra-op worker
+//    threads) are not counted: on the CPU the training step runs on the tracing thread (autograd's CPU backward
+//    included), and intra-op kernels rarely allocate. While tracing, c10's log level is raised to error, since
+//    c10 warns about the frees it cannot attribute; torch warnings of the tracing thread are forwarded to
+//    zerodiff's log instead, raw c10 LOG(WARNING) lines of any thread are hidden for the warm-up step.
 //  * CUDA: the interval's allocator peak minus the model bytes at the interval's start (conservative: model
-//    data allocated during the interval counts as non-model).
+//    data allocated during the interval counts as non-model). It resets the device's peak statistics at every
+//    sample (the process-wide figures torch.cuda.max_memory_allocated reads).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -49,8 +53,8 @@ class MemoryTracer {
   MemoryTracer(const MemoryTracer&) = delete;
   MemoryTracer& operator=(const MemoryTracer&) = delete;
 
-  /// Starts tracing on the calling thread (baseline = memory in use now). Throws zerodiff::Error when already
-  /// started.
+  /// Starts tracing on the calling thread (CPU: counting from zero; CUDA: the allocator's figures are absolute).
+  /// Throws zerodiff::Error when already started.
   void start();
   /// Closes the interval since the previous sample (or start) under `moment`'s name and opens the next one:
   /// the interval's non-model peak (bytes, >= 0): CPU, the largest non-model bytes in use during it; CUDA, the
