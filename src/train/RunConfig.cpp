@@ -75,6 +75,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
   e.master = static_cast<double>(f.master_weights);
   // Frozen parameters stay whole; trainable ones are whole (4Ψ) or, under zero3, this rank's chunk shards.
   e.weights += static_cast<double>(e.parameters - e.trainable) * 4 + static_cast<double>(f.parameters);
+  double trained_weights = static_cast<double>(f.parameters);  // the part of e.weights that is trained
   if (chunked) {
     // The chunk layout zero3 would build: trainable parameters unit by unit, packed greedily.
     std::vector<int64_t> numels;
@@ -100,6 +101,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       // Shards hold the padding too: per rank (Ψ + padding) / N elements of parameters, gradients, AdamW states.
       const auto padded = parallel::zero_memory_formula("zero3", e.trainable + padding, world_size);
       e.weights += static_cast<double>(padded.parameters - f.parameters);
+      trained_weights = static_cast<double>(padded.parameters);
       e.gradients = static_cast<double>(padded.gradients);
       e.optimizer = static_cast<double>(padded.optimizer_states);
       std::ostringstream os;
@@ -119,6 +121,13 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
     }
   }
   e.ema = trainer.ema.enabled ? static_cast<double>(e.trainable) * 4 : 0;
+  if (trainer.precision == "bf16-true") {  // trained weights, gradients, master and AdamW states in 2 bytes
+    e.weights -= trained_weights / 2;
+    e.gradients /= 2;
+    e.optimizer /= 2;
+    e.master /= 2;
+    e.ema /= 2;
+  }
   return e;
 }
 
@@ -142,7 +151,7 @@ std::string MemoryEstimate::report(const TrainerConfig& trainer) const {
      << (world_size > 1 ? "es" : "") << ", precision " << trainer.precision << ", AdamW"
      << (trainer.ema.enabled ? ", EMA" : "") << "): weights " << gib(weights) << " + gradients " << gib(gradients)
      << " + optimizer states " << gib(optimizer);
-  if (master > 0) os << " + fp32 master shard " << gib(master);
+  if (master > 0) os << (trainer.precision == "bf16-true" ? " + bf16 master shard " : " + fp32 master shard ") << gib(master);
   if (trainer.ema.enabled) os << " + EMA " << gib(ema);
   os << " = " << gib(total()) << ", plus activations (not estimated)\n";
   if (!chunk_layout.empty()) {
