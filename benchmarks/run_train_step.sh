@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One Stable Diffusion training step, zerodiff (bench_train_step) vs diffusers + torch (python/train_step_peer.py),
+# run alternately in the same session: A B A B ..., $ROUNDS rounds per configuration, so that drift in the machine's
+# load hits both sides alike. Prints a Markdown table: median samples/s of each side over the rounds (every round's
+# figure in brackets), the ratio zerodiff / python, and each side's peak RSS (median over the rounds).
+#
+#   bash benchmarks/run_train_step.sh            # about 10 minutes on 2 cores
+#
+# Environment:
+#   CONFIGS     "model:mode:batch:steps ..." (default "tiny:pre:8:8 tiny:enc:8:8 100m:pre:2:6 100m:enc:2:5
+#               sd15:pre:1:4"); model tiny | 100m | sd15, mode pre (precomputed latents and text embeddings) |
+#               enc (VAE and text encoder in the step); latents 32x32 (LATENT)
+#   ROUNDS (3), WARMUP (2 untimed steps per run), LATENT (32), THREADS (0 = each side's default: all cores)
+#   ZD_ARGS     extra bench_train_step arguments (e.g. "--optimizer hybrid_adam --attention sdpa")
+#   PY_ARGS     extra train_step_peer.py arguments (e.g. "--optimizer-impl fused")
+#   ZERODIFF_BUILD_DIR (build/; bench_train_step is built there with tools/build.sh when missing),
+#   ZERODIFF_PYTHON (.venv/bin/python), BENCH_LOGS (out/bench/logs: every run's output)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD="${ZERODIFF_BUILD_DIR:-$ROOT/build}"
+BIN="$BUILD/bin/bench_train_step"
+PY="${ZERODIFF_PYTHON:-$ROOT/.venv/bin/python}"
+PEER="$ROOT/benchmarks/python/train_step_peer.py"
+CONFIGS="${CONFIGS:-tiny:pre:8:8 tiny:enc:8:8 100m:pre:2:6 100m:enc:2:5 sd15:pre:1:4}"
+ROUNDS="${ROUNDS:-3}"
+WARMUP="${WARMUP:-2}"
+LATENT="${LATENT:-32}"
+THREADS="${THREADS:-0}"
+ZD_ARGS="${ZD_ARGS:-}"
+PY_ARGS="${PY_ARGS:-}"
+LOGS="${BENCH_LOGS:-$ROOT/out/bench/logs}"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+if [[ ! -x "$BIN" ]]; then
+  log "$BIN missing: building (tools/build.sh, benchmarks on)"
+  ZERODIFF_BUILD_DIR="$BUILD" bash "$ROOT/tools/build.sh" -DZERODIFF_BUILD_BENCHMARKS=ON >&2
+fi
+"$PY" -c 'import diffusers, transformers' 2>/dev/null ||
+  { echo "error: $PY cannot import diffusers and transformers (pinned in requirements.txt; run bash tools/setup.sh)" >&2; exit 1; }
+mkdir -p "$LOGS"
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median3() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# run_one SIDE MODEL MODE BATCH STEPS ROUND -> prints "samples_per_s peak_rss_mib"
+run_one() {
+  local side=$1 model=$2 mode=$3 batch=$4 steps=$5 round=$6 out line
+  local args=(--model "$model" --mode "$mode" --batch "$batch" --steps "$steps" --warmup "$WARMUP" --latent "$LATENT"
+              --threads "$THREADS")
+  if [[ $side == zerodiff ]]; then
+    # shellcheck disable=SC2086
+    out="$("$BIN" "${args[@]}" $ZD_ARGS 2>&1)" || { echo "$out" >&2; return 1; }
+  else
+    # shellcheck disable=SC2086
+    out="$("$PY" "$PEER" "${args[@]}" $PY_ARGS 2>&1)" || { echo "$out" >&2; return 1; }
+  fi
+  printf '%s\n' "$out" >"$LOGS/train-step-${side}-${model}-${mode}-b${batch}-round${round}.log"
+  line="$(grep -E "^(zerodiff|python) train step:" <<<"$out")" || { echo "$out" >&2; return 1; }
+  log "$line"
+  sed -n 's/.*: \([0-9.]*\) samples\/s .* peak RSS \([0-9.]*\) MiB.*/\1 \2/p' <<<"$line"
+}
+cell() { echo "**$(printf '%s\n' "$@" | median3)** ($(echo "$*" | sed 's/ /, /g'))"; }
+ratio() { awk -v a="$(printf '%s\n' $1 | median3)" -v b="$(printf '%s\n' $2 | median3)" 'BEGIN { printf "%.2fx", a / b }'; }
+
+cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+start=$(date +%s)
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+rows=()
+for c in $CONFIGS; do
+  IFS=: read -r model mode batch steps <<<"$c"
+  zd=(); py=(); zd_rss=(); py_rss=()
+  for ((r = 1; r <= ROUNDS; r++)); do
+    read -r s m <<<"$(run_one zerodiff "$model" "$mode" "$batch" "$steps" "$r")"
+    zd+=("$s"); zd_rss+=("$m")
+    read -r s m <<<"$(run_one python "$model" "$mode" "$batch" "$steps" "$r")"
+    py+=("$s"); py_rss+=("$m")
+  done
+  zr="$(printf '%s\n' "${zd_rss[@]}" | median)"; pr="$(printf '%s\n' "${py_rss[@]}" | median)"
+  rows+=("| $model | $mode | $batch x $steps | $(cell "${zd[@]}") | $(cell "${py[@]}") | **$(ratio "${zd[*]}" "${py[*]}")** | $zr | $pr | $(awk -v a="$zr" -v b="$pr" 'BEGIN { printf "%.2f", a / b }') |")
+done
+
+echo
+echo "Training step, samples/s: median of $ROUNDS rounds (each round's figure in brackets), latents ${LATENT}x${LATENT}; $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "Machine: $(nproc) cores, $cpu; load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; run took $(( $(date +%s) - start )) s"
+echo "zerodiff: $BIN $ZD_ARGS; python: $PEER $PY_ARGS ($("$PY" -c 'import torch, diffusers, transformers; print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}")'))"
+echo
+echo "| model | mode | batch x timed steps | zerodiff samples/s | python samples/s | zerodiff / python | zerodiff peak RSS MiB | python peak RSS MiB | RSS ratio |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
