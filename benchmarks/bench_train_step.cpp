@@ -94,7 +94,7 @@ std::vector<std::string> captions(int64_t batch) {
 
 int main(int argc, char** argv) {
   CLI::App app{"One Stable Diffusion training step (UNet fwd + bwd + AdamW), timed; peer: python/train_step_peer.py"};
-  std::string model = "tiny", mode = "pre", optimizer = "torch", attention = "auto", profile;
+  std::string model = "tiny", mode = "pre", optimizer = "hybrid_adam", attention = "auto", profile;
   std::string unet_dir, vae_dir, text_dir, tokenizer_dir;
   int64_t batch = 8, latent = 32;
   int steps = 8, warmup = 2, threads = 0;

@@ -252,7 +252,9 @@ TEST(Trainer, HybridAdamTrainsLikeTorchAdamW) {
   {
     ToyModule m;
     zd::DataLoader loader(shapes(), loader_options(2));
-    zt::Trainer(config(a, 8)).fit(m, loader);
+    auto c = config(a, 8);
+    c.optimizer.implementation = "torch";
+    zt::Trainer(c).fit(m, loader);
   }
   {
     ToyModule m;
@@ -325,6 +327,18 @@ TEST(Trainer, BadResumeFailsBeforeWritingAnything) {
     EXPECT_NE(std::string(e.what()).find(ck + "/model.safetensors: "), std::string::npos) << e.what();
   }
   EXPECT_EQ(fs::file_size(dir + "/metrics.jsonl"), before);
+}
+
+// implementation auto (the default) resolves to hybrid_adam, and to torch under bf16-true.
+TEST(Trainer, OptimizerAutoPicksHybridAdamUnlessBf16True) {
+  auto c = config("/tmp/unused", 1);
+  EXPECT_EQ(c.optimizer.implementation, "auto");
+  EXPECT_EQ(zt::Trainer(c).config().optimizer.implementation, "hybrid_adam");
+  c.precision = "bf16-true";
+  EXPECT_EQ(zt::Trainer(c).config().optimizer.implementation, "torch");
+  c.optimizer.implementation = "torch";
+  c.precision = "32-true";
+  EXPECT_EQ(zt::Trainer(c).config().optimizer.implementation, "torch");
 }
 
 TEST(Trainer, UnsupportedModesFailLoudly) {

@@ -24,13 +24,15 @@ struct OptimizerConfig {
   std::vector<double> betas{0.9, 0.999};
   double eps = 1e-8;
   double weight_decay = 1e-2;
-  std::string implementation = "torch";  ///< torch | hybrid_adam
+  std::string implementation = "auto";  ///< auto | torch | hybrid_adam (auto: resolved by the Trainer)
   template <class V>
   void visit(V& v) {
     v("lr", lr, "Peak learning rate of AdamW");
-    v.choice("implementation", implementation, {"torch", "hybrid_adam"},
-             "AdamW implementation: torch (torch::optim::AdamW) or hybrid_adam (zerodiff's SIMD, multi-threaded CPU "
-             "kernel; ATen's fused kernel on CUDA); the same update within float rounding, the same checkpoint state");
+    v.choice("implementation", implementation, {"auto", "torch", "hybrid_adam"},
+             "AdamW implementation: torch (torch::optim::AdamW, one ATen op per update term and tensor) or hybrid_adam "
+             "(zerodiff's SIMD, multi-threaded CPU kernel; ATen's fused kernel on CUDA); the same update within float "
+             "rounding, the same checkpoint state. auto (default): hybrid_adam, except torch under precision "
+             "bf16-true (no float32 master weights); 8x less optimizer time on the CPU (docs/performance.md)");
     v("betas", betas, "AdamW (beta1, beta2)");
     v("eps", eps, "AdamW epsilon");
     v("weight_decay", weight_decay, "Decoupled weight decay (AdamW)");

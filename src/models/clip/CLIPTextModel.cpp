@@ -16,6 +16,7 @@
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/nn/Attention.h"
+#include "zerodiff/nn/Linear.h"
 
 namespace zerodiff::models {
 
@@ -57,16 +58,16 @@ at::Tensor CLIPAttentionImpl::forward(const at::Tensor& hidden_states, const at:
   const int64_t B = hidden_states.size(0), S = hidden_states.size(1);
   const int64_t H = options.num_attention_heads(), Dh = options.head_dim();
   const auto heads = [&](const at::Tensor& t) { return t.view({B, S, H, Dh}).transpose(1, 2); };  // [B, H, S, Dh]
-  const at::Tensor q = heads(q_proj(hidden_states));
-  const at::Tensor k = heads(k_proj(hidden_states));
-  const at::Tensor v = heads(v_proj(hidden_states));
+  const at::Tensor q = heads(nn::linear(q_proj, hidden_states));
+  const at::Tensor k = heads(nn::linear(k_proj, hidden_states));
+  const at::Tensor v = heads(nn::linear(v_proj, hidden_states));
   nn::AttentionOptions attention_options;
   attention_options.dropout = is_training() ? options.attention_dropout() : 0.0;
   attention_options.mask = mask;              // the combined causal + padding mask when given,
   attention_options.causal = !mask.defined();  // else the causal mask alone
   at::Tensor out = nn::attention(q, k, v, attention_options);
   out = out.transpose(1, 2).reshape({B, S, H * Dh});  // [B, S, D]
-  return out_proj(out);
+  return nn::linear(out_proj, out);
 }
 
 // ------------------------------------------------------------------------------------------- MLP
@@ -91,7 +92,7 @@ void CLIPMLPImpl::reset() {
 }
 
 at::Tensor CLIPMLPImpl::forward(const at::Tensor& hidden_states) {
-  return fc2(clip_activation(fc1(hidden_states), activation));
+  return nn::linear(fc2, clip_activation(nn::linear(fc1, hidden_states), activation));
 }
 
 // ------------------------------------------------------------------------------------------- encoder layer

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "zerodiff/core/Error.h"
+#include "zerodiff/nn/Linear.h"
 
 namespace zerodiff::models {
 
@@ -53,10 +54,10 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   if (group_norm) {
     x = group_norm->forward(x.transpose(1, 2)).transpose(1, 2);
   }
-  at::Tensor query = to_q->forward(x);
+  at::Tensor query = nn::linear(to_q, x);
   const at::Tensor& context = encoder_hidden_states.defined() ? encoder_hidden_states : x;
-  at::Tensor key = to_k->forward(context);
-  at::Tensor value = to_v->forward(context);
+  at::Tensor key = nn::linear(to_k, context);
+  at::Tensor value = nn::linear(to_v, context);
   const int64_t heads = options.heads();
   const int64_t head_dim = key.size(-1) / heads;
   query = query.view({batch, -1, heads, head_dim}).transpose(1, 2);
@@ -69,7 +70,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   at::Tensor out = nn::attention(query, key, value, attention_options);  // [B, H, N, D]
 
   out = out.transpose(1, 2).reshape({batch, -1, heads * head_dim}).to(query.scalar_type());
-  out = to_out->at<torch::nn::LinearImpl>(0).forward(out);
+  out = nn::linear(torch::nn::Linear(to_out->ptr<torch::nn::LinearImpl>(0)), out);
   out = to_out->at<torch::nn::DropoutImpl>(1).forward(out);
   if (input_ndim == 4) {
     out = out.transpose(-1, -2).reshape({batch, channel, height, width});

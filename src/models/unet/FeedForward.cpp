@@ -1,4 +1,5 @@
 #include "zerodiff/models/unet/FeedForward.h"
+#include "zerodiff/nn/Linear.h"
 
 #include <torch/torch.h>
 
@@ -17,7 +18,7 @@ void FeedForwardImpl::reset() {
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
   at::Tensor h = net->at<GEGLUImpl>(0).forward(x);
   h = net->at<torch::nn::DropoutImpl>(1).forward(h);
-  return net->at<torch::nn::LinearImpl>(2).forward(h);
+  return nn::linear(torch::nn::Linear(net->ptr<torch::nn::LinearImpl>(2)), h);
 }
 
 }  // namespace zerodiff::models

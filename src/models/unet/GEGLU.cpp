@@ -1,4 +1,5 @@
 #include "zerodiff/models/unet/GEGLU.h"
+#include "zerodiff/nn/Linear.h"
 
 #include <torch/torch.h>
 
@@ -13,7 +14,7 @@ void GEGLUImpl::reset() {
 }
 
 at::Tensor GEGLUImpl::forward(const at::Tensor& x) {
-  const std::vector<at::Tensor> parts = proj->forward(x).chunk(2, -1);
+  const std::vector<at::Tensor> parts = nn::linear(proj, x).chunk(2, -1);
   return parts[0] * torch::gelu(parts[1]);
 }
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "zerodiff/core/Error.h"
+#include "zerodiff/nn/Linear.h"
 
 namespace zerodiff::models {
 
@@ -39,7 +40,7 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor&
   h = conv1->forward(h);
   if (time_emb_proj) {
     ZD_CHECK(temb.defined(), "ResnetBlock2D: this block has a time_emb_proj but no temb was given");
-    at::Tensor t = time_emb_proj->forward(torch::silu(temb));
+    at::Tensor t = nn::linear(time_emb_proj, torch::silu(temb));
     h = h + t.unsqueeze(-1).unsqueeze(-1);
   }
   h = torch::silu(norm2->forward(h));

@@ -1,4 +1,5 @@
 #include "zerodiff/models/unet/TimestepEmbedding.h"
+#include "zerodiff/nn/Linear.h"
 
 #include <torch/torch.h>
 
@@ -15,7 +16,7 @@ void TimestepEmbeddingImpl::reset() {
 }
 
 at::Tensor TimestepEmbeddingImpl::forward(const at::Tensor& sample) {
-  return linear_2->forward(torch::silu(linear_1->forward(sample)));
+  return nn::linear(linear_2, torch::silu(nn::linear(linear_1, sample)));
 }
 
 }  // namespace zerodiff::models

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "zerodiff/core/Error.h"
+#include "zerodiff/nn/Linear.h"
 
 namespace zerodiff::models {
 
@@ -63,7 +64,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& hidden_states, cons
   } else {
     inner_dim = x.size(1);
     x = x.permute({0, 2, 3, 1}).reshape({batch, height * width, inner_dim});
-    x = proj_in_linear->forward(x);
+    x = nn::linear(proj_in_linear, x);
   }
   for (size_t i = 0; i < transformer_blocks->size(); ++i) {
     x = transformer_blocks->at<BasicTransformerBlockImpl>(i).forward(x, encoder_hidden_states);
@@ -72,7 +73,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& hidden_states, cons
     x = x.reshape({batch, height, width, inner_dim}).permute({0, 3, 1, 2}).contiguous();
     x = proj_out_conv->forward(x);
   } else {
-    x = proj_out_linear->forward(x);
+    x = nn::linear(proj_out_linear, x);
     x = x.reshape({batch, height, width, inner_dim}).permute({0, 3, 1, 2}).contiguous();
   }
   return x + residual;
