@@ -5,6 +5,7 @@
 //
 //   bench_train_step [--model tiny|100m|sd15] [--mode pre|enc] [--batch 8] [--steps 8] [--warmup 2] [--latent 32]
 //                    [--optimizer torch|hybrid_adam] [--attention auto|zerodiff|sdpa|math] [--threads N]
+//                    [--device cpu|cuda] [--precision fp32|bf16-mixed]
 //                    [--unet DIR] [--vae DIR] [--text-encoder DIR] [--tokenizer DIR] [--profile FILE]
 //
 // Modes:
@@ -16,11 +17,17 @@
 // 100m = bench/unet_100m (103 M parameters: SD 1.5's layout at block_out_channels 128, 256, 416, 416) with SD 1.5's
 // VAE and text encoder; sd15 = sd15/{unet, vae, text_encoder} (860 M UNet). Tokenizer: configs/models/demo/tokenizer
 // (CLIP's BPE vocabulary). Noise scheduler: DDPM, SD's scaled_linear betas 0.00085..0.012, 1000 steps.
-// AdamW: lr 1e-4, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2 (the script's defaults); precision float32.
+// AdamW: lr 1e-4, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2 (the script's defaults), by the trainer's default
+// implementation (HybridAdam; --optimizer torch for torch::optim::AdamW). Precision float32, or --precision
+// bf16-mixed: the UNet forward and loss under bfloat16 autocast (the VAE encode stays float32, as the trainer's
+// vae_precision fp32), float32 weights and AdamW states. --device cuda runs everything on the GPU (the SD 1.5 row
+// of issue #12 is --model sd15 --latent 64 --device cuda); step times then include a host sync (the loss's item()).
 //
 // Output: one line "zerodiff train step: ... N samples/s (median step M ms; steps ...) peak RSS R MiB", where
 // samples/s = batch / median step time over the --steps timed steps (after --warmup untimed ones) and peak RSS is
-// the process's VmHWM (/proc/self/status) at the end: every byte the run touched, model, states and activations.
+// the process's VmHWM (/proc/self/status) at the end: every byte the run touched, model, states and activations;
+// on CUDA the line also gives the caching allocator's peak of allocated bytes (what torch.cuda.max_memory_allocated
+// reports on the Python side).
 // --profile FILE writes a Chrome trace of the timed steps (LibTorch's profiler; benchmarks/python/trace_summary.py
 // summarises it by operator).
 #include <CLI/CLI.hpp>
@@ -37,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "zerodiff/core/BuildConfig.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/dist/ProcessGroup.h"
@@ -48,7 +56,12 @@
 #include "zerodiff/models/unet/UNet2DConditionModel.h"
 #include "zerodiff/models/vae/AutoencoderKL.h"
 #include "zerodiff/nn/Attention.h"
+#include "zerodiff/nn/Autocast.h"
 #include "zerodiff/parallel/Strategy.h"
+
+#if ZERODIFF_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 namespace zm = zerodiff::models;
 namespace zp = zerodiff::parallel;
@@ -95,7 +108,7 @@ std::vector<std::string> captions(int64_t batch) {
 int main(int argc, char** argv) {
   CLI::App app{"One Stable Diffusion training step (UNet fwd + bwd + AdamW), timed; peer: python/train_step_peer.py"};
   std::string model = "tiny", mode = "pre", optimizer = "hybrid_adam", attention = "auto", profile;
-  std::string unet_dir, vae_dir, text_dir, tokenizer_dir;
+  std::string unet_dir, vae_dir, text_dir, tokenizer_dir, device_name = "cpu", precision = "fp32";
   int64_t batch = 8, latent = 32;
   int steps = 8, warmup = 2, threads = 0;
   app.add_option("--model", model, "tiny | 100m | sd15 (configs/models; random weights)")
@@ -110,6 +123,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"torch", "hybrid_adam"}));
   app.add_option("--attention", attention, "Attention backend: auto | zerodiff | sdpa | math");
   app.add_option("--threads", threads, "Intra-op threads (0 = ATen's default)")->check(CLI::Range(0, 1024));
+  app.add_option("--device", device_name, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precision", precision, "fp32 or bf16-mixed (UNet forward + loss under bfloat16 autocast)")
+      ->check(CLI::IsMember({"fp32", "bf16-mixed"}));
   app.add_option("--unet", unet_dir, "UNet config folder (overrides --model's)");
   app.add_option("--vae", vae_dir, "VAE config folder (overrides --model's)");
   app.add_option("--text-encoder", text_dir, "Text encoder config folder (overrides --model's)");
@@ -119,6 +135,8 @@ int main(int argc, char** argv) {
   zerodiff::log::init({.level = zerodiff::log::Level::warn});
   try {
     if (threads > 0) torch::set_num_threads(threads);
+    if (device_name == "cuda" && !torch::cuda::is_available()) throw zerodiff::Error("--device cuda: no CUDA device");
+    const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
     zerodiff::nn::set_attention_policy(zerodiff::nn::parse_attention_backend(attention));
     const std::string root = std::string(ZERODIFF_SOURCE_DIR) + "/configs/models/";
     if (model == "tiny") {
@@ -136,6 +154,7 @@ int main(int argc, char** argv) {
     const auto unet_options = zm::UNet2DConditionOptions::from_json(zerodiff::io::read_config_json(unet_dir));
     zm::UNet2DConditionModel unet(unet_options);
     unet->train();
+    unet->to(device);
     std::optional<zm::AutoencoderKL> vae;
     std::optional<zm::CLIPTextModel> text_encoder;
     std::optional<zm::CLIPTokenizer> tokenizer;
@@ -150,6 +169,8 @@ int main(int argc, char** argv) {
       for (auto& p : (*text_encoder)->parameters()) p.set_requires_grad(false);
       (*vae)->eval();
       (*text_encoder)->eval();
+      (*vae)->to(device);
+      (*text_encoder)->to(device);
     }
     auto sched_config = zm::SchedulerConfig::defaults_for("DDPMScheduler");
     sched_config.beta_schedule = "scaled_linear";
@@ -173,9 +194,10 @@ int main(int argc, char** argv) {
 
     at::Generator gen = at::detail::createCPUGenerator(0);
     const int64_t latent_channels = unet_options.in_channels();
-    const at::Tensor pre_latents = torch::randn({batch, latent_channels, latent, latent});
-    const at::Tensor pre_text = torch::randn({batch, text_options.max_position_embeddings(), text_options.hidden_size()});
-    const at::Tensor images = torch::rand({batch, 3, image, image}) * 2 - 1;
+    const at::Tensor pre_latents = torch::randn({batch, latent_channels, latent, latent}).to(device);
+    const at::Tensor pre_text =
+        torch::randn({batch, text_options.max_position_embeddings(), text_options.hidden_size()}).to(device);
+    const at::Tensor images = (torch::rand({batch, 3, image, image}) * 2 - 1).to(device);
     const std::vector<std::string> texts = captions(batch);
     const zm::DiffusionLossOptions loss_options;
 
@@ -184,10 +206,13 @@ int main(int argc, char** argv) {
       at::Tensor latents = pre_latents, text = pre_text;
       if (mode == "enc") {
         torch::NoGradGuard no_grad;
-        text = (*text_encoder)->encode((*tokenizer)(texts).input_ids);
+        text = (*text_encoder)->encode((*tokenizer)(texts).input_ids.to(device));
         latents = (*vae)->scale_latents((*vae)->encode(images).sample(gen));
       }
+      std::optional<zerodiff::nn::AutocastScope> autocast;
+      if (precision == "bf16-mixed") autocast.emplace(device.type(), at::kBFloat16);
       auto out = zm::diffusion_loss(unet, *scheduler, latents, text, gen, loss_options);
+      autocast.reset();
       strategy->begin_backward(true);
       out.loss.backward();
       strategy->end_backward(true);
@@ -211,15 +236,23 @@ int main(int argc, char** argv) {
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
                                             : (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]) / 2;
+    std::string gpu_peak;
+#if ZERODIFF_CUDA
+    if (device.is_cuda()) {
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+      const auto peak = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+      gpu_peak = " peak CUDA allocated " + std::to_string(static_cast<double>(peak) / (1024.0 * 1024.0)) + " MiB;";
+    }
+#endif
     std::string each;
     for (double m : ms) each += (each.empty() ? "" : ", ") + std::to_string(static_cast<int64_t>(m + 0.5));
     std::printf("zerodiff train step: model=%s (%.1f M UNet parameters) mode=%s batch=%lld latent=%lldx%lld "
-                "image=%lldx%lld threads=%d attention=%s optimizer=%s: %.3f samples/s (median step %.1f ms; steps "
-                "%s ms) peak RSS %.1f MiB; last loss %.4f\n",
+                "image=%lldx%lld threads=%d attention=%s optimizer=%s device=%s precision=%s: %.3f samples/s (median "
+                "step %.1f ms; steps %s ms) peak RSS %.1f MiB;%s last loss %.4f\n",
                 model.c_str(), static_cast<double>(numel) / 1e6, mode.c_str(), static_cast<long long>(batch),
                 static_cast<long long>(latent), static_cast<long long>(latent), static_cast<long long>(image),
-                static_cast<long long>(image), at::get_num_threads(), attention.c_str(), optimizer.c_str(),
-                static_cast<double>(batch) / (median / 1000.0), median, each.c_str(), proc_status_mib("VmHWM"), loss);
+                static_cast<long long>(image), at::get_num_threads(), attention.c_str(), optimizer.c_str(), device_name.c_str(), precision.c_str(),
+                static_cast<double>(batch) / (median / 1000.0), median, each.c_str(), proc_status_mib("VmHWM"), gpu_peak.c_str(), loss);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_step: %s\n", e.what());

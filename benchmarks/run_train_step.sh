@@ -11,6 +11,8 @@
 #               sd15:pre:1:4"); model tiny | 100m | sd15, mode pre (precomputed latents and text embeddings) |
 #               enc (VAE and text encoder in the step); latents 32x32 (LATENT)
 #   ROUNDS (3), WARMUP (2 untimed steps per run), LATENT (32), THREADS (0 = each side's default: all cores)
+#   DEVICE (cpu | cuda; on cuda the memory columns are the CUDA caching allocator's peak of allocated bytes),
+#   PRECISION (fp32 | bf16-mixed); the GPU row of issue #12: CONFIGS="sd15:pre:8:10" LATENT=64 DEVICE=cuda
 #   ZD_ARGS     extra bench_train_step arguments (e.g. "--optimizer hybrid_adam --attention sdpa")
 #   PY_ARGS     extra train_step_peer.py arguments (e.g. "--optimizer-impl fused")
 #   ZERODIFF_BUILD_DIR (build/; bench_train_step is built there with tools/build.sh when missing),
@@ -27,6 +29,8 @@ ROUNDS="${ROUNDS:-3}"
 WARMUP="${WARMUP:-2}"
 LATENT="${LATENT:-32}"
 THREADS="${THREADS:-0}"
+DEVICE="${DEVICE:-cpu}"
+PRECISION="${PRECISION:-fp32}"
 ZD_ARGS="${ZD_ARGS:-}"
 PY_ARGS="${PY_ARGS:-}"
 LOGS="${BENCH_LOGS:-$ROOT/out/bench/logs}"
@@ -47,7 +51,7 @@ median3() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%
 run_one() {
   local side=$1 model=$2 mode=$3 batch=$4 steps=$5 round=$6 out line
   local args=(--model "$model" --mode "$mode" --batch "$batch" --steps "$steps" --warmup "$WARMUP" --latent "$LATENT"
-              --threads "$THREADS")
+              --threads "$THREADS" --device "$DEVICE" --precision "$PRECISION")
   if [[ $side == zerodiff ]]; then
     # shellcheck disable=SC2086
     out="$("$BIN" "${args[@]}" $ZD_ARGS 2>&1)" || { echo "$out" >&2; return 1; }
@@ -58,7 +62,11 @@ run_one() {
   printf '%s\n' "$out" >"$LOGS/train-step-${side}-${model}-${mode}-b${batch}-round${round}.log"
   line="$(grep -E "^(zerodiff|python) train step:" <<<"$out")" || { echo "$out" >&2; return 1; }
   log "$line"
-  sed -n 's/.*: \([0-9.]*\) samples\/s .* peak RSS \([0-9.]*\) MiB.*/\1 \2/p' <<<"$line"
+  if [[ $DEVICE == cuda ]]; then
+    sed -n 's/.*: \([0-9.]*\) samples\/s .* peak CUDA allocated \([0-9.]*\) MiB.*/\1 \2/p' <<<"$line"
+  else
+    sed -n 's/.*: \([0-9.]*\) samples\/s .* peak RSS \([0-9.]*\) MiB.*/\1 \2/p' <<<"$line"
+  fi
 }
 cell() { echo "**$(printf '%s\n' "$@" | median3)** ($(echo "$*" | sed 's/ /, /g'))"; }
 ratio() { awk -v a="$(printf '%s\n' $1 | median3)" -v b="$(printf '%s\n' $2 | median3)" 'BEGIN { printf "%.2fx", a / b }'; }
@@ -81,10 +89,11 @@ for c in $CONFIGS; do
 done
 
 echo
-echo "Training step, samples/s: median of $ROUNDS rounds (each round's figure in brackets), latents ${LATENT}x${LATENT}; $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "Training step, samples/s: median of $ROUNDS rounds (each round's figure in brackets), latents ${LATENT}x${LATENT}, device $DEVICE, precision $PRECISION; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "Machine: $(nproc) cores, $cpu; load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; run took $(( $(date +%s) - start )) s"
 echo "zerodiff: $BIN $ZD_ARGS; python: $PEER $PY_ARGS ($("$PY" -c 'import torch, diffusers, transformers; print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}")'))"
 echo
-echo "| model | mode | batch x timed steps | zerodiff samples/s | python samples/s | zerodiff / python | zerodiff peak RSS MiB | python peak RSS MiB | RSS ratio |"
+mem="peak RSS"; [[ $DEVICE == cuda ]] && mem="peak CUDA allocated"
+echo "| model | mode | batch x timed steps | zerodiff samples/s | python samples/s | zerodiff / python | zerodiff $mem MiB | python $mem MiB | memory ratio |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"

@@ -27,6 +27,9 @@ Output: one line in bench_train_step's format, parsed by benchmarks/run_train_st
     python train step: model=tiny (...) mode=pre batch=8 ...: 12.345 samples/s (median step 648.1 ms; steps ...)
     peak RSS 1234.5 MiB; last loss 1.0012
 Peak RSS = ru_maxrss of this process (the interpreter, torch and diffusers' imports included).
+--device cuda runs on the GPU (peak = also torch.cuda.max_memory_allocated); --precision bf16-mixed runs the UNet
+forward and the loss under torch.autocast(bfloat16), as accelerate's mixed_precision="bf16" does (the VAE encode
+in float32, weights and AdamW states float32), matching bench_train_step's options of the same names.
 --profile FILE writes a Chrome trace of the timed steps (torch.profiler), for trace_summary.py.
 """
 from __future__ import annotations
@@ -71,6 +74,8 @@ def main() -> int:
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     ap.add_argument("--optimizer-impl", choices=["default", "foreach", "fused"], default="default")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16-mixed"], default="fp32")
     ap.add_argument("--unet")
     ap.add_argument("--vae")
     ap.add_argument("--text-encoder")
@@ -112,10 +117,15 @@ def main() -> int:
         kwargs[a.optimizer_impl] = True
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, **kwargs)
     numel = sum(p.numel() for p in unet.parameters())
+    device = torch.device(a.device)
+    unet.to(device)
+    if a.mode == "enc":
+        vae.to(device)
+        text_encoder.to(device)
 
-    pre_latents = torch.randn(a.batch, unet.config.in_channels, a.latent, a.latent)
-    pre_text = torch.randn(a.batch, text_config.max_position_embeddings, text_config.hidden_size)
-    images = torch.rand(a.batch, 3, image, image) * 2 - 1
+    pre_latents = torch.randn(a.batch, unet.config.in_channels, a.latent, a.latent).to(device)
+    pre_text = torch.randn(a.batch, text_config.max_position_embeddings, text_config.hidden_size).to(device)
+    images = (torch.rand(a.batch, 3, image, image) * 2 - 1).to(device)
     captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(a.batch)]
 
     def one_step() -> float:
@@ -123,14 +133,15 @@ def main() -> int:
         if a.mode == "enc":
             with torch.no_grad():
                 ids = tokenizer(captions, max_length=tokenizer.model_max_length, padding="max_length",
-                                truncation=True, return_tensors="pt").input_ids
+                                truncation=True, return_tensors="pt").input_ids.to(device)
                 text = text_encoder(ids, return_dict=False)[0]
                 latents = vae.encode(images).latent_dist.sample() * vae.config.scaling_factor
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],)).long()
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device).long()
         noisy = scheduler.add_noise(latents, noise, timesteps)
-        pred = unet(noisy, timesteps, text, return_dict=False)[0]
-        loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.precision == "bf16-mixed"):
+            pred = unet(noisy, timesteps, text, return_dict=False)[0]
+            loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
@@ -154,11 +165,15 @@ def main() -> int:
         prof.export_chrome_trace(a.profile)
     median = statistics.median(times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    gpu_peak = ""
+    if device.type == "cuda":
+        gpu_peak = f" peak CUDA allocated {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB;"
     print(f"python train step: model={a.model} ({numel / 1e6:.1f} M UNet parameters) mode={a.mode} batch={a.batch} "
           f"latent={a.latent}x{a.latent} image={image}x{image} threads={torch.get_num_threads()} attention=sdpa "
-          f"optimizer=torch.optim.AdamW({a.optimizer_impl}): {a.batch / (median / 1000.0):.3f} samples/s "
+          f"optimizer=torch.optim.AdamW({a.optimizer_impl}) device={a.device} precision={a.precision}: "
+          f"{a.batch / (median / 1000.0):.3f} samples/s "
           f"(median step {median:.1f} ms; steps {', '.join(str(round(t)) for t in times)} ms) "
-          f"peak RSS {peak:.1f} MiB; last loss {loss:.4f}")
+          f"peak RSS {peak:.1f} MiB;{gpu_peak} last loss {loss:.4f}")
     return 0
 
 
