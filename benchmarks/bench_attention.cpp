@@ -1,19 +1,30 @@
-// CPU attention at Stable Diffusion shapes: our fused flash-attention kernels (zerodiff/kernels/FlashAttention.h)
-// against ATen's CPU flash kernel (at::scaled_dot_product_attention, which dispatches to it for float32 CPU
-// inputs; the backend ATen chose is printed) and the math path (matmul, softmax, matmul with autograd), all in
-// this process, side by side.
+// Attention at Stable Diffusion shapes, our fused flash-attention kernels (zerodiff/kernels/FlashAttention.h) against
+// ATen's, all in this process, side by side.
 //
-//   bench_attention [--reps 5] [--threads 0] [--dtype float32|bfloat16] [--shapes sd|small] [--no-math]
-//                   [--gemm auto|brgemm|blas|aten]
+//   bench_attention [--device auto|cpu|cuda] [--reps N] [--warmup 3] [--threads 0]
+//                   [--dtype float32|bfloat16|float16] [--shapes sd|small] [--no-math] [--gemm auto|brgemm|blas|aten]
 //
-// Time: median wall time over --reps runs after one warm-up, forward only (no autograd) and forward + backward
-// (inputs require grad, out.backward(dout), gradients of q, k, v). Memory: a counting c10 CPU allocator is
+// --device auto (the default) is cuda when this build has the CUDA kernels and a GPU is present, else cpu
+// (tools/gpu/run_gpu.sh runs every bench_* without arguments: on the GPU host that is the CUDA table).
+//
+// CPU: our kernels against ATen's CPU flash kernel (at::scaled_dot_product_attention, which dispatches to it for
+// float32 CPU inputs; the backend ATen chose is printed) and the math path (matmul, softmax, matmul with autograd).
+// Time: median wall time over --reps runs (default 5) after one warm-up, forward only (no autograd) and forward +
+// backward (inputs require grad, out.backward(dout), gradients of q, k, v). Memory: a counting c10 CPU allocator is
 // installed in place of LibTorch's default one (c10::SetCPUAllocator; the same c10::alloc_cpu underneath) and
 // sees every ATen CPU allocation, including each kernel's scratch; "MiB" is the highest live total during one
 // call minus the total before it (inputs and dout excluded; outputs, saved activations, gradients and scratch
 // included). Allocations inside the BLAS / oneDNN (their own buffers) are not counted, for any of the three.
 // Ratios: "sdpa/ours" and "math/ours" are time(other) / time(ours) (> 1: ours is faster); "ours/math" is
 // mem(ours) / mem(math).
+//
+// CUDA: float16 and bfloat16 (or --dtype), q, k, v and dout transposed from [B, N, H, D] as the UNet passes them.
+// Ours (flash_attention_forward_cuda; flash_attention_cuda + backward) against at::scaled_dot_product_attention
+// with exactly one SDPA backend enabled (at::globalContext().setSDPUseFlash / setSDPUseCuDNN, the others off):
+// SDPA's flash kernel and its cuDNN kernel ("n/a" when that backend rejects the shape). Time: CUDA events around
+// --reps runs (default 20) after --warmup runs, mean per run. TFLOP/s with FLOPs = 4·B·H·Nq·Nkv·D forward and
+// 3.5 times that forward + backward (the FlashAttention papers' count). Ratios: time(other) / time(ours) (> 1:
+// ours is faster). max|ours-flash| compares the forward outputs.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
@@ -31,7 +42,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "zerodiff/core/BuildInfo.h"
 #include "zerodiff/kernels/FlashAttention.h"
+
+#if ZERODIFF_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAEvent.h>
+#endif
 
 namespace {
 
@@ -137,23 +154,9 @@ const char* sdp_backend_name(int64_t b) {
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"bench_attention: fused CPU flash attention vs ATen's SDPA (flash) vs matmul-softmax-matmul"};
-  int reps = 5, threads = 0;
-  std::string dtype_name = "float32", shapes_name = "sd";
-  bool no_math = false;
-  std::string gemm = "auto";
-  app.add_option("--reps", reps, "Timed runs per method and pass (median reported)")->check(CLI::PositiveNumber);
-  app.add_option("--threads", threads, "Intra-op threads (0 = LibTorch's default, i.e. OMP_NUM_THREADS)");
-  app.add_option("--dtype", dtype_name, "float32 or bfloat16")->check(CLI::IsMember({"float32", "bfloat16"}));
-  app.add_option("--shapes", shapes_name, "sd (Stable Diffusion shapes) or small (a quick smoke run)")
-      ->check(CLI::IsMember({"sd", "small"}));
-  app.add_flag("--no-math", no_math, "Skip the math path (its N=4096 step needs ~5 GiB)");
-  app.add_option("--gemm", gemm, "Our tile GEMM: auto, brgemm, blas or aten")
-      ->check(CLI::IsMember({"auto", "brgemm", "blas", "aten"}));
-  CLI11_PARSE(app, argc, argv);
+// The CPU table (see the file comment).
+int run_cpu(int reps, int threads, const std::string& dtype_name, const std::string& shapes_name, bool no_math,
+            const std::string& gemm) {
   zerodiff::kernels::flash_attention_use_gemm_backend(gemm);
   if (threads > 0) at::set_num_threads(threads);
   g_counter = &CountingAllocator::instance();
@@ -223,4 +226,186 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
   return 0;
+}
+
+#if ZERODIFF_WITH_CUDA
+
+// Enables exactly one SDPA backend for its lifetime; restores the previous flags.
+class SdpaOnly {
+ public:
+  explicit SdpaOnly(at::SDPBackend backend) {
+    at::Context& c = at::globalContext();
+    saved_[0] = c.userEnabledFlashSDP();
+    saved_[1] = c.userEnabledMemEfficientSDP();
+    saved_[2] = c.userEnabledMathSDP();
+    saved_[3] = c.userEnabledCuDNNSDP();
+    c.setSDPUseFlash(backend == at::SDPBackend::flash_attention);
+    c.setSDPUseMemEfficient(backend == at::SDPBackend::efficient_attention);
+    c.setSDPUseMath(backend == at::SDPBackend::math);
+    c.setSDPUseCuDNN(backend == at::SDPBackend::cudnn_attention);
+  }
+  ~SdpaOnly() {
+    at::Context& c = at::globalContext();
+    c.setSDPUseFlash(saved_[0]);
+    c.setSDPUseMemEfficient(saved_[1]);
+    c.setSDPUseMath(saved_[2]);
+    c.setSDPUseCuDNN(saved_[3]);
+  }
+  SdpaOnly(const SdpaOnly&) = delete;
+  SdpaOnly& operator=(const SdpaOnly&) = delete;
+
+ private:
+  bool saved_[4] = {};
+};
+
+// Mean milliseconds per run of `fn` over `reps` runs after `warmup`, between CUDA events on the current stream;
+// NaN (and the reason in `note`) when fn throws, e.g. an SDPA backend that rejects the shape.
+double cuda_ms(int warmup, int reps, const std::function<void()>& fn, std::string& note) {
+  try {
+    for (int i = 0; i < warmup; ++i) fn();
+    c10::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+    start.record();
+    for (int i = 0; i < reps; ++i) fn();
+    stop.record();
+    stop.synchronize();
+    return static_cast<double>(start.elapsed_time(stop)) / reps;
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    note = what.substr(0, what.find('\n'));
+    return std::nan("");
+  }
+}
+
+// The CUDA table (see the file comment).
+int run_cuda(int reps, int warmup, const std::vector<at::ScalarType>& dtypes, const std::string& shapes_name) {
+  std::vector<Shape> shapes;
+  if (shapes_name == "sd") {
+    shapes = {{"self  N=4096 D=40", 2, 8, 4096, 4096, 40},     {"self  N=1024 D=80", 2, 8, 1024, 1024, 80},
+              {"self  N=256  D=160", 2, 8, 256, 256, 160},     {"cross Nq=4096 Nkv=77 D=40", 2, 8, 4096, 77, 40},
+              {"cross Nq=1024 Nkv=77 D=80", 2, 8, 1024, 77, 80}, {"cross Nq=256 Nkv=77 D=160", 2, 8, 256, 77, 160}};
+  } else {
+    shapes = {{"self  N=512 D=40", 1, 4, 512, 512, 40}, {"cross Nq=512 Nkv=77 D=64", 1, 4, 512, 77, 64}};
+  }
+  const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
+  std::printf("bench_attention --device cuda: %s (sm_%d%d, %d SMs), torch %s, %d runs after %d warm-up (CUDA events, "
+              "mean), B x H = 2 x 8 (sd), inputs transposed from [B, N, H, D]\n",
+              props->name, props->major, props->minor, props->multiProcessorCount, TORCH_VERSION, reps, warmup);
+  std::printf("%-26s %-8s %-7s | %8s %7s | %8s %7s | %8s %7s | %10s %10s | %s\n", "shape", "dtype", "pass", "ours ms",
+              "TFLOP/s", "flash ms", "TFLOP/s", "cudnn ms", "TFLOP/s", "flash/ours", "cudnn/ours", "max|ours-flash|");
+  const auto tflops = [](double flops, double ms) { return flops / (ms * 1e9); };
+  for (const at::ScalarType dtype : dtypes) {
+    for (const Shape& s : shapes) {
+      torch::manual_seed(0);
+      const auto opts = at::TensorOptions().device(at::kCUDA).dtype(dtype);
+      const auto make = [&](int64_t n) { return at::randn({s.B, n, s.H, s.D}, opts).transpose(1, 2); };
+      const at::Tensor q = make(s.Nq), k = make(s.Nkv), v = make(s.Nkv), dout = make(s.Nq);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
+      const double fwd_flops = 4.0 * s.B * s.H * s.Nq * s.Nkv * s.D;
+      const char* dtype_str = dtype == at::kHalf ? "float16" : "bfloat16";
+      const at::SDPBackend sdpa_backends[2] = {at::SDPBackend::flash_attention, at::SDPBackend::cudnn_attention};
+
+      // Forward: [0] ours, [1] SDPA flash, [2] SDPA cuDNN.
+      double fwd[3], both[3];
+      std::string note[3];
+      double diff = std::nan("");
+      {
+        at::NoGradGuard no_grad;
+        fwd[0] = cuda_ms(warmup, reps, [&] { zerodiff::kernels::flash_attention_forward_cuda(q, k, v, scale); },
+                         note[0]);
+        for (int i = 0; i < 2; ++i) {
+          const SdpaOnly only(sdpa_backends[i]);
+          fwd[i + 1] = cuda_ms(warmup, reps, [&] { at::scaled_dot_product_attention(q, k, v); }, note[i + 1]);
+        }
+        if (!std::isnan(fwd[0]) && !std::isnan(fwd[1])) {
+          const SdpaOnly only(at::SDPBackend::flash_attention);
+          const at::Tensor o_ours = std::get<0>(zerodiff::kernels::flash_attention_forward_cuda(q, k, v, scale));
+          diff = (o_ours.to(at::kFloat) - at::scaled_dot_product_attention(q, k, v).to(at::kFloat))
+                     .abs()
+                     .max()
+                     .item<double>();
+        }
+      }
+      // Forward + backward through autograd, the same way for all three.
+      at::Tensor qg = q.detach().requires_grad_(true), kg = k.detach().requires_grad_(true);
+      at::Tensor vg = v.detach().requires_grad_(true);
+      const auto step = [&](const std::function<at::Tensor()>& f) {
+        f().backward(dout);
+        for (at::Tensor* t : {&qg, &kg, &vg}) t->mutable_grad().reset();
+      };
+      both[0] = cuda_ms(warmup, reps, [&] { step([&] { return zerodiff::kernels::flash_attention_cuda(qg, kg, vg, scale); }); },
+                        note[0]);
+      for (int i = 0; i < 2; ++i) {
+        const SdpaOnly only(sdpa_backends[i]);
+        both[i + 1] =
+            cuda_ms(warmup, reps, [&] { step([&] { return at::scaled_dot_product_attention(qg, kg, vg); }); }, note[i + 1]);
+      }
+      const auto row = [&](const char* pass, const double* ms, double flops) {
+        std::printf("%-26s %-8s %-7s | %8.3f %7.1f | %8.3f %7.1f | %8.3f %7.1f | %10.2f %10.2f |", s.name, dtype_str,
+                    pass, ms[0], tflops(flops, ms[0]), ms[1], tflops(flops, ms[1]), ms[2], tflops(flops, ms[2]),
+                    ms[1] / ms[0], ms[2] / ms[0]);
+      };
+      row("fwd", fwd, fwd_flops);
+      std::printf(" %.2e\n", diff);
+      row("fwd+bwd", both, 3.5 * fwd_flops);
+      std::printf("\n");
+      for (int i = 0; i < 3; ++i) {
+        if (!note[i].empty()) {
+          std::printf("  %s n/a: %s\n", i == 0 ? "ours" : i == 1 ? "SDPA flash" : "SDPA cuDNN", note[i].c_str());
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+#endif  // ZERODIFF_WITH_CUDA
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bench_attention: fused flash attention (ours) vs ATen's SDPA kernels, on the CPU or on CUDA"};
+  int reps = 0, warmup = 3, threads = 0;
+  std::string device = "auto", dtype_name, shapes_name = "sd";
+  bool no_math = false;
+  std::string gemm = "auto";
+  app.add_option("--device", device, "auto (cuda with CUDA kernels and a GPU, else cpu), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--reps", reps, "Timed runs per method and pass (default: 5 on the CPU, median; 20 on CUDA, mean)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup", warmup, "CUDA: untimed runs before the timed ones")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "CPU: intra-op threads (0 = LibTorch's default, i.e. OMP_NUM_THREADS)");
+  app.add_option("--dtype", dtype_name, "cpu: float32 (default) or bfloat16; cuda: float16 or bfloat16 (default both)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
+  app.add_option("--shapes", shapes_name, "sd (Stable Diffusion shapes) or small (a quick smoke run)")
+      ->check(CLI::IsMember({"sd", "small"}));
+  app.add_flag("--no-math", no_math, "CPU: skip the math path (its N=4096 step needs ~5 GiB)");
+  app.add_option("--gemm", gemm, "CPU: our tile GEMM: auto, brgemm, blas or aten")
+      ->check(CLI::IsMember({"auto", "brgemm", "blas", "aten"}));
+  CLI11_PARSE(app, argc, argv);
+
+  const bool cuda_usable = zerodiff::built_with_cuda() && torch::cuda::is_available();
+  if (device == "auto") device = cuda_usable ? "cuda" : "cpu";
+  if (device == "cuda") {
+#if ZERODIFF_WITH_CUDA
+    if (!cuda_usable) {
+      std::fprintf(stderr, "bench_attention: --device cuda needs a GPU (torch::cuda::is_available() is false)\n");
+      return 2;
+    }
+    if (dtype_name == "float32") {
+      std::fprintf(stderr, "bench_attention: the CUDA kernels take float16 or bfloat16, not float32\n");
+      return 2;
+    }
+    std::vector<at::ScalarType> dtypes = {at::kHalf, at::kBFloat16};
+    if (!dtype_name.empty()) dtypes = {dtype_name == "float16" ? at::kHalf : at::kBFloat16};
+    return run_cuda(reps > 0 ? reps : 20, warmup, dtypes, shapes_name);
+#else
+    std::fprintf(stderr, "bench_attention: --device cuda: this build has no CUDA kernels\n");
+    return 2;
+#endif
+  }
+  if (dtype_name == "float16") {
+    std::fprintf(stderr, "bench_attention: the CPU kernels take float32 or bfloat16, not float16\n");
+    return 2;
+  }
+  return run_cpu(reps > 0 ? reps : 5, threads, dtype_name.empty() ? "float32" : dtype_name, shapes_name, no_math, gemm);
 }

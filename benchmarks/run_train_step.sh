@@ -4,7 +4,7 @@
 # load hits both sides alike. Prints a Markdown table: median samples/s of each side over the rounds (every round's
 # figure in brackets), the ratio zerodiff / python, and each side's peak RSS (median over the rounds).
 #
-#   bash benchmarks/run_train_step.sh            # about 10 minutes on 2 cores
+#   bash benchmarks/run_train_step.sh            # about 11 minutes on 2 cores
 #
 # Environment:
 #   CONFIGS     "model:mode:batch:steps ..." (default "tiny:pre:8:8 tiny:enc:8:8 100m:pre:2:6 100m:enc:2:5
@@ -13,6 +13,7 @@
 #   ROUNDS (3), WARMUP (2 untimed steps per run), LATENT (32), THREADS (0 = each side's default: all cores)
 #   DEVICE (cpu | cuda; on cuda the memory columns are the CUDA caching allocator's peak of allocated bytes),
 #   PRECISION (fp32 | bf16-mixed); the GPU row of issue #12: CONFIGS="sd15:pre:8:10" LATENT=64 DEVICE=cuda
+#               PRECISION=bf16-mixed
 #   ZD_ARGS     extra bench_train_step arguments (e.g. "--optimizer hybrid_adam --attention sdpa")
 #   PY_ARGS     extra train_step_peer.py arguments (e.g. "--optimizer-impl fused")
 #   ZERODIFF_BUILD_DIR (build/; bench_train_step is built there with tools/build.sh when missing),
@@ -71,7 +72,7 @@ run_one() {
 cell() { echo "**$(printf '%s\n' "$@" | median3)** ($(echo "$*" | sed 's/ /, /g'))"; }
 ratio() { awk -v a="$(printf '%s\n' $1 | median3)" -v b="$(printf '%s\n' $2 | median3)" 'BEGIN { printf "%.2fx", a / b }'; }
 
-cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 start=$(date +%s)
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 rows=()
@@ -79,10 +80,12 @@ for c in $CONFIGS; do
   IFS=: read -r model mode batch steps <<<"$c"
   zd=(); py=(); zd_rss=(); py_rss=()
   for ((r = 1; r <= ROUNDS; r++)); do
-    read -r s m <<<"$(run_one zerodiff "$model" "$mode" "$batch" "$steps" "$r")"
-    zd+=("$s"); zd_rss+=("$m")
-    read -r s m <<<"$(run_one python "$model" "$mode" "$batch" "$steps" "$r")"
-    py+=("$s"); py_rss+=("$m")
+    for side in zerodiff python; do
+      res="$(run_one "$side" "$model" "$mode" "$batch" "$steps" "$r")" || { log "$side $c round $r failed"; exit 1; }
+      read -r s m <<<"$res"
+      [[ -n ${s:-} && -n ${m:-} ]] || { log "$side $c round $r: no figures parsed (see $LOGS)"; exit 1; }
+      if [[ $side == zerodiff ]]; then zd+=("$s"); zd_rss+=("$m"); else py+=("$s"); py_rss+=("$m"); fi
+    done
   done
   zr="$(printf '%s\n' "${zd_rss[@]}" | median)"; pr="$(printf '%s\n' "${py_rss[@]}" | median)"
   rows+=("| $model | $mode | $batch x $steps | $(cell "${zd[@]}") | $(cell "${py[@]}") | **$(ratio "${zd[*]}" "${py[*]}")** | $zr | $pr | $(awk -v a="$zr" -v b="$pr" 'BEGIN { printf "%.2f", a / b }') |")

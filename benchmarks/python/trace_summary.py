@@ -25,7 +25,7 @@ def self_times(path: str) -> dict[str, float]:
     open_b = collections.defaultdict(list)
     for e in events:
         ph = e.get("ph")
-        if e.get("cat") in ("python_function", "user_annotation", "gpu_user_annotation"):
+        if e.get("cat") in ("python_function", "user_annotation", "gpu_user_annotation", "Trace"):
             continue
         key = (e.get("pid"), e.get("tid"))
         if ph == "X" and "dur" in e:

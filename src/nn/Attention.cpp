@@ -2,18 +2,24 @@
 #include "zerodiff/nn/Attention.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <exception>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/kernels/FlashAttention.h"
+#include "zerodiff/nn/Autocast.h"
 
 namespace zerodiff::nn {
 namespace {
@@ -45,7 +51,24 @@ bool is_half(const at::Tensor& t) {
 // Why our kernel cannot run this call ("" when it can).
 std::string zerodiff_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const AttentionOptions& o) {
-  if (!q.device().is_cpu()) return zerodiff::str("it runs on the CPU only (inputs on ", q.device(), "; CUDA kernels not built yet)");
+  const auto no_extras = [&o]() -> std::string {
+    if (o.mask.defined()) return "it takes no attention mask";
+    if (o.causal) return "it has no causal variant";
+    if (o.dropout > 0) return "it has no attention dropout";
+    return {};
+  };
+  if (q.device().is_cuda()) {
+    // Built without CUDA kernels, dtype, head dims, no keys, compute capability (kernels/FlashAttention.h).
+    if (std::string why = kernels::flash_attention_cuda_unsupported(q, k, v); !why.empty()) return why;
+    if (o.upcast) {
+      return "upcast asks for float32 attention, and the CUDA kernel rounds P and dS to the inputs' precision "
+             "(it accumulates in float32)";
+    }
+    return no_extras();
+  }
+  if (!q.device().is_cpu()) {
+    return zerodiff::str("it runs on CPU and CUDA devices only (inputs on ", q.device(), ")");
+  }
   const auto dt = q.scalar_type();
   const bool upcast_half = o.upcast && is_half(q);
   if (dt != at::kFloat && dt != at::kBFloat16 && !upcast_half) {
@@ -54,10 +77,61 @@ std::string zerodiff_unsupported(const at::Tensor& q, const at::Tensor& k, const
   if (v.size(3) != q.size(3)) return zerodiff::str("value head dim ", v.size(3), " differs from the query head dim ", q.size(3));
   if (q.size(3) < 1 || q.size(3) > 256) return zerodiff::str("head dim ", q.size(3), " is outside 1..256");
   if (k.size(2) == 0) return "there are no keys";
-  if (o.mask.defined()) return "it takes no attention mask";
-  if (o.causal) return "it has no causal variant";
-  if (o.dropout > 0) return "it has no attention dropout";
-  return {};
+  return no_extras();
+}
+
+std::string sci(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1e", x);
+  return buf;
+}
+
+// max |ours − ref| / max |ref| in float32; NaN when ours has a NaN (a failed comparison).
+double rel_err(const at::Tensor& ours, const at::Tensor& ref) {
+  const double scale = ref.abs().max().item<double>();
+  const double err = (ours.to(at::kFloat) - ref).abs().max().item<double>();
+  return err / (scale > 0 ? scale : 1.0);
+}
+
+// The self-check of cuda_kernel_self_check (documented in Attention.h).
+CudaKernelSelfCheck run_cuda_self_check(c10::Device device, at::ScalarType dtype, int64_t head_dim) {
+  CudaKernelSelfCheck r;
+  const std::string what = zerodiff::str(dtype, " head dim ", head_dim, " (bucket ",
+                                         kernels::flash_attention_cuda_head_dim_bucket(head_dim), ") on ", device);
+  try {
+    const at::NoGradGuard no_grad;
+    const AutocastScope no_autocast(c10::DeviceType::CUDA, std::nullopt);
+    at::Generator gen = at::detail::createCPUGenerator(0x5eedULL + static_cast<uint64_t>(head_dim));
+    const int64_t B = 1, H = 2, Nq = 96, Nkv = 77, D = head_dim;
+    const auto rnd = [&](int64_t n) {
+      return at::randn({B, n, H, D}, gen, at::TensorOptions().dtype(at::kFloat)).to(device, dtype).transpose(1, 2);
+    };
+    const at::Tensor q = rnd(Nq), k = rnd(Nkv), v = rnd(Nkv), dout = rnd(Nq);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    const auto [out, lse] = kernels::flash_attention_forward_cuda(q, k, v, scale);
+    const auto [dq, dk, dv] = kernels::flash_attention_backward_cuda(dout, q, k, v, out, lse, scale);
+    // float32 reference on the same rounded values: S = scale q kᵀ, P = softmax(S), dP = dO vᵀ,
+    // dS = P ∘ (dP − rowsum(P ∘ dP)), dq = scale dS k, dk = scale dSᵀ q, dv = Pᵀ dO.
+    const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat), vf = v.to(at::kFloat), dof = dout.to(at::kFloat);
+    const at::Tensor s = at::matmul(qf, kf.transpose(-2, -1)) * scale;
+    const at::Tensor p = s.softmax(-1);
+    const at::Tensor dp = at::matmul(dof, vf.transpose(-2, -1));
+    const at::Tensor ds = p * (dp - (dp * p).sum(-1, /*keepdim=*/true));
+    const double e_out = rel_err(out, attention_math(qf, kf, vf)), e_lse = rel_err(lse, s.logsumexp(-1));
+    const double e_dq = rel_err(dq, at::matmul(ds, kf) * scale);
+    const double e_dk = rel_err(dk, at::matmul(ds.transpose(-2, -1), qf) * scale);
+    const double e_dv = rel_err(dv, at::matmul(p.transpose(-2, -1), dof));
+    constexpr double kTol = 2e-2, kTolLse = 1e-3;
+    // Written so that a NaN error fails.
+    r.passed = e_out < kTol && e_lse < kTolLse && e_dq < kTol && e_dk < kTol && e_dv < kTol;
+    r.report = zerodiff::str(what, ": max |ours - ref| / max |ref|: out ", sci(e_out), ", lse ", sci(e_lse), ", dq ",
+                             sci(e_dq), ", dk ", sci(e_dk), ", dv ", sci(e_dv), " (tolerances ", sci(kTol), ", lse ",
+                             sci(kTolLse), "; B=1, H=2, Nq=96, Nkv=77)");
+  } catch (const std::exception& e) {
+    r.passed = false;
+    r.report = zerodiff::str(what, ": the kernel threw: ", e.what());
+  }
+  return r;
 }
 
 std::atomic<AttentionBackend> g_policy{AttentionBackend::automatic};
@@ -70,11 +144,14 @@ void log_first_use(AttentionBackend backend, const at::Tensor& q, const at::Tens
     std::lock_guard<std::mutex> lock(mu);
     if (!seen.insert(key).second) return;
   }
-  const std::string detail =
-      backend == AttentionBackend::zerodiff
-          ? zerodiff::str(" (CPU flash attention, ", kernels::flash_attention_gemm_backend(), " tiles, ",
-                kernels::flash_attention_simd_target(), ")")
-          : std::string();
+  std::string detail;
+  if (backend == AttentionBackend::zerodiff) {
+    detail = q.device().is_cuda()
+                 ? zerodiff::str(" (CUDA flash attention, head-dim bucket ",
+                                 kernels::flash_attention_cuda_head_dim_bucket(q.size(3)), ")")
+                 : zerodiff::str(" (CPU flash attention, ", kernels::flash_attention_gemm_backend(), " tiles, ",
+                                 kernels::flash_attention_simd_target(), ")");
+  }
   ZD_LOG_INFO("attention: backend ", attention_backend_name(backend), detail, " for ", q.device(), " ",
               q.scalar_type(), " inputs (first call: q ", q.sizes().vec(), ", ", k.size(2), " keys)");
 }
@@ -110,9 +187,31 @@ AttentionBackend resolve_attention_backend(const at::Tensor& q, const at::Tensor
                                            const AttentionOptions& options) {
   AttentionBackend b = options.backend == AttentionBackend::automatic ? attention_policy() : options.backend;
   if (b == AttentionBackend::automatic) {
-    b = zerodiff_unsupported(q, k, v, options).empty() ? AttentionBackend::zerodiff : AttentionBackend::sdpa;
+    // On CUDA, ours only once its self-check passed for this (device, dtype, head-dim bucket).
+    const bool ours = zerodiff_unsupported(q, k, v, options).empty() &&
+                      (!q.device().is_cuda() || cuda_kernel_self_check(q.device(), q.scalar_type(), q.size(3)).passed);
+    b = ours ? AttentionBackend::zerodiff : AttentionBackend::sdpa;
   }
   return b;
+}
+
+CudaKernelSelfCheck cuda_kernel_self_check(c10::Device device, at::ScalarType dtype, int64_t head_dim) {
+  ZD_CHECK(device.is_cuda(), "cuda_kernel_self_check: device must be a CUDA device, got ", device);
+  static std::mutex mu;
+  static std::map<std::tuple<int, int, int64_t>, CudaKernelSelfCheck> results;
+  const auto key = std::make_tuple(static_cast<int>(device.index()), static_cast<int>(dtype),
+                                   kernels::flash_attention_cuda_head_dim_bucket(head_dim));
+  std::lock_guard<std::mutex> lock(mu);
+  if (const auto it = results.find(key); it != results.end()) return it->second;
+  CudaKernelSelfCheck r = run_cuda_self_check(device, dtype, head_dim);
+  if (r.passed) {
+    ZD_LOG_INFO("attention: CUDA flash-attention self-check passed for ", r.report);
+  } else {
+    ZD_LOG_ERROR("attention: CUDA flash-attention self-check FAILED for ", r.report,
+                 "; attention: auto runs sdpa for this dtype and head-dim bucket, backend zerodiff throws");
+  }
+  results.emplace(key, r);
+  return r;
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -128,6 +227,12 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
       throw NotImplementedError(zerodiff::str("attention backend zerodiff cannot run this call: ", why, " (q ",
                                               q.sizes().vec(), " ", q.scalar_type(), "); use attention: auto or sdpa"));
     }
+    if (q.device().is_cuda()) {
+      // Never a silent fallback: a failed self-check is an error here (automatic resolution already skipped ours).
+      const CudaKernelSelfCheck check = cuda_kernel_self_check(q.device(), q.scalar_type(), q.size(3));
+      ZD_CHECK(check.passed, "attention backend zerodiff: our CUDA kernel failed its self-check (", check.report,
+               "); use attention: auto (which then runs sdpa) or sdpa");
+    }
   }
   log_first_use(backend, q, k);
   const bool up = options.upcast && is_half(q);
@@ -136,6 +241,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
       return attention_math(q, k, v, options);
     case AttentionBackend::zerodiff: {
       const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+      if (q.device().is_cuda()) return kernels::flash_attention_cuda(q, k, v, scale);  // never with upcast
       if (up) {
         return kernels::flash_attention_cpu(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), scale)
             .to(q.scalar_type());

@@ -86,6 +86,7 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
   // torch::optim::AdamW's dozen ATen ops: 0.28 vs 2.3 Gparam/s on the CPU box, docs/performance.md); torch under
   // bf16-true, which has no float32 master weights for HybridAdam to update.
   if (config_.optimizer.implementation == "auto") {
+    optimizer_auto_ = true;
     config_.optimizer.implementation = config_.precision == "bf16-true" ? "torch" : "hybrid_adam";
   }
   if (config_.precision == "bf16-true" && config_.optimizer.implementation == "hybrid_adam") {
@@ -217,7 +218,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     options.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(c.bucket_size_mb * 1024 * 1024 / 4));
     options.chunk_numel = static_cast<int64_t>(c.zero3_chunk_size_mb * 1024 * 1024 / 4);
     options.keep_gathered_numel = static_cast<int64_t>(c.zero3_keep_gathered_below_mb * 1024 * 1024 / 4);
-    options.hybrid_adam = c.optimizer.implementation == "hybrid_adam";
+    // auto: HybridAdam updates float32 parameters only; a module training other dtypes gets torch's AdamW.
+    bool all_float32 = true;
+    for (const auto& g : groups)
+      for (const auto& np : g.params) all_float32 = all_float32 && np.second.scalar_type() == at::kFloat;
+    options.hybrid_adam = c.optimizer.implementation == "hybrid_adam" &&
+                          (all_float32 || !optimizer_auto_ || c.precision == "bf16-true");
     options.master_dtype = c.precision == "bf16-true" ? at::kBFloat16 : at::kFloat;
     options.placement.policy = c.gemini.placement_policy;
     options.placement.device_budget_bytes = static_cast<int64_t>(c.gemini.device_budget_mb * 1024 * 1024);

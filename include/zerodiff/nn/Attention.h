@@ -9,6 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace zerodiff::nn {
@@ -16,7 +18,8 @@ namespace zerodiff::nn {
 /// Which implementation computes attention.
 enum class AttentionBackend {
   automatic,  ///< the run's policy (set_attention_policy; by default: zerodiff where it supports the call, else sdpa)
-  zerodiff,   ///< our fused kernel (kernels/FlashAttention.h): CPU, float32 / bfloat16, head dim <= 256, no mask
+  zerodiff,   ///< our fused kernels (kernels/FlashAttention.h): CPU float32 / bfloat16, CUDA float16 / bfloat16
+              ///< (compute capability >= 8.0); head dim <= 256, no mask, not causal, no dropout
   sdpa,       ///< at::scaled_dot_product_attention (what diffusers' AttnProcessor2_0 calls)
   math,       ///< attention_math: matmul, softmax, matmul in plain ATen ops
 };
@@ -50,17 +53,47 @@ struct AttentionOptions {
 ///   q: [B, H, Nq, D], k: [B, H, Nk, D], v: [B, H, Nk, Dv] (same dtype and device) -> [B, H, Nq, Dv]
 ///   in q's dtype. Differentiable. Any strides.
 /// Backend `automatic` resolves through attention_policy(); an automatic policy runs our kernel where it supports
-/// the call (CPU, float32 or bfloat16 — bfloat16/float16 with `upcast` are computed in float32 —, D == Dv <= 256,
-/// Nk >= 1, no mask, not causal, no dropout) and SDPA otherwise. The first call of each (backend, device, dtype)
-/// logs which backend ran. Throws zerodiff::Error naming the tensor when ranks, batch/head counts, head dims,
-/// dtypes or devices do not match, and zerodiff::NotImplementedError when backend `zerodiff` is asked for a call
-/// it does not support (saying why).
+/// the call and SDPA otherwise:
+///   * CPU: float32 or bfloat16 (bfloat16/float16 with `upcast` are computed in float32), D == Dv <= 256, Nk >= 1,
+///     no mask, not causal, no dropout.
+///   * CUDA: a build with CUDA kernels, compute capability >= 8.0, float16 or bfloat16 without `upcast` (the kernel
+///     accumulates in float32 but rounds P and dS to the input precision, so an explicit float32 request goes to
+///     SDPA), D == Dv <= 256, Nk >= 1, no mask, not causal, no dropout — and the kernel's self-check passed.
+///     Self-check: the first time our CUDA kernel would run for a (device, dtype, head-dim bucket 64 / 128 / 256),
+///     cuda_kernel_self_check() runs it once per process on small random inputs (forward and backward) against a
+///     float32 reference; if it fails, the figures are logged as an error and `automatic` runs SDPA for that bucket
+///     from then on. An explicit AttentionBackend::zerodiff never falls back: it throws zerodiff::Error with the
+///     self-check's figures instead.
+/// The first call of each (backend, device, dtype) logs which backend ran. Throws zerodiff::Error naming the tensor
+/// when ranks, batch/head counts, head dims, dtypes or devices do not match, and zerodiff::NotImplementedError when
+/// backend `zerodiff` is asked for a call it does not support (saying why, e.g. float32 on CUDA, D > 256, a build
+/// without CUDA kernels).
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const AttentionOptions& options = {});
 
-/// The backend attention() runs for these inputs and options (automatic resolved; never `automatic`).
+/// The backend attention() runs for these inputs and options (automatic resolved; never `automatic`). For CUDA
+/// inputs our kernel supports, this is where the once-per-bucket self-check runs (see attention()).
 AttentionBackend resolve_attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                            const AttentionOptions& options);
+
+/// Outcome of the self-check that guards our CUDA kernel in attention() (see there).
+struct CudaKernelSelfCheck {
+  bool passed = false;
+  /// What ran and the measured errors, e.g. "Half head dim 40 (bucket 64) on cuda:0: max |ours - ref| / max |ref|:
+  /// out 4.1e-04, lse 2.0e-07, dq 6.3e-04, dk 5.0e-04, dv 3.9e-04 (tolerances 2e-02, lse 1e-03; ...)", or the
+  /// error a kernel threw.
+  std::string report;
+};
+
+/// Runs our CUDA flash-attention kernels once per process for (device, dtype, head-dim bucket of head_dim): B = 1,
+/// H = 2, Nq = 96, Nkv = 77, D = head_dim, q/k/v/dout transposed from [B, N, H, D] (strided), random values from a
+/// private generator (the global RNG state is untouched), forward and backward against a float32 reference
+/// (matmul, softmax, explicit gradient formulas) with autocast off and no autograd recording. Passes when every
+/// max |ours − ref| / max |ref| is below 2e-2 (lse: 1e-3), the tolerances of tests/gpu. Later calls return the
+/// cached result. Logs the result (info when passed, error when failed). Thread-safe.
+/// device: a CUDA device; dtype: float16 or bfloat16; head_dim: 1..256. Never throws for a kernel failure (that
+/// is a failed check); throws zerodiff::Error when device is not CUDA.
+CudaKernelSelfCheck cuda_kernel_self_check(c10::Device device, at::ScalarType dtype, int64_t head_dim);
 
 /// Reference implementation of attention(): scores = (q * D^-0.5) k^T (in float32 when `upcast` and
 /// the inputs are half precision) [+ mask, causal], softmax over the last dim, [dropout,] times v, cast back to

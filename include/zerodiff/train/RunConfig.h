@@ -35,10 +35,10 @@ struct RunConfig {
     v.choice("log_level", log_level, {"trace", "debug", "info", "warn", "error", "off"},
              "Log level (ZERODIFF_LOG_LEVEL overrides)");
     v.choice("attention", attention, {"auto", "sdpa", "math"},
-             "Attention backend of every model: auto (our fused kernel where it supports the call: CPU, float32 / "
-             "bfloat16, head dim <= 256, no mask, so UNet and small-VAE attention; SDPA otherwise, e.g. CLIP's "
-             "causal attention), sdpa (ATen's scaled_dot_product_attention), math (reference). The log says which "
-             "ran");
+             "Attention backend of every model: auto (our fused kernels where they support the call: CPU float32 / "
+             "bfloat16, CUDA float16 / bfloat16 on compute capability >= 8.0 once its self-check passed, head dim "
+             "<= 256, no mask, so UNet and small-VAE attention; SDPA otherwise, e.g. CLIP's causal attention), sdpa "
+             "(ATen's scaled_dot_product_attention), math (reference). The log says which ran");
     v.required("trainer", trainer, "Training loop settings");
     v.required("data", data, "Dataset and loader");
     v("text_to_image", text_to_image, "Latent diffusion model (task text_to_image)");

@@ -261,6 +261,8 @@ class Trainer {
                 const std::string& resume = "", int64_t stop_at_step = 0);
 
   const TrainerConfig& config() const { return config_; }
+  /// True when trainer.optimizer.implementation was auto (config() then shows what it resolved to).
+  bool optimizer_auto() const { return optimizer_auto_; }
   torch::Device device() const { return device_; }
   /// This process's rank and the number of processes (known without connecting).
   int rank() const { return env_.rank; }
@@ -271,6 +273,7 @@ class Trainer {
   const parallel::Strategy* strategy() const { return strategy_.get(); }
 
  private:
+  bool optimizer_auto_ = false;  // implementation auto: resolved in the constructor, revisited in fit()
   TrainerConfig config_;
   dist::LaunchEnv env_;
   std::shared_ptr<dist::ProcessGroup> group_;
