@@ -87,19 +87,19 @@ double proc_status_mib(const std::string& key) {
   throw zerodiff::Error("/proc/self/status has no " + key + " line");
 }
 
-// The captions of the enc mode: varied lengths, as a captioned dataset has (padded to 77 tokens either way).
+// The captions of the enc mode, benchmarks/data/captions.txt (one per line, shared with the Python peer): varied
+// lengths, as a captioned dataset has (padded to 77 tokens either way). Throws zerodiff::IoError naming the file.
 std::vector<std::string> captions(int64_t batch) {
-  static const char* kCaptions[] = {
-      "a photograph of an astronaut riding a horse on the moon, highly detailed",
-      "a red fox in the snow",
-      "an oil painting of a lighthouse at dusk, waves crashing against the rocks, dramatic sky",
-      "a bowl of ramen",
-      "a watercolor sketch of a city street in the rain with people holding umbrellas",
-      "a cat sleeping on a windowsill in the afternoon sun",
-      "isometric pixel art of a small island with palm trees",
-      "portrait of an old fisherman, black and white, 35mm film"};
+  const std::string path = std::string(ZERODIFF_SOURCE_DIR) + "/benchmarks/data/captions.txt";
+  std::ifstream in(path);
+  if (!in) throw zerodiff::IoError("cannot open the benchmark captions " + path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  if (lines.empty()) throw zerodiff::IoError("the benchmark captions " + path + " has no caption");
   std::vector<std::string> out;
-  for (int64_t i = 0; i < batch; ++i) out.emplace_back(kCaptions[i % 8]);
+  for (int64_t i = 0; i < batch; ++i) out.push_back(lines[static_cast<size_t>(i) % lines.size()]);
   return out;
 }
 

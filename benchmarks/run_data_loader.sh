@@ -39,7 +39,8 @@ MAX_SECONDS="${MAX_SECONDS:-8}"
 DATA="${BENCH_DATA:-$ROOT/out/bench}"
 LOGS="${BENCH_LOGS:-$DATA/logs}"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
+# shellcheck source=benchmarks/lib.sh
+source "$ROOT/benchmarks/lib.sh"
 
 if [[ ! -x "$BIN" ]]; then
   log "$BIN missing: building (tools/build.sh, benchmarks on)"
@@ -58,7 +59,6 @@ done
 
 # figure LINE: the images/s figure of a "...: N images/s (...)" line.
 figure() { sed -n 's/.*: \([0-9.]*\) images\/s .*/\1/p' <<<"$1"; }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 run_one() {  # run_one SIDE RES WORKERS BATCHES ROUND -> prints the figure; SIDE: zerodiff, zerodiff1, python
   local side=$1 res=$2 k=$3 n=$4 round=$5 out line
   local args=(--data "$DATA/emoji-$res" --resolution "$res" --workers "$k" --batch "$BATCH" --batches "$n" --warmup "$WARMUP"
@@ -73,8 +73,6 @@ run_one() {  # run_one SIDE RES WORKERS BATCHES ROUND -> prints the figure; SIDE
   log "$side: $line"
   figure "$line"
 }
-cell() { echo "**$(printf '%s\n' "$@" | median)** ($(echo "$*" | sed 's/ /, /g'))"; }
-ratio() { awk -v a="$(printf '%s\n' $1 | median)" -v b="$(printf '%s\n' $2 | median)" 'BEGIN { printf "%.2fx", a / b }'; }
 
 model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 start=$(date +%s)
@@ -90,10 +88,10 @@ for res in $RESOLUTIONS; do
       ((SERIAL)) && z1+=("$(run_one zerodiff1 "$res" "$k" "$n" "$r")")
       py+=("$(run_one python "$res" "$k" "$n" "$r")")
     done
-    row="| $res px | $k | $BATCH x $n | $(cell "${zd[@]}") |"
-    ((SERIAL)) && row+=" $(cell "${z1[@]}") |"
-    row+=" $(cell "${py[@]}") | **$(ratio "${zd[*]}" "${py[*]}")** |"
-    ((SERIAL)) && row+=" **$(ratio "${z1[*]}" "${py[*]}")** |"
+    row="| $res px | $k | $BATCH x $n | $(cell 1 "${zd[@]}") |"
+    ((SERIAL)) && row+=" $(cell 1 "${z1[@]}") |"
+    row+=" $(cell 1 "${py[@]}") | **$(ratio 1 "${zd[*]}" "${py[*]}")** |"
+    ((SERIAL)) && row+=" **$(ratio 1 "${z1[*]}" "${py[*]}")** |"
     rows+=("$row")
   done
 done

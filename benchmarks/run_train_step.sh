@@ -36,7 +36,8 @@ ZD_ARGS="${ZD_ARGS:-}"
 PY_ARGS="${PY_ARGS:-}"
 LOGS="${BENCH_LOGS:-$ROOT/out/bench/logs}"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
+# shellcheck source=benchmarks/lib.sh
+source "$ROOT/benchmarks/lib.sh"
 
 if [[ ! -x "$BIN" ]]; then
   log "$BIN missing: building (tools/build.sh, benchmarks on)"
@@ -46,8 +47,6 @@ fi
   { echo "error: $PY cannot import diffusers and transformers (pinned in requirements.txt; run bash tools/setup.sh)" >&2; exit 1; }
 mkdir -p "$LOGS"
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-median3() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # run_one SIDE MODEL MODE BATCH STEPS ROUND -> prints "samples_per_s peak_rss_mib"
 run_one() {
   local side=$1 model=$2 mode=$3 batch=$4 steps=$5 round=$6 out line
@@ -69,8 +68,6 @@ run_one() {
     sed -n 's/.*: \([0-9.]*\) samples\/s .* peak RSS \([0-9.]*\) MiB.*/\1 \2/p' <<<"$line"
   fi
 }
-cell() { echo "**$(printf '%s\n' "$@" | median3)** ($(echo "$*" | sed 's/ /, /g'))"; }
-ratio() { awk -v a="$(printf '%s\n' $1 | median3)" -v b="$(printf '%s\n' $2 | median3)" 'BEGIN { printf "%.2fx", a / b }'; }
 
 cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 start=$(date +%s)
@@ -87,8 +84,8 @@ for c in $CONFIGS; do
       if [[ $side == zerodiff ]]; then zd+=("$s"); zd_rss+=("$m"); else py+=("$s"); py_rss+=("$m"); fi
     done
   done
-  zr="$(printf '%s\n' "${zd_rss[@]}" | median)"; pr="$(printf '%s\n' "${py_rss[@]}" | median)"
-  rows+=("| $model | $mode | $batch x $steps | $(cell "${zd[@]}") | $(cell "${py[@]}") | **$(ratio "${zd[*]}" "${py[*]}")** | $zr | $pr | $(awk -v a="$zr" -v b="$pr" 'BEGIN { printf "%.2f", a / b }') |")
+  zr="$(printf '%s\n' "${zd_rss[@]}" | median 1)"; pr="$(printf '%s\n' "${py_rss[@]}" | median 1)"
+  rows+=("| $model | $mode | $batch x $steps | $(cell 3 "${zd[@]}") | $(cell 3 "${py[@]}") | **$(ratio 3 "${zd[*]}" "${py[*]}")** | $zr | $pr | $(awk -v a="$zr" -v b="$pr" 'BEGIN { printf "%.2f", a / b }') |")
 done
 
 echo

@@ -47,16 +47,9 @@ import torch.nn.functional as F
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MODELS = os.path.join(ROOT, "configs", "models")
-CAPTIONS = [
-    "a photograph of an astronaut riding a horse on the moon, highly detailed",
-    "a red fox in the snow",
-    "an oil painting of a lighthouse at dusk, waves crashing against the rocks, dramatic sky",
-    "a bowl of ramen",
-    "a watercolor sketch of a city street in the rain with people holding umbrellas",
-    "a cat sleeping on a windowsill in the afternoon sun",
-    "isometric pixel art of a small island with palm trees",
-    "portrait of an old fisherman, black and white, 35mm film",
-]
+# The captions of --mode enc, shared with the C++ side (one per line).
+with open(os.path.join(ROOT, "benchmarks", "data", "captions.txt"), encoding="utf-8") as f:
+    CAPTIONS = [line.rstrip("\n") for line in f if line.strip()]
 
 
 def config(folder: str) -> dict:

@@ -166,13 +166,13 @@ HWY_AFTER_NAMESPACE();
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <c10/util/BFloat16.h>
-#include <torch/autograd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
 #include <exception>
 
+#include "kernels/common/flash_attention_shared.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/kernels/FlashAttention.h"
 
@@ -337,30 +337,11 @@ void store_row(const float* src, int64_t n, float mul, void* dst, bool bf16) {
   }
 }
 
-void check_cpu_4d(const at::Tensor& t, const char* fn, const char* name) {
-  ZD_CHECK(t.defined(), fn, ": ", name, " is undefined");
-  ZD_CHECK(t.device().is_cpu(), fn, ": ", name, " must be a CPU tensor, got device ", t.device());
-  ZD_CHECK(t.dim() == 4, fn, ": ", name, " must be 4-d [B, H, N, D], got shape ", t.sizes());
-}
-
-// Shape / dtype / device checks shared by both passes. Returns the dtype (float32 or bfloat16).
+// Shape / dtype / device checks shared by both passes (kernels/common). Returns the dtype (float32 or bfloat16).
 at::ScalarType check_qkv(const char* fn, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          double scale) {
-  check_cpu_4d(q, fn, "q");
-  check_cpu_4d(k, fn, "k");
-  check_cpu_4d(v, fn, "v");
-  const at::ScalarType dt = q.scalar_type();
-  ZD_CHECK(dt == at::kFloat || dt == at::kBFloat16, fn, ": q must be float32 or bfloat16, got ", dt);
-  ZD_CHECK(k.scalar_type() == dt && v.scalar_type() == dt, fn, ": q, k and v must have one dtype, got q ", dt,
-           ", k ", k.scalar_type(), ", v ", v.scalar_type());
-  ZD_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), fn,
-           ": k must be [B, H, Nkv, D] with B, H, D of q; q ", q.sizes(), ", k ", k.sizes());
-  ZD_CHECK(v.sizes() == k.sizes(), fn, ": v must have the shape of k; k ", k.sizes(), ", v ", v.sizes());
-  const int64_t d = q.size(3);
-  ZD_CHECK(d >= 1 && d <= 256, fn, ": head dim D must be in 1..256, got ", d, " (q ", q.sizes(), ")");
-  ZD_CHECK(k.size(2) >= 1, fn, ": k and v need at least one key (Nkv >= 1), got k ", k.sizes());
-  ZD_CHECK(std::isfinite(scale), fn, ": scale must be finite, got ", scale);
-  return dt;
+  return flash_shared::check_qkv(fn, q, k, v, scale, c10::DeviceType::CPU, {at::kFloat, at::kBFloat16},
+                                 "float32 or bfloat16");
 }
 
 }  // namespace
@@ -473,17 +454,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward_cpu(cons
                                                                             const at::Tensor& lse, double scale) {
   constexpr const char* fn = "flash_attention_backward_cpu";
   const at::ScalarType dt = check_qkv(fn, q, k, v, scale);
-  check_cpu_4d(dout, fn, "dout");
-  check_cpu_4d(out, fn, "out");
-  ZD_CHECK(dout.sizes() == q.sizes(), fn, ": dout must have the shape of q; q ", q.sizes(), ", dout ",
-           dout.sizes());
-  ZD_CHECK(out.sizes() == q.sizes(), fn, ": out must have the shape of q; q ", q.sizes(), ", out ", out.sizes());
-  ZD_CHECK(dout.scalar_type() == dt && out.scalar_type() == dt, fn, ": dout and out must have q's dtype ", dt,
-           ", got dout ", dout.scalar_type(), ", out ", out.scalar_type());
-  ZD_CHECK(lse.defined() && lse.device().is_cpu(), fn, ": lse must be a defined CPU tensor");
-  ZD_CHECK(lse.scalar_type() == at::kFloat, fn, ": lse must be float32, got ", lse.scalar_type());
-  ZD_CHECK(lse.dim() == 3 && lse.size(0) == q.size(0) && lse.size(1) == q.size(1) && lse.size(2) == q.size(2), fn,
-           ": lse must be [B, H, Nq] = ", q.sizes().slice(0, 3), ", got ", lse.sizes());
+  flash_shared::check_backward_extras(fn, dout, q, out, lse, dt);
 
   const int64_t B = q.size(0), H = q.size(1), Nq = q.size(2), Nkv = k.size(2), D = q.size(3);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -605,34 +576,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward_cpu(cons
   return {dq, dk, dv};
 }
 
-namespace {
-
-// The autograd node: forward saves q, k, v, out and lse; backward calls the fused backward kernel.
-class FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
- public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, double scale) {
-    auto [out, lse] = flash_attention_forward_cpu(q, k, v, scale);
-    ctx->save_for_backward({q, k, v, out, lse});
-    ctx->saved_data["scale"] = scale;
-    return out;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& dout = grads[0];
-    if (!dout.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    auto [dq, dk, dv] = flash_attention_backward_cpu(dout, saved[0], saved[1], saved[2], saved[3], saved[4],
-                                                     ctx->saved_data["scale"].toDouble());
-    return {dq, dk, dv, at::Tensor()};
-  }
-};
-
-}  // namespace
-
 at::Tensor flash_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-  return FlashAttentionFunction::apply(q, k, v, scale);
+  using Function = flash_shared::FlashAttentionFunction<&flash_attention_forward_cpu, &flash_attention_backward_cpu>;
+  return Function::apply(q, k, v, scale);
 }
 
 }  // namespace zerodiff::kernels

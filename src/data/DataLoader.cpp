@@ -20,6 +20,26 @@
 namespace zerodiff::data {
 
 namespace {
+
+using SetThreads = void (*)(int);
+
+// omp_set_num_threads of the OpenMP runtime LibTorch's at::parallel_for runs on, or null without OpenMP. Looked up
+// through libtorch_cpu's handle (dlsym searches that library and its dependencies), so that a LibTorch shipping a
+// renamed libgomp (the official zip archives: libgomp-<hash>.so) gets its own runtime's function even when another
+// libgomp was loaded first; the global scope otherwise (a static LibTorch, or another library name).
+SetThreads torch_omp_set_num_threads() {
+  static const SetThreads fn = [] {
+    SetThreads f = nullptr;
+    if (void* torch_cpu = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD)) {
+      f = reinterpret_cast<SetThreads>(dlsym(torch_cpu, "omp_set_num_threads"));
+      dlclose(torch_cpu);  // drops the reference RTLD_NOLOAD took; the library stays loaded (we link it)
+    }
+    if (f == nullptr) f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    return f;
+  }();
+  return fn;
+}
+
 int64_t checked_size(const std::shared_ptr<const Dataset>& dataset) {
   ZD_CHECK(dataset != nullptr, "DataLoader: dataset is null");
   return dataset->size();
@@ -84,8 +104,7 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions
       // a busy 2-core machine). The OpenMP thread count is per thread; set it to 1 for this one.
       c10::ParallelGuard serial(true);
       (void)at::get_num_threads();  // run torch's lazy thread-pool init first
-      using SetThreads = void (*)(int);
-      if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) set(1);
+      if (const SetThreads set = torch_omp_set_num_threads()) set(1);
       Impl& s = *impl_;
       std::unique_lock<std::mutex> lock(s.mutex);
       for (;;) {

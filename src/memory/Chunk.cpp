@@ -60,7 +60,7 @@ void Chunk::gather(dist::ProcessGroup& group, bool async) {
   ZD_CHECK(closed_, "Chunk: gather() before close()");
   if (gathered_) return;
   auto* impl = storage_.unsafeGetStorageImpl();
-  const size_t nbytes = static_cast<size_t>(capacity_) * c10::elementSize(dtype_);
+  const size_t nbytes = static_cast<size_t>(chunk_bytes());
   impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
   impl->set_nbytes(nbytes);
   gathered_ = true;

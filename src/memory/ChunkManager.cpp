@@ -117,7 +117,7 @@ int64_t ChunkManager::padding() const {
 int64_t ChunkManager::shard_bytes() const {
   int64_t total = 0;
   for (const auto& c : chunks_) {
-    total += (c->keep_gathered() ? c->chunk_numel() : c->shard_numel()) * static_cast<int64_t>(c10::elementSize(c->dtype()));
+    total += c->keep_gathered() ? c->chunk_bytes() : c->shard_bytes();
   }
   return total;
 }

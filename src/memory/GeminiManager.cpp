@@ -138,12 +138,12 @@ GeminiManager::~GeminiManager() = default;
 
 int64_t GeminiManager::shard_bytes(size_t c) const {
   const Chunk& chunk = chunks_.chunk(c);
-  return chunk.keep_gathered() ? 0 : chunk.shard_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+  return chunk.keep_gathered() ? 0 : chunk.shard_bytes();
 }
 
 int64_t GeminiManager::gathered_bytes(size_t c) const {
   const Chunk& chunk = chunks_.chunk(c);
-  return chunk.gathered() ? chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype())) : 0;
+  return chunk.gathered() ? chunk.chunk_bytes() : 0;
 }
 
 int64_t GeminiManager::optim_block_bytes(size_t c) const {
@@ -247,7 +247,7 @@ std::vector<size_t> GeminiManager::end_warmup(const std::vector<size_t>& order) 
     int64_t working = schedule_[i].second == Phase::backward ? backward_margin() : 0;
     for (size_t c : cs) {
       const Chunk& chunk = chunks_.chunk(c);
-      working += chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+      working += chunk.chunk_bytes();
     }
     const std::string m = zerodiff::str(schedule_[i].second == Phase::forward ? "forward " : "backward ",
                                         chunks_.unit_name(schedule_[i].first));
@@ -268,8 +268,7 @@ int64_t GeminiManager::backward_margin() const {
   int64_t largest = 0;
   for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
     const Chunk& chunk = chunks_.chunk(c);
-    const int64_t elt = static_cast<int64_t>(c10::elementSize(chunk.dtype()));
-    largest = std::max(largest, (chunk.chunk_numel() + chunk.shard_numel()) * elt);
+    largest = std::max(largest, chunk.chunk_bytes() + chunk.shard_bytes());
   }
   return 3 * largest;
 }
@@ -325,7 +324,7 @@ void GeminiManager::prepare_gather(const std::vector<size_t>& cs, const std::str
   for (size_t c : cs) {
     const Chunk& chunk = chunks_.chunk(c);
     if (chunk.gathered()) continue;
-    need += chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+    need += chunk.chunk_bytes();
     if (shard_tier_[c] == Tier::host && !device_.is_cpu()) need += shard_bytes(c);  // the shard's device copy
   }
   reserve(need, cs, zerodiff::str("the chunks of unit '", unit, "'"));

@@ -312,7 +312,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // The chunk's gradients go into a reduce buffer; its gathered parameters are released at once.
   void complete_chunk(size_t c) {
     memory::Chunk& chunk = manager_->chunk(c);
-    const int64_t buffer_bytes = chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+    const int64_t buffer_bytes = chunk.chunk_bytes();
     if (placement_) placement_->add_transient(buffer_bytes);  // (the gathered chunk is released just below)
     const memory::ModelDataScope model_data;
     at::Tensor buffer = at::zeros({chunk.chunk_numel()}, local(c).options());
@@ -626,8 +626,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   }
 
   int64_t chunk_bytes(size_t c) const {
-    const memory::Chunk& chunk = manager_->chunk(c);
-    return chunk.chunk_numel() * static_cast<int64_t>(c10::elementSize(chunk.dtype()));
+    return manager_->chunk(c).chunk_bytes();
   }
 
   // Whether to prefetch `next`'s chunks while `unit` runs (forward, or backward) at order position `pos`. zero3:

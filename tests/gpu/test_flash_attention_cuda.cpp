@@ -22,6 +22,7 @@
 #include <tuple>
 #include <vector>
 
+#include "support/attention_reference.h"
 #include "zerodiff/core/BuildInfo.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/kernels/FlashAttention.h"
@@ -48,40 +49,16 @@ std::string cannot_run() {
     if (!why_.empty()) GTEST_SKIP() << why_;               \
   } while (0)
 
-enum class Layout {
-  contiguous,   // [B, H, N, D] contiguous
-  transposed,   // a [B, N, H, D] tensor transposed to [B, H, N, D] (rows strided by H·D): 16-byte loads
-  padded_rows,  // rows of D + 3 elements: element-wise loads (the row stride is not a multiple of 8)
-  strided_d,    // every other element of a [B, H, N, 2D] tensor: the API copies it contiguous
-};
-
-const char* name(Layout l) {
-  switch (l) {
-    case Layout::contiguous: return "contiguous";
-    case Layout::transposed: return "transposed";
-    case Layout::padded_rows: return "padded_rows";
-    case Layout::strided_d: return "strided_d";
-  }
-  return "?";
-}
+using zerodiff::testing::error_of;
+using zerodiff::testing::Layout;
+using zerodiff::testing::name;
+using zerodiff::testing::rel_err;
 
 const auto kCuda = torch::TensorOptions().device(torch::kCUDA);
 
 // A [B, H, N, D] tensor of N(0, 1) values rounded to dtype, on the GPU, in the given memory layout.
 at::Tensor make(int64_t B, int64_t H, int64_t N, int64_t D, at::ScalarType dtype, Layout layout) {
-  switch (layout) {
-    case Layout::contiguous: return torch::randn({B, H, N, D}, kCuda).to(dtype);
-    case Layout::transposed: return torch::randn({B, N, H, D}, kCuda).to(dtype).transpose(1, 2);
-    case Layout::padded_rows: return torch::randn({B, H, N, D + 3}, kCuda).to(dtype).slice(3, 0, D);
-    case Layout::strided_d: return torch::randn({B, H, N, 2 * D}, kCuda).to(dtype).slice(3, 0, 2 * D, 2);
-  }
-  return {};
-}
-
-double rel_err(const at::Tensor& ours, const at::Tensor& ref) {
-  const double scale = ref.abs().max().item<double>();
-  const double err = (ours.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>();
-  return err / (scale > 0 ? scale : 1.0);  // NaN when ours has a NaN: every EXPECT_LT below fails then
+  return zerodiff::testing::make_input(B, H, N, D, dtype, layout, torch::kCUDA);
 }
 
 struct Case {
@@ -97,24 +74,12 @@ std::string describe(const Case& c) {
          name(c.lv) + " dout " + name(c.ldo);
 }
 
-struct Reference {
-  at::Tensor out, lse, dq, dk, dv;  // float32
-};
+using Reference = zerodiff::testing::AttentionReference;
 
 // float32 matmul-softmax-matmul on the same values, gradients by autograd (autocast off, TF32 off by default).
 Reference reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& dout,
                     double scale) {
-  at::Tensor qf = q.to(at::kFloat).detach().requires_grad_(true);
-  at::Tensor kf = k.to(at::kFloat).detach().requires_grad_(true);
-  at::Tensor vf = v.to(at::kFloat).detach().requires_grad_(true);
-  const at::Tensor scores = at::matmul(qf, kf.transpose(-2, -1)) * scale;
-  Reference r;
-  r.lse = scores.logsumexp(-1).detach();
-  r.out = at::matmul(scores.softmax(-1), vf);
-  r.out.backward(dout.to(at::kFloat));
-  r.out = r.out.detach();
-  r.dq = qf.grad(), r.dk = kf.grad(), r.dv = vf.grad();
-  return r;
+  return zerodiff::testing::attention_reference(q, k, v, dout, scale, at::kFloat);
 }
 
 // Runs both kernels on one case and checks every tensor against the float32 reference; `autograd` also checks
@@ -186,15 +151,6 @@ void check_matrix(int64_t D) {
       }
     }
   }
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const zerodiff::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <string>
 #include <tuple>
 
+#include "support/attention_reference.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/kernels/FlashAttention.h"
 #include "zerodiff/nn/Attention.h"
@@ -26,37 +27,13 @@ using zerodiff::kernels::flash_attention_backward_cpu;
 using zerodiff::kernels::flash_attention_cpu;
 using zerodiff::kernels::flash_attention_forward_cpu;
 
-enum class Layout {
-  contiguous,  // [B, H, N, D] contiguous
-  transposed,  // a [B, N, H, D] tensor transposed to [B, H, N, D] (rows strided by H·D)
-  strided_d,   // every other element of a [B, H, N, 2D] tensor (last-dim stride 2: the kernels copy it)
-};
+using zerodiff::testing::error_of;
+using zerodiff::testing::Layout;
+using zerodiff::testing::name;
+using zerodiff::testing::rel_err;
 
-const char* name(Layout l) {
-  switch (l) {
-    case Layout::contiguous: return "contiguous";
-    case Layout::transposed: return "transposed";
-    case Layout::strided_d: return "strided_d";
-  }
-  return "?";
-}
-
-// A [B, H, N, D] tensor of N(0, 1) values (rounded to dtype) in the given memory layout.
 at::Tensor make(int64_t B, int64_t H, int64_t N, int64_t D, at::ScalarType dtype, Layout layout) {
-  switch (layout) {
-    case Layout::contiguous:
-      return torch::randn({B, H, N, D}).to(dtype);
-    case Layout::transposed:
-      return torch::randn({B, N, H, D}).to(dtype).transpose(1, 2);
-    case Layout::strided_d:
-      return torch::randn({B, H, N, 2 * D}).to(dtype).slice(3, 0, 2 * D, 2);
-  }
-  return {};
-}
-
-double rel_err(const at::Tensor& ours, const at::Tensor& ref) {
-  const double scale = ref.abs().max().item<double>();
-  return (ours.to(at::kDouble) - ref).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
+  return zerodiff::testing::make_input(B, H, N, D, dtype, layout);
 }
 
 struct Case {
@@ -84,13 +61,7 @@ void check_case(const Case& c) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
 
   // Reference: float64 matmul-softmax-matmul on the same values, gradients by autograd.
-  at::Tensor qd = q.to(at::kDouble).requires_grad_(true);
-  at::Tensor kd = k.to(at::kDouble).requires_grad_(true);
-  at::Tensor vd = v.to(at::kDouble).requires_grad_(true);
-  const at::Tensor scores = at::matmul(qd, kd.transpose(-2, -1)) * scale;
-  const at::Tensor ref_lse = scores.logsumexp(-1).detach();
-  const at::Tensor ref_out = at::matmul(scores.softmax(-1), vd);
-  ref_out.backward(dout.to(at::kDouble));
+  const auto ref = zerodiff::testing::attention_reference(q, k, v, dout, scale, at::kDouble);
 
   const auto [out, lse] = flash_attention_forward_cpu(q, k, v, scale);
   ASSERT_EQ(out.sizes(), q.sizes());
@@ -105,9 +76,9 @@ void check_case(const Case& c) {
   ASSERT_EQ(dk.scalar_type(), c.dtype);
 
   const double tol = c.dtype == at::kFloat ? 1e-5 : 2e-2;
-  const double e_out = rel_err(out, ref_out.detach());
-  const double e_lse = rel_err(lse, ref_lse);
-  const double e_dq = rel_err(dq, qd.grad()), e_dk = rel_err(dk, kd.grad()), e_dv = rel_err(dv, vd.grad());
+  const double e_out = rel_err(out, ref.out);
+  const double e_lse = rel_err(lse, ref.lse);
+  const double e_dq = rel_err(dq, ref.dq), e_dk = rel_err(dk, ref.dk), e_dv = rel_err(dv, ref.dv);
   EXPECT_LT(e_out, tol);
   EXPECT_LT(e_lse, c.dtype == at::kFloat ? 1e-5 : 1e-4);  // lse is float32 even for bfloat16 inputs
   EXPECT_LT(e_dq, tol);
@@ -236,19 +207,6 @@ TEST(FlashAttention, AutogradPartialRequiresGrad) {
   (ref * ref).sum().backward();
   EXPECT_LT(rel_err(q.grad(), qd.grad()), 1e-5);
 }
-
-namespace {
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const zerodiff::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-}  // namespace
 
 TEST(FlashAttention, ErrorsNameTheTensor) {
   const at::Tensor q = torch::randn({2, 3, 10, 16}), k = torch::randn({2, 3, 12, 16}), v = torch::randn({2, 3, 12, 16});

@@ -124,8 +124,7 @@ at::Tensor flash_attention_cuda(const at::Tensor& q, const at::Tensor& k, const 
 /// Why the CUDA kernels cannot run attention on q [B, H, Nq, D], k, v [B, H, Nkv, D] ("" when they can): this
 /// build has no CUDA kernels, a tensor is not on a CUDA device, the dtype is not float16 / bfloat16, the value
 /// head dim differs from D, D is outside 1..256, there are no keys, or the device is older than compute
-/// capability 8.0. Assumes q, k, v are defined 4-d tensors with matching batch / head sizes (the checks of
-/// zerodiff::nn::attention); never throws for such inputs.
+/// capability 8.0, or q, k, v are not all defined 4-d tensors. Never throws.
 std::string flash_attention_cuda_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 /// The head-dim bucket the CUDA kernels compile for and run D in: 64 (D <= 64), 128 (D <= 128) or 256, as

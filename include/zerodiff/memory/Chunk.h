@@ -49,6 +49,10 @@ class Chunk {
   int64_t chunk_numel() const { return capacity_; }
   int64_t used_numel() const { return used_; }  ///< elements of parameters (the rest is padding)
   int64_t shard_numel() const { return capacity_ / world_size_; }
+  /// Bytes of the gathered buffer: chunk_numel() elements of dtype().
+  int64_t chunk_bytes() const { return chunk_numel() * static_cast<int64_t>(c10::elementSize(dtype_)); }
+  /// Bytes of one rank's shard: shard_numel() elements of dtype().
+  int64_t shard_bytes() const { return shard_numel() * static_cast<int64_t>(c10::elementSize(dtype_)); }
   at::ScalarType dtype() const { return dtype_; }
   const at::Tensor& shard() const { return shard_; }  ///< [shard_numel] this rank's part (always resident;
                                                       ///< undefined for a keep_gathered chunk)

@@ -10,13 +10,13 @@
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/autograd.h>
 
 #include <climits>
 #include <cmath>
 #include <cstdint>
 
 #include "flash.h"
+#include "kernels/common/flash_attention_shared.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/kernels/FlashAttention.h"
 
@@ -33,35 +33,12 @@ static_assert(fl::head_dim_bucket(1) == flash_attention_cuda_head_dim_bucket(1) 
                   fl::head_dim_bucket(256) == flash_attention_cuda_head_dim_bucket(256),
               "the public bucket function and the kernels' must agree");
 
-void check_cuda_4d(const at::Tensor& t, const char* fn, const char* name) {
-  ZD_CHECK(t.defined(), fn, ": ", name, " is undefined");
-  ZD_CHECK(t.device().is_cuda(), fn, ": ", name, " must be a CUDA tensor, got device ", t.device());
-  ZD_CHECK(t.dim() == 4, fn, ": ", name, " must be 4-d [B, H, N, D], got shape ", t.sizes());
-}
-
-void check_device(const at::Tensor& t, const at::Tensor& q, const char* fn, const char* name) {
-  ZD_CHECK(t.device() == q.device(), fn, ": ", name, " is on ", t.device(), " but q is on ", q.device());
-}
-
-// Shape / dtype / device checks shared by both passes. Returns the dtype (float16 or bfloat16).
+// Shape / dtype / device checks shared by both passes (kernels/common), plus the kernels' 32-bit size limits and
+// the architecture. Returns the dtype (float16 or bfloat16).
 at::ScalarType check_qkv(const char* fn, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          double scale) {
-  check_cuda_4d(q, fn, "q");
-  check_cuda_4d(k, fn, "k");
-  check_cuda_4d(v, fn, "v");
-  check_device(k, q, fn, "k");
-  check_device(v, q, fn, "v");
-  const at::ScalarType dt = q.scalar_type();
-  ZD_CHECK(dt == at::kHalf || dt == at::kBFloat16, fn, ": q must be float16 or bfloat16, got ", dt);
-  ZD_CHECK(k.scalar_type() == dt && v.scalar_type() == dt, fn, ": q, k and v must have one dtype, got q ", dt,
-           ", k ", k.scalar_type(), ", v ", v.scalar_type());
-  ZD_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), fn,
-           ": k must be [B, H, Nkv, D] with B, H, D of q; q ", q.sizes(), ", k ", k.sizes());
-  ZD_CHECK(v.sizes() == k.sizes(), fn, ": v must have the shape of k; k ", k.sizes(), ", v ", v.sizes());
-  const int64_t d = q.size(3);
-  ZD_CHECK(d >= 1 && d <= 256, fn, ": head dim D must be in 1..256, got ", d, " (q ", q.sizes(), ")");
-  ZD_CHECK(k.size(2) >= 1, fn, ": k and v need at least one key (Nkv >= 1), got k ", k.sizes());
-  ZD_CHECK(std::isfinite(scale), fn, ": scale must be finite, got ", scale);
+  const at::ScalarType dt = flash_shared::check_qkv(fn, q, k, v, scale, c10::DeviceType::CUDA,
+                                                    {at::kHalf, at::kBFloat16}, "float16 or bfloat16");
   ZD_CHECK(q.size(2) < INT_MAX && k.size(2) < INT_MAX && q.size(0) * q.size(1) < INT_MAX, fn,
            ": sizes beyond the kernels' 32-bit limits (Nq, Nkv and B·H below 2^31): q ", q.sizes(), ", k ",
            k.sizes());
@@ -178,20 +155,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward_cuda(con
                                                                              const at::Tensor& lse, double scale) {
   constexpr const char* fn = "flash_attention_backward_cuda";
   const at::ScalarType dt = check_qkv(fn, q, k, v, scale);
-  check_cuda_4d(dout, fn, "dout");
-  check_cuda_4d(out, fn, "out");
-  check_device(dout, q, fn, "dout");
-  check_device(out, q, fn, "out");
-  ZD_CHECK(dout.sizes() == q.sizes(), fn, ": dout must have the shape of q; q ", q.sizes(), ", dout ",
-           dout.sizes());
-  ZD_CHECK(out.sizes() == q.sizes(), fn, ": out must have the shape of q; q ", q.sizes(), ", out ", out.sizes());
-  ZD_CHECK(dout.scalar_type() == dt && out.scalar_type() == dt, fn, ": dout and out must have q's dtype ", dt,
-           ", got dout ", dout.scalar_type(), ", out ", out.scalar_type());
-  ZD_CHECK(lse.defined(), fn, ": lse is undefined");
-  check_device(lse, q, fn, "lse");
-  ZD_CHECK(lse.scalar_type() == at::kFloat, fn, ": lse must be float32, got ", lse.scalar_type());
-  ZD_CHECK(lse.dim() == 3 && lse.size(0) == q.size(0) && lse.size(1) == q.size(1) && lse.size(2) == q.size(2), fn,
-           ": lse must be [B, H, Nq] = ", q.sizes().slice(0, 3), ", got ", lse.sizes());
+  flash_shared::check_backward_extras(fn, dout, q, out, lse, dt);
 
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), H = q.size(1), Nq = q.size(2), Nkv = k.size(2), D = q.size(3);
@@ -252,37 +216,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_attention_backward_cuda(con
   return {dq, dk, dv};
 }
 
-namespace {
-
-// The autograd node: forward saves q, k, v, out and lse; backward calls the fused backward kernels.
-class FlashAttentionCudaFunction : public torch::autograd::Function<FlashAttentionCudaFunction> {
- public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, double scale) {
-    auto [out, lse] = flash_attention_forward_cuda(q, k, v, scale);
-    ctx->save_for_backward({q, k, v, out, lse});
-    ctx->saved_data["scale"] = scale;
-    return out;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor& dout = grads[0];
-    if (!dout.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    auto [dq, dk, dv] = flash_attention_backward_cuda(dout, saved[0], saved[1], saved[2], saved[3], saved[4],
-                                                      ctx->saved_data["scale"].toDouble());
-    return {dq, dk, dv, at::Tensor()};
-  }
-};
-
-}  // namespace
-
 at::Tensor flash_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-  return FlashAttentionCudaFunction::apply(q, k, v, scale);
+  using Function = flash_shared::FlashAttentionFunction<&flash_attention_forward_cuda, &flash_attention_backward_cuda>;
+  return Function::apply(q, k, v, scale);
 }
 
 std::string flash_attention_cuda_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  if (!q.defined() || !k.defined() || !v.defined() || q.dim() != 4 || k.dim() != 4 || v.dim() != 4) {
+    return "it takes defined 4-d q, k and v [B, H, N, D]";
+  }
   if (!q.device().is_cuda() || !k.device().is_cuda() || !v.device().is_cuda()) {
     return zerodiff::str("it needs CUDA tensors (q on ", q.device(), ", k on ", k.device(), ", v on ", v.device(),
                          ")");
