@@ -13,6 +13,13 @@
 // (the HybridAdam kernel on the CPU, ATen's fused AdamW on CUDA, per segment exactly as HybridAdam steps them),
 // reading disk blocks ahead and writing them behind (memory::DiskStateStore); the updated master is copied into
 // the parameter shard wherever that lives.
+//
+// Sharded EMA (options.ema): per chunk an fp32 EMA of this rank's master shard, updated at the end of step() with
+// the decay set_ema_decay() gave (ema -= (1 - d) * (ema - master), train::EMA::update's rule), no communication.
+// zero3 keeps it beside the master (ema_[c], same device); gemini appends it to the chunk's optimizer block
+// {master, exp_avg, exp_avg_sq, ema}, so it lives on the block's tier (device, host or disk), moves with it after
+// the warm-up, is counted in the block's bytes by the placement, and is updated while the block is in memory for
+// AdamW (no extra disk traffic). Checkpoints all-gather it chunk by chunk into whole tensors (gather_ema).
 #include "Zero3.h"
 
 #include <ATen/ATen.h>
@@ -124,6 +131,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       } else {
         master_.push_back(chunk.dtype() == master_dtype ? own : own.to(master_dtype).clone());
         grad_shard_.push_back(at::zeros({own.numel()}, fp32));
+        // The EMA starts as the master shard (train::EMA snapshots the parameters the same way), fp32 beside it.
+        if (options_.ema) ema_.push_back(master_.back().to(at::kFloat, /*non_blocking=*/false, /*copy=*/true));
       }
       const int64_t lo_part = chunk.keep_gathered() ? 0 : rank * chunk.shard_numel();
       const int64_t hi_part = lo_part + own.numel();
@@ -467,12 +476,109 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     return norm;
   }
   void step() override {
-    if (gemini_) return gemini_step();
+    const double ema_decay = take_ema_decay();
+    if (gemini_) return gemini_step(ema_decay);
     optimizer_->step();
     torch::NoGradGuard no_grad;
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
       if (!master_[c].is_alias_of(local(c))) local(c).copy_(master_[c]);
+      if (options_.ema) update_ema(ema_[c], master_[c], ema_decay);
     }
+  }
+
+  // ---------------------------------------------------------------- sharded EMA
+
+  bool sharded_ema() const override { return options_.ema; }
+  void set_ema_decay(double decay) override {
+    require_ema("set_ema_decay");
+    ZD_CHECK(decay >= 0 && decay <= 1, "EMA decay must be in [0, 1], got ", decay);
+    ema_decay_ = decay;
+  }
+
+  std::vector<std::pair<at::Tensor, at::Tensor>> gather_ema() override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    require_ema("gather_ema");
+    torch::NoGradGuard no_grad;
+    const bool root = group_->rank() == 0;
+    const c10::Device device = manager_->chunk(0).device();  // (the backend's; gemini's shards may be on the host)
+    std::vector<std::pair<at::Tensor, at::Tensor>> out;
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      const memory::Chunk& chunk = manager_->chunk(c);
+      at::Tensor full;  // [chunk_numel] fp32
+      {
+        auto block = gemini_ ? fetch_block(c) : std::vector<at::Tensor>{};
+        const at::Tensor shard = gemini_ ? block[3] : ema_[c];
+        if (chunk.keep_gathered()) {
+          full = root ? shard.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true) : at::Tensor();  // whole everywhere
+        } else {
+          full = at::empty({chunk.chunk_numel()}, at::TensorOptions().dtype(at::kFloat).device(device));
+          group_->all_gather(full, shard.to(device).contiguous(), "ema_all_gather");
+        }
+        if (gemini_) store_block(c, std::move(block));
+      }
+      if (!root) continue;
+      full = full.cpu();
+      for (const auto& ct : chunk.tensors()) {
+        out.emplace_back(ct.param, full.slice(0, ct.offset, ct.offset + ct.numel).view(ct.param.sizes()).clone());
+      }
+    }
+    if (gemini_) flush_disk();
+    return out;
+  }
+
+  void load_ema(const std::vector<std::pair<at::Tensor, at::Tensor>>& whole, const std::string& where) override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    require_ema("load_ema");
+    torch::NoGradGuard no_grad;
+    std::map<const void*, at::Tensor> by_param;
+    for (const auto& [p, t] : whole) by_param[p.unsafeGetTensorImpl()] = t;
+    const int rank = group_->rank();
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      const memory::Chunk& chunk = manager_->chunk(c);
+      at::Tensor full = at::zeros({chunk.chunk_numel()}, at::kFloat);  // (padding: 0)
+      for (const auto& ct : chunk.tensors()) {
+        auto it = by_param.find(ct.param.unsafeGetTensorImpl());
+        if (it == by_param.end() || !it->second.defined()) {
+          throw IoError(zerodiff::str(where, ": no EMA weights for parameter '", ct.name, "'"));
+        }
+        if (it->second.sizes() != ct.param.sizes()) {
+          throw IoError(zerodiff::str(where, ": EMA weights of '", ct.name, "' have shape ", it->second.sizes().vec(),
+                                      ", expected ", ct.param.sizes().vec()));
+        }
+        full.slice(0, ct.offset, ct.offset + ct.numel).copy_(it->second.reshape(-1));
+      }
+      const int64_t lo = chunk.keep_gathered() ? 0 : rank * chunk.shard_numel();
+      const int64_t n = chunk.keep_gathered() ? chunk.chunk_numel() : chunk.shard_numel();
+      auto block = gemini_ ? fetch_block(c) : std::vector<at::Tensor>{};
+      (gemini_ ? block[3] : ema_[c]).copy_(full.slice(0, lo, lo + n));
+      if (gemini_) store_block(c, std::move(block));
+    }
+    if (gemini_) flush_disk();
+  }
+
+  void use_ema_weights(bool on) override {
+    std::lock_guard<std::recursive_mutex> lock(mutex_);
+    require_ema("use_ema_weights");
+    ZD_CHECK(!held_full_, "use_ema_weights: not while the whole model is gathered (gather_full_parameters)");
+    ZD_CHECK(on == ema_saved_.empty(), "use_ema_weights(", on, ") called twice in a row");
+    torch::NoGradGuard no_grad;
+    manager_->release_all();  // (the shards are what the units gather next)
+    for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+      if (placement_) placement_->wait_shard(c);
+      at::Tensor shard = local(c);
+      if (on) {
+        // The trained weights are kept as they are (zero3's fp32 master may be this very tensor); gemini keeps the
+        // copy in host memory, outside the device budget.
+        ema_saved_.push_back(gemini_ ? shard.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true) : shard.clone());
+        auto block = gemini_ ? fetch_block(c) : std::vector<at::Tensor>{};
+        shard.copy_(gemini_ ? block[3] : ema_[c]);
+        if (gemini_) store_block(c, std::move(block));
+      } else {
+        shard.copy_(ema_saved_[c]);
+      }
+    }
+    if (!on) ema_saved_.clear();
+    if (gemini_) flush_disk();
   }
 
   // ---------------------------------------------------------------- whole parameters
@@ -532,12 +638,14 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         if (blocks_[c].empty()) continue;
         r.master_weights += nbytes(blocks_[c][0]);
         r.optimizer_states += nbytes(blocks_[c][1]) + nbytes(blocks_[c][2]);
+        if (options_.ema) r.ema += nbytes(blocks_[c][3]);
       }
     } else {
       for (size_t c = 0; c < master_.size(); ++c) {
         if (!master_[c].is_alias_of(local(c))) r.master_weights += nbytes(master_[c]);  // fp16/bf16 chunks
       }
       r.optimizer_states = adam_state_bytes(*optimizer_);
+      for (const auto& e : ema_) r.ema += nbytes(e);
     }
     r.numel = manager_->numel();
     r.padded_numel = manager_->numel() + manager_->padding();
@@ -553,8 +661,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   // ---------------------------------------------------------------- gemini
 
   // Optimizer blocks: {master, exp_avg, exp_avg_sq}, fp32 (bf16-true: bf16) [shard_numel] (a kept chunk:
-  // [chunk_numel]) each, on
-  // the tier GeminiManager chose; the gradient shard grad_shard_[c] lives beside them (host memory for disk).
+  // [chunk_numel]) each, plus the fp32 EMA shard with options.ema, on the tier GeminiManager chose; the gradient
+  // shard grad_shard_[c] lives beside them (host memory for disk).
   void setup_gemini(const std::vector<ParamGroupSpec>& groups, const AdamWSettings& adamw) {
     adamw_ = adamw;
     for (const auto& g : groups) group_lr_.push_back(g.lr);
@@ -566,7 +674,8 @@ class Zero3Strategy : public Strategy, public UnitHooks {
       hi = std::max(hi, k + 1);
     }
     const c10::Device device = manager_->chunk(0).device();
-    const int64_t block_bytes = 3 * static_cast<int64_t>(c10::elementSize(options_.master_dtype)) + 4;  // + fp32 gradient
+    const int64_t block_bytes = 3 * static_cast<int64_t>(c10::elementSize(options_.master_dtype)) + 4 +  // + fp32 gradient
+                                (options_.ema ? 4 : 0);                                                // + fp32 EMA
     placement_ = std::make_unique<memory::GeminiManager>(*manager_, device, options_.placement, block_bytes, group_.get());
     if (options_.placement.disk) {
       if (options_.master_dtype != at::kFloat) {
@@ -581,6 +690,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     blocks_.resize(manager_->num_chunks());
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
       std::vector<at::Tensor> block{master_[c], at::zeros_like(master_[c]), at::zeros_like(master_[c])};
+      if (options_.ema) block.push_back(master_[c].to(at::kFloat, /*non_blocking=*/false, /*copy=*/true));
       master_[c] = at::Tensor();  // gemini keeps the master in the block
       place_block(c, std::move(block), placement_->optim_tier(c));
     }
@@ -685,7 +795,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   }
 
   // AdamW chunk by chunk: each segment exactly as optim::HybridAdam (CPU) or its fused ATen path (CUDA) steps it.
-  void gemini_step() {
+  void gemini_step(double ema_decay) {
     torch::NoGradGuard no_grad;
     const size_t n = manager_->num_chunks();
     auto next_on_disk = [&](size_t from) {
@@ -730,6 +840,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
         placement_->wait_shard(c);
         local(c).copy_(block[0], /*non_blocking=*/true);  // the compute copy, on its own tier
       }
+      if (options_.ema) update_ema(block[3], block[0], ema_decay);  // (every chunk, as train::EMA updates every tensor)
       store_block(c, std::move(block));  // write-behind
     }
     flush_disk();
@@ -811,6 +922,25 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     flush_disk();
   }
 
+  void require_ema(const char* what) const {
+    if (!options_.ema) {
+      throw Error(zerodiff::str("strategy ", name(), " was built without a sharded EMA (StrategyOptions::ema): ", what));
+    }
+  }
+  // The decay set for this step (consumed: each step() with an EMA needs its own set_ema_decay); NAN without EMA.
+  double take_ema_decay() {
+    if (!options_.ema) return NAN;
+    ZD_CHECK(std::isfinite(ema_decay_), "strategy ", name(),
+             " keeps a sharded EMA: call set_ema_decay(decay) before every step()");
+    const double d = ema_decay_;
+    ema_decay_ = NAN;
+    return d;
+  }
+  // ema -= (1 - d) * (ema - float(master)), exactly train::EMA::update's expression (same fp32 results).
+  static void update_ema(at::Tensor& ema, const at::Tensor& master, double decay) {
+    ema.sub_((ema - master.to(at::kFloat)) * (1.0 - decay));
+  }
+
   // This rank's resident copy of chunk c that the master mirrors: its shard, or a kept chunk's full buffer.
   at::Tensor local(size_t c) const {
     const memory::Chunk& chunk = manager_->chunk(c);
@@ -872,6 +1002,10 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   std::unique_ptr<memory::ChunkManager> manager_;
   std::vector<std::vector<size_t>> unit_param_index_;
   std::vector<at::Tensor> master_, grad_shard_;  // per chunk, fp32 [shard_numel]
+  std::vector<at::Tensor> ema_;         // zero3 with options.ema: per chunk, fp32 [shard_numel] beside master_
+                                        // (gemini keeps it as block element 3 instead)
+  std::vector<at::Tensor> ema_saved_;   // use_ema_weights(true): the parameter shards' trained values, per chunk
+  double ema_decay_ = NAN;              // set by set_ema_decay, consumed by the next step()
   std::vector<Segment> segments_;
   std::vector<at::Tensor> segment_tensors_;  // views of master_: what AdamW updates (gemini: storage-less handles
                                              // that carry the segments' gradients)

@@ -18,17 +18,17 @@ EMA::EMA(const torch::nn::Module& module, EMAOptions options) : options_(options
   }
 }
 
-double EMA::decay_at(int64_t step) const {
-  const int64_t s = std::max<int64_t>(0, step - options_.update_after_step - 1);
+double ema_decay_at(const EMAOptions& options, int64_t step) {
+  const int64_t s = std::max<int64_t>(0, step - options.update_after_step - 1);
   if (s <= 0) return 0.0;
   double d;
-  if (options_.use_ema_warmup) {
-    d = 1.0 - std::pow(1.0 + static_cast<double>(s) / options_.inv_gamma, -options_.power);
+  if (options.use_ema_warmup) {
+    d = 1.0 - std::pow(1.0 + static_cast<double>(s) / options.inv_gamma, -options.power);
   } else {
     d = (1.0 + static_cast<double>(s)) / (10.0 + static_cast<double>(s));
   }
-  d = std::min(d, options_.decay);
-  return std::max(d, options_.min_decay);
+  d = std::min(d, options.decay);
+  return std::max(d, options.min_decay);
 }
 
 double EMA::update(const torch::nn::Module& module, int64_t step) {

@@ -76,6 +76,10 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
   // Frozen parameters stay whole; trainable ones are whole (4Ψ) or, under zero3, this rank's chunk shards.
   e.weights += static_cast<double>(e.parameters - e.trainable) * 4 + static_cast<double>(f.parameters);
   double trained_weights = static_cast<double>(f.parameters);  // the part of e.weights that is trained
+  // EMA: a whole fp32 copy of the trained weights (train::EMA), or under zero3 / gemini an fp32 shard beside each
+  // master shard: 4 bytes per trained element (padding included) / world size.
+  e.ema = trainer.ema.enabled ? static_cast<double>(chunked ? (e.trainable + world_size - 1) / world_size : e.trainable) * 4
+                              : 0;
   if (chunked) {
     // The chunk layout zero3 would build: trainable parameters unit by unit, packed greedily.
     std::vector<int64_t> numels;
@@ -104,6 +108,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       trained_weights = static_cast<double>(padded.parameters);
       e.gradients = static_cast<double>(padded.gradients);
       e.optimizer = static_cast<double>(padded.optimizer_states);
+      if (trainer.ema.enabled) e.ema = static_cast<double>(padded.parameters);  // fp32, like the master shard
       std::ostringstream os;
       os << std::fixed << std::setprecision(1) << chunks << " chunks of " << chunk << " elements ("
          << static_cast<double>(chunk) * 4 / (1024.0 * 1024) << " MiB fp32) over " << units.size() << " units, padding "
@@ -120,7 +125,6 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       e.chunk_layout = os.str();
     }
   }
-  e.ema = trainer.ema.enabled ? static_cast<double>(e.trainable) * 4 : 0;
   if (trainer.precision == "bf16-true") {  // trained weights, gradients, master and AdamW states in 2 bytes
     e.weights -= trained_weights / 2;
     e.gradients /= 2;

@@ -94,12 +94,6 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
         "trainer.optimizer.implementation hybrid_adam updates float32 master weights; trainer.precision bf16-true "
         "has none (bfloat16 weights and AdamW states): use implementation torch, or precision bf16-mixed");
   }
-  if ((config_.strategy == "zero3" || config_.strategy == "gemini") && config_.ema.enabled) {
-    throw NotImplementedError(zerodiff::str(
-        "trainer.ema with strategy ", config_.strategy,
-        " is not available yet (the EMA would need whole parameters every step); use zero2, or turn "
-        "trainer.ema.enabled off"));
-  }
   if (group_) {
     env_.rank = group_->rank();
     env_.world_size = group_->size();
@@ -231,6 +225,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     options.placement.offload_param_frac = c.gemini.offload_param_frac;
     options.placement.disk = !c.gemini.offload_dir.empty();
     options.offload_dir = c.gemini.offload_dir;
+    options.ema = c.ema.enabled;  // zero3 / gemini keep it sharded like their master weights; others ignore it
     strategy_ = parallel::make_strategy(c.strategy, group_, options);
   }
   parallel::Strategy& strategy = *strategy_;
@@ -272,11 +267,40 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   }
   optim::LRSchedule schedule{optim::parse_lr_schedule(c.lr_schedule.type), c.optimizer.lr, c.lr_schedule.warmup_steps,
                              c.max_steps, c.lr_schedule.min_lr_ratio};
+  // EMA of the trained weights (diffusers' EMAModel): train::EMA over whole parameters, or under zero3 / gemini
+  // the strategy's sharded EMA (an fp32 shard beside each master shard, no gather per step) fed the same decay
+  // schedule. Both checkpoint the same "ema" file: whole fp32 tensors by parameter name.
+  const EMAOptions ema_options{c.ema.decay,     c.ema.min_decay, c.ema.update_after_step,
+                               c.ema.use_warmup, c.ema.inv_gamma, c.ema.power};
   std::optional<EMA> ema;
-  if (c.ema.enabled) {
-    ema.emplace(module.model(), EMAOptions{c.ema.decay, c.ema.min_decay, c.ema.update_after_step, c.ema.use_warmup,
-                                           c.ema.inv_gamma, c.ema.power});
+  const bool sharded_ema = c.ema.enabled && strategy.sharded_ema();
+  // sharded: the names train::EMA would use (trainable parameters, a tied tensor under each of its names)
+  std::vector<std::pair<std::string, at::Tensor>> ema_params;
+  if (sharded_ema) {
+    std::set<const void*> chunked;
+    for (const auto& [_, p] : strategy.chunks()->params()) chunked.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : module.model().named_parameters(true)) {
+      if (!p.value().requires_grad()) continue;
+      if (!chunked.count(p.value().unsafeGetTensorImpl())) {
+        throw NotImplementedError(zerodiff::str(
+            "trainer.ema with strategy ", c.strategy, ": parameter '", p.key(),
+            "' requires a gradient but is in none of the module's parameter groups, so it is not sharded; the sharded "
+            "EMA covers the trained parameters only (set requires_grad false on it, or add it to a group)"));
+      }
+      ema_params.emplace_back(p.key(), p.value());
+    }
+  } else if (c.ema.enabled) {
+    ema.emplace(module.model(), ema_options);
   }
+  // The "ema" checkpoint file of the sharded EMA (rank 0's; collective: every rank calls it).
+  auto gather_sharded_ema = [&] {
+    std::map<const void*, at::Tensor> whole;
+    for (auto& [p, t] : strategy.gather_ema()) whole.emplace(p.unsafeGetTensorImpl(), std::move(t));
+    io::TensorMap out;
+    if (!is_rank0) return out;
+    for (const auto& [name, p] : ema_params) out[name] = whole.at(p.unsafeGetTensorImpl());
+    return out;
+  };
   const at::ScalarType compute_dtype =
       c.precision == "16-mixed"                                   ? at::kHalf
       : c.precision == "bf16-mixed" || c.precision == "bf16-true" ? at::kBFloat16
@@ -311,6 +335,16 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
                                                            (strategy.sharded() && world > 1 ? zerodiff::str(".rank-", rank, "-of-", world) : "") +
                                                            ".safetensors");
       if (ema) ema->load(need("ema"));
+      if (sharded_ema) {
+        const io::TensorMap& saved = need("ema");
+        std::vector<std::pair<at::Tensor, at::Tensor>> whole;
+        for (const auto& [name, p] : ema_params) {
+          auto it = saved.find(name);
+          if (it == saved.end()) throw IoError(zerodiff::str("EMA state: missing weight '", name, "'"));
+          whole.emplace_back(p, it->second);
+        }
+        strategy.load_ema(whole, where + "/ema.safetensors");
+      }
       const auto& rng = need("rng");
       if (!rng.count("generator") || !rng.count("torch_default")) {
         throw IoError(zerodiff::str(where, "/rng.safetensors: missing generator states"));
@@ -408,6 +442,10 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       files["optimizer"] = strategy.optimizer_state();
     }
     if (ema && is_rank0) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
+    if (sharded_ema) {  // gathered chunk by chunk into whole tensors: the same file as train::EMA writes
+      io::TensorMap gathered = gather_sharded_ema();
+      if (is_rank0) files["ema"] = std::move(gathered);
+    }
     per_rank["rng"] = {{"generator", ctx.generator.get_state()},
                        {"torch_default", at::detail::getDefaultCPUGenerator().get_state()}};
     if (is_rank0) {
@@ -558,6 +596,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       grad_norm = strategy.clip_grad_norm(max_norm);
       ZD_CHECK(std::isfinite(grad_norm), "non-finite gradient norm at step ", step,
                " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
+      // (the sharded EMA is updated inside step(), after AdamW, with the decay train::EMA would use after it)
+      if (sharded_ema) strategy.set_ema_decay(ema_decay_at(ema_options, step + 1));
       strategy.step();
     }
     if (scaler) scaler->update(found_inf);
@@ -668,6 +708,14 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     write_samples("final.png");
     export_final();
     io::load_state_dict(module.model(), raw);
+  } else if (sharded_ema) {
+    // The same with the sharded EMA: the parameter shards hold the EMA weights meanwhile (each rank its own part;
+    // the units and the whole-model gathers of validation, sampling and export then see them), then the trained ones.
+    strategy.use_ema_weights(true);
+    validate();
+    write_samples("final.png");
+    export_final();
+    strategy.use_ema_weights(false);
   } else {
     validate();
     write_samples("final.png");

@@ -33,6 +33,7 @@
 #include "zerodiff/optim/GradScaler.h"
 #include "zerodiff/parallel/FlatLayout.h"
 #include "zerodiff/parallel/Strategy.h"
+#include "zerodiff/train/EMA.h"
 #include "zerodiff/train/Trainer.h"
 
 namespace fs = std::filesystem;
@@ -234,14 +235,19 @@ struct TrainResult {
   // gemini: peak model data on the device over the five steps, evictions, and the manager's summary line
   int64_t gemini_peak = 0, gemini_total = 0, gemini_evictions = 0, gemini_non_model = 0;
   std::string gemini_summary;
+  // With an EMA: the strategy's (sharded: gathered on rank 0) and train::EMA over the whole parameters of the same run
+  // (sharded: gathered after every step), by parameter name; equal for single.
+  std::map<std::string, at::Tensor> ema, ema_ref;
 };
 
 // `steps` AdamW steps of `strategy` on rows [rank*G/N, (rank+1)*G/N) of each global batch, in `accum`
 // micro-batches; the loss is the per-rank mean, so the rank average is the global-batch mean.
 // bf16_true: the parameters are cast to bfloat16 and the forward runs under bfloat16 autocast (the Trainer's
 // precision bf16-true; the strategy must then be built with master_dtype bfloat16).
+// ema: keep an EMA with these options: the strategy's sharded one (built with StrategyOptions::ema), checked against
+// train::EMA updated on the gathered parameters after every step; train::EMA alone for the other strategies.
 TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool perturb, bool checkpointing = false,
-                       bool bf16_true = false) {
+                       bool bf16_true = false, const zerodiff::train::EMAOptions* ema = nullptr) {
   const int rank = strategy.group().rank(), world = strategy.group().size();
   torch::manual_seed(0);
   TinyNet net;
@@ -264,6 +270,12 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
     return all;
   }(), zp::AdamWSettings{0.9, 0.999, 1e-8, 1e-2});
   net.set_hooks(strategy.unit_hooks());
+  std::optional<zerodiff::train::EMA> ref_ema;
+  if (ema) {
+    strategy.gather_full_parameters();  // zero3: whole parameters to snapshot (no-op for the others)
+    ref_ema.emplace(net, *ema);
+    strategy.release_full_parameters(false);
+  }
   const int64_t per_rank = kGlobalBatch / world, per_micro = per_rank / accum;
   std::vector<double> norms;
   for (int s = 0; s < steps; ++s) {
@@ -281,7 +293,13 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
     // Clipping is active (norms are about 0.2): the global norm over ranks and shards must be right. Adam hides
     // a wrong gradient scale, so the norms are compared with the single-process run's too.
     norms.push_back(strategy.clip_grad_norm(0.05));
+    if (ema && strategy.sharded_ema()) strategy.set_ema_decay(zerodiff::train::ema_decay_at(*ema, s + 1));
     strategy.step();
+    if (ref_ema) {
+      strategy.gather_full_parameters();
+      ref_ema->update(net, s + 1);
+      strategy.release_full_parameters(false);
+    }
   }
   TrainResult r;
   r.norms = norms;
@@ -297,6 +315,21 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
   strategy.gather_full_parameters();  // zero3: whole parameters to compare (no-op for the others)
   for (auto& p : net.named_parameters(true)) r.params[p.key()] = p.value().detach().clone();
   strategy.release_full_parameters(false);
+  if (ref_ema) {
+    for (const auto& [name, t] : ref_ema->shadow()) r.ema_ref[name] = t.clone();
+    if (strategy.sharded_ema()) {
+      std::map<const void*, at::Tensor> whole;
+      for (auto& [p, t] : strategy.gather_ema()) whole[p.unsafeGetTensorImpl()] = t;
+      if (rank == 0) {
+        for (auto& p : net.named_parameters(true)) {
+          WCHECK(whole.count(p.value().unsafeGetTensorImpl()), "gather_ema has no entry for ", p.key());
+          r.ema[p.key()] = whole.at(p.value().unsafeGetTensorImpl());
+        }
+      }
+    } else {
+      r.ema = r.ema_ref;
+    }
+  }
   net.set_hooks(nullptr);
   return r;
 }
@@ -478,7 +511,7 @@ int scenario_resume(const std::string& strategy_name) {
     c.strategy = strategy_name;
     c.optimizer.lr = 1e-2;
     c.lr_schedule.type = "cosine";
-    c.ema.enabled = strategy_name != "zero3" && strategy_name != "gemini";  // (they refuse EMA: not available yet)
+    c.ema.enabled = true;  // (zero3 / gemini: sharded, restored from the whole "ema" file)
     c.ema.decay = 0.9;
     c.gradient_accumulation_steps = 2;
     c.checkpoint_every = 2;
@@ -526,7 +559,133 @@ int scenario_resume(const std::string& strategy_name) {
     const auto a = zerodiff::io::load_safetensors((root / "a" / "final" / "model.safetensors").string());
     const auto b = zerodiff::io::load_safetensors((root / "b" / "final" / "model.safetensors").string());
     for (const auto& [name, t] : a) WCHECK(torch::equal(t, b.at(name)), name, " differs after the sharded resume");
+    // The exported weights are the EMA's; the checkpointed EMA of both runs is the same too.
+    const auto ea = zerodiff::io::load_safetensors((root / "a" / "checkpoints" / "checkpoint-6" / "ema.safetensors").string());
+    const auto eb = zerodiff::io::load_safetensors((ckpt / "ema.safetensors").string());
+    WCHECK(ea.size() == a.size() && eb.size() == a.size(), "EMA files hold ", ea.size(), " / ", eb.size(), " tensors, the model ",
+           a.size());
+    for (const auto& [name, t] : ea) {
+      WCHECK(torch::equal(t, eb.at(name)), name, ": EMA differs after the sharded resume");
+      WCHECK(torch::equal(t, a.at(name)), name, ": the export is not the EMA");
+    }
     std::cout << strategy_name << ": resumed run equals the uninterrupted one (" << a.size() << " tensors)" << std::endl;
+  }
+  group->barrier();
+  return 0;
+}
+
+// Sharded EMA (zero3 / gemini with StrategyOptions::ema) on the tiny UNet with its tied head and unused branch, five
+// steps: the shards gathered on rank 0 equal, bit for bit, train::EMA updated on the whole parameters of the same run
+// after every step; they equal the single-process run's EMA within 1e-6 (the EMA lags the weights by ~5e-5); each rank
+// holds 4 bytes per (padded) trained element / world size of EMA.
+int scenario_ema(const std::string& strategy_name) {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(60)});
+  const int world = group->size();
+  zp::StrategyOptions options;
+  options.chunk_numel = 80000;  // about ten chunks
+  options.ema = true;
+  auto strategy = zp::make_strategy(strategy_name, group, options);
+  WCHECK(strategy->sharded_ema(), strategy_name, " built with options.ema keeps no sharded EMA");
+  zerodiff::train::EMAOptions ema;
+  ema.decay = 0.9;
+  constexpr int kSteps = 5;
+  const auto dist = train_tiny(*strategy, kSteps, 1, /*perturb=*/true, false, false, &ema);
+  const int64_t want_bytes = 4 * dist.memory.padded_numel / world;
+  std::cout << strategy_name << " world " << world << ": EMA held by this rank " << dist.memory.ema << " B (4 x "
+            << dist.memory.padded_numel << " padded elements / " << world << " = " << want_bytes << " B)" << std::endl;
+  WCHECK(dist.memory.ema == want_bytes, "EMA bytes on rank ", group->rank(), ": ", dist.memory.ema, ", expected ",
+         want_bytes);
+  if (group->rank() == 0) {
+    WCHECK(dist.ema.size() == dist.ema_ref.size(), "EMA entries: ", dist.ema.size(), " vs ", dist.ema_ref.size());
+    for (const auto& [name, t] : dist.ema_ref) {
+      WCHECK(dist.ema.count(name) && torch::equal(dist.ema.at(name), t), name, ": the sharded EMA differs from "
+             "train::EMA on the gathered parameters by ", (dist.ema.at(name) - t).abs().max().item<double>());
+    }
+    auto single = zp::make_strategy("single", zdist::ProcessGroup::single());
+    const auto ref = train_tiny(*single, kSteps, 1, false, false, false, &ema);
+    double max_diff = 0, max_lag = 0;
+    for (const auto& [name, t] : ref.ema) {
+      max_diff = std::max(max_diff, (dist.ema.at(name) - t).abs().max().item<double>());
+      max_lag = std::max(max_lag, (t - ref.params.at(name)).abs().max().item<double>());
+    }
+    std::cout << "  sharded EMA equals train::EMA on the gathered parameters (" << dist.ema.size()
+              << " tensors, bit for bit); max |EMA - single's EMA| = " << max_diff << "; single's EMA lags its weights by up to "
+              << max_lag << std::endl;
+    // (measured 1.3e-7: the parameters themselves differ by float rounding of the gradient reduction and norm)
+    WCHECK(max_diff <= 1e-6, "the sharded EMA differs from the single-process run's by ", max_diff);
+    WCHECK(max_lag > 20 * 1e-6, "the EMA barely differs from the weights (", max_lag, "): the test would not notice");
+  }
+  group->barrier();
+  return 0;
+}
+
+// The Trainer on 2 ranks with the EMA on (decay 0.9, no clipping): zero3 and gemini (optimizer blocks, EMA included, on
+// disk) checkpoint the same "ema" file and export the same EMA weights as zero2 on the same per-rank batches.
+int scenario_ema_trainer() {
+  torch::set_num_threads(1);
+  auto group = zdist::ProcessGroup::create(zdist::LaunchEnv::from_environment(), torch::kCPU,
+                                           zdist::ProcessGroupOptions{std::chrono::seconds(60)});
+  zerodiff::log::init({.level = zerodiff::log::Level::warn, .rank = group->rank()});
+  const fs::path root = fs::path(std::getenv("ZD_DIST_DIR"));
+  auto run = [&](const std::string& strategy) {
+    zerodiff::train::TrainerConfig c;
+    c.output_dir = (root / strategy).string();
+    c.max_steps = 6;
+    c.accelerator = "cpu";
+    c.strategy = strategy;
+    c.optimizer.lr = 1e-2;
+    c.lr_schedule.type = "cosine";
+    c.ema.enabled = true;
+    c.ema.decay = 0.9;
+    c.max_grad_norm = 0;
+    c.gradient_accumulation_steps = 2;
+    c.zero3_chunk_size_mb = 0.001;  // several chunks
+    if (strategy == "gemini") {
+      c.gemini.placement_policy = "static";
+      c.gemini.offload_optim_frac = 1;
+      c.gemini.offload_dir = (root / "offload").string();
+    }
+    zerodiff::data::DataLoaderOptions o;
+    o.batch_size = 2;
+    o.num_workers = 1;
+    o.seed = 5;
+    o.image.resolution = 16;
+    o.rank = group->rank();
+    o.world_size = group->size();
+    zerodiff::data::DataLoader loader(std::make_shared<zerodiff::data::SyntheticShapesDataset>(
+                                          zerodiff::data::SyntheticShapesOptions{.size = 12, .image_size = 16, .seed = 3}),
+                                      o);
+    ToyModule m;
+    zerodiff::train::Trainer(c, group).fit(m, loader);
+  };
+  for (const char* s : {"zero2", "zero3", "gemini"}) run(s);
+  if (group->rank() == 0) {
+    auto load = [&](const std::string& s, const std::string& file) {
+      return zerodiff::io::load_safetensors((root / s / file).string());
+    };
+    const auto ref_ema = load("zero2", "checkpoints/checkpoint-6/ema.safetensors");
+    const auto ref_final = load("zero2", "final/model.safetensors");
+    const auto ref_model = load("zero2", "checkpoints/checkpoint-6/model.safetensors");
+    double lag = 0;
+    for (const auto& [name, t] : ref_ema) lag = std::max(lag, (t - ref_model.at(name)).abs().max().item<double>());
+    WCHECK(lag > 1e-4, "zero2's EMA barely differs from its weights (", lag, ")");
+    for (const std::string s : {"zero3", "gemini"}) {
+      const auto ema = load(s, "checkpoints/checkpoint-6/ema.safetensors");
+      const auto fin = load(s, "final/model.safetensors");
+      WCHECK(ema.size() == ref_ema.size() && fin.size() == ref_final.size(), s, ": entries differ from zero2's");
+      double d_ema = 0, d_final = 0;
+      for (const auto& [name, t] : ref_ema) {
+        WCHECK(ema.count(name) && ema.at(name).sizes() == t.sizes() && ema.at(name).scalar_type() == t.scalar_type(), s,
+               ": checkpointed EMA entry ", name, " missing or of another shape/dtype");
+        d_ema = std::max(d_ema, (ema.at(name) - t).abs().max().item<double>());
+      }
+      for (const auto& [name, t] : ref_final) d_final = std::max(d_final, (fin.at(name) - t).abs().max().item<double>());
+      std::cout << s << " world " << group->size() << ": max |EMA - zero2's| checkpointed " << d_ema << ", exported "
+                << d_final << " (zero2's EMA lags its weights by up to " << lag << ")" << std::endl;
+      WCHECK(d_ema <= 1e-6 && d_final <= 1e-6, s, ": EMA differs from zero2's by ", d_ema, " / ", d_final);
+    }
   }
   group->barrier();
   return 0;
@@ -751,6 +910,8 @@ int run_scenario(const std::string& s) {
       return scenario_parity(rest.substr(0, cut), std::stoi(rest.substr(cut + 1)));
     }
     if (s.rfind("resume_", 0) == 0) return scenario_resume(s.substr(7));
+    if (s == "ema_trainer") return scenario_ema_trainer();
+    if (s.rfind("ema_", 0) == 0) return scenario_ema(s.substr(4));
     if (s == "dead_peer") return scenario_dead_peer(false);
     if (s == "gemini") return scenario_gemini();
     if (s.rfind("bf16_true_", 0) == 0) return scenario_bf16_true(s.substr(10));
@@ -822,6 +983,30 @@ TEST_P(ShardedResume, ResumeEqualsAnUninterruptedRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dist, ShardedResume, testing::Values("ddp", "zero1", "zero2", "zero3", "gemini"));
+
+class ShardedEma : public testing::TestWithParam<std::tuple<std::string, int>> {};
+
+TEST_P(ShardedEma, EqualsTheWholeWeightEmaAndTheSingleProcessRun) {
+  const auto& [strategy, world] = GetParam();
+  const auto runs = launch(world, "ema_" + strategy);
+  expect_all_pass(runs);
+  std::cout << runs[0].output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Dist, ShardedEma,
+                         testing::Values(std::make_tuple("zero3", 2), std::make_tuple("zero3", 3),
+                                         std::make_tuple("gemini", 2)),
+                         [](const auto& info) {
+                           return zerodiff::str(std::get<0>(info.param), "_world", std::get<1>(info.param));
+                         });
+
+TEST(ShardedEmaTrainer, Zero3AndGeminiCheckpointAndExportTheEmaOfZero2) {
+  const fs::path dir = fs::path(testing::TempDir()) / "zd_dist_ema_trainer";
+  fs::remove_all(dir);
+  const auto runs = launch(2, "ema_trainer", 300, {{"ZD_DIST_DIR", dir.string()}});
+  expect_all_pass(runs);
+  std::cout << runs[0].output;
+}
 
 TEST(DistGradScaler, AnInfOnOneRankSkipsTheStepOnEveryRank) {
   for (const char* strategy : {"zero2", "gemini"}) {

@@ -9,6 +9,14 @@
 //              norm = strategy->clip_grad_norm(max);   // global L2 norm across ranks and shards
 //              strategy->step();                       // AdamW, then parameters are whole again on every rank
 //
+// EMA of the trained weights: single/ddp/zero1/zero2 hold whole parameters, so the Trainer keeps train::EMA itself.
+// zero3 and gemini with StrategyOptions::ema keep the EMA sharded like their master weights (sharded_ema()): an
+// fp32 [shard_numel] tensor per chunk beside the master shard (gemini: in the chunk's optimizer block, on its tier),
+// 4 bytes per trainable element / world size; set_ema_decay() before step() makes step() update it after AdamW,
+// with no communication. gather_ema()/load_ema() convert it from/to whole tensors (checkpoints, which store the
+// same "ema" file as the unsharded EMA), use_ema_weights() puts it into the parameter shards for export/sampling.
+// (ZeRO's rule for every model state, Rajbhandari et al. 2020: each rank keeps and updates only its own partition.)
+//
 // Strategies (ZeRO: Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
 // Models"; DDP: Li et al. 2020, "PyTorch Distributed", and torch/csrc/distributed/c10d/reducer.cpp):
 //  * single — one process; torch AdamW over the parameters.
@@ -63,6 +71,8 @@ struct MemoryReport {
   int64_t padded_numel = 0;      ///< Ψ plus padding (to a multiple of the world size, or of zero3's chunks)
   int64_t peak_parameters = 0;   ///< zero3: most parameter bytes resident since the last zero_grad (shards +
                                  ///< gathered chunks); others: = parameters
+  int64_t ema = 0;               ///< zero3 / gemini with a sharded EMA: its fp32 shards held in memory (device or
+                                 ///< host; gemini blocks on disk are not counted); 0 otherwise
 };
 
 struct StrategyOptions {
@@ -75,6 +85,9 @@ struct StrategyOptions {
   at::ScalarType master_dtype = at::kFloat;
   memory::PlacementOptions placement;           ///< gemini: placement policy, device budget, offload fractions
   std::string offload_dir;                      ///< gemini: folder for optimizer states on disk (with placement.disk)
+  /// zero3 / gemini: keep an fp32 EMA of the trained weights sharded like the master weights (sharded_ema());
+  /// ignored by the other strategies (they hold whole parameters; the Trainer keeps train::EMA for them).
+  bool ema = false;
 };
 
 /// A sharding unit for zero3: its parameters (the trainable ones are chunked), in execution order.
@@ -137,6 +150,31 @@ class Strategy {
   /// Restores optimizer_state(). Throws IoError naming `where` and the entry when something is missing, has
   /// the wrong shape, or was saved with another world size / bucket layout.
   virtual void load_optimizer_state(const io::TensorMap& state, const std::string& where) = 0;
+
+  // ---------------------------------------------------------------- sharded EMA (zero3, gemini)
+
+  /// Whether this strategy keeps the EMA of the trained weights itself, sharded like its master weights (zero3 and
+  /// gemini built with StrategyOptions::ema). Set up by setup(): every shard starts as the master shard (the
+  /// parameters after the broadcast), as train::EMA snapshots the model. The other members of this block throw
+  /// zerodiff::Error when this is false.
+  virtual bool sharded_ema() const { return false; }
+  /// The decay the next step() applies to the EMA after its AdamW update: for every element of this rank's shards,
+  /// ema -= (1 - decay) * (ema - float(master)) (train::EMA::update's rule on the same fp32 values). Computed by the
+  /// caller (train::ema_decay_at); a step that is skipped (no step() call) leaves the EMA alone.
+  virtual void set_ema_decay(double decay);
+  /// Collective (every rank calls it): the EMA of every chunked parameter, whole: (the parameter tensor, an fp32 CPU
+  /// tensor of its shape), one entry per distinct tensor. Only rank 0 receives the entries (others get an empty
+  /// vector; they take part in the all-gathers, one chunk at a time: transient memory is one chunk).
+  virtual std::vector<std::pair<at::Tensor, at::Tensor>> gather_ema();
+  /// Every rank: replaces its EMA shards by the matching slices of `whole` (parameter tensor -> whole EMA of its
+  /// shape, any float dtype and device; as gather_ema() returns them). No communication. Throws IoError naming
+  /// `where` and the parameter when a chunked parameter is missing or has another shape.
+  virtual void load_ema(const std::vector<std::pair<at::Tensor, at::Tensor>>& whole, const std::string& where);
+  /// With `on`, the parameter shards (the compute copies the units gather) hold the EMA weights, in their dtype,
+  /// until use_ema_weights(false) puts the trained weights back exactly (a copy of the shards is kept meanwhile;
+  /// the master weights and AdamW states are untouched). For export, validation and sampling at the end of a run;
+  /// no step() in between. No communication; not while gather_full_parameters() holds the model.
+  virtual void use_ema_weights(bool on);
 
   /// Model-state bytes held by this rank now.
   virtual MemoryReport memory() const = 0;

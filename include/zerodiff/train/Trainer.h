@@ -68,7 +68,9 @@ struct EMAConfig {
   double power = 2.0 / 3.0;
   template <class V>
   void visit(V& v) {
-    v("enabled", enabled, "Keep an EMA of the trained weights; exported instead of the raw weights");
+    v("enabled", enabled,
+      "Keep an EMA of the trained weights; exported instead of the raw weights (zero3/gemini: sharded like the "
+      "master weights, 4 bytes per trained parameter / world size on each rank)");
     v("decay", decay, "Maximum EMA decay");
     v("min_decay", min_decay, "Minimum EMA decay");
     v("update_after_step", update_after_step, "EMA starts after this many optimizer steps");
