@@ -560,24 +560,40 @@ class Zero3Strategy : public Strategy, public UnitHooks {
     std::lock_guard<std::recursive_mutex> lock(mutex_);
     require_ema("use_ema_weights");
     ZD_CHECK(!held_full_, "use_ema_weights: not while the whole model is gathered (gather_full_parameters)");
-    ZD_CHECK(on == ema_saved_.empty(), "use_ema_weights(", on, ") called twice in a row");
+    ZD_CHECK(!on || ema_saved_.empty(), "use_ema_weights(true): the EMA weights are already in the parameter shards");
+    ZD_CHECK(on || !ema_saved_.empty(),
+             "use_ema_weights(false): the parameter shards hold the trained weights already (no use_ema_weights(true) "
+             "before)");
     torch::NoGradGuard no_grad;
     manager_->release_all();  // (the shards are what the units gather next)
     for (size_t c = 0; c < manager_->num_chunks(); ++c) {
       if (placement_) placement_->wait_shard(c);
-      at::Tensor shard = local(c);
-      if (on) {
-        // The trained weights are kept as they are (zero3's fp32 master may be this very tensor); gemini keeps the
-        // copy in host memory, outside the device budget.
-        ema_saved_.push_back(gemini_ ? shard.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true) : shard.clone());
+    }
+    if (on) {
+      // All or nothing: first a copy of every chunk's trained shard (zero3's fp32 master may be this very tensor;
+      // gemini keeps the copies in host memory, outside the device budget), then the EMA into the shards, so that
+      // use_ema_weights(false) restores every chunk whichever step throws.
+      std::vector<at::Tensor> saved;
+      saved.reserve(manager_->num_chunks());
+      for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+        const at::Tensor shard = local(c);
+        saved.push_back(gemini_ ? shard.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true) : shard.clone());
+      }
+      ema_saved_ = std::move(saved);
+      for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+        if (placement_) placement_->wait_shard(c);  // (fetching an earlier block may have moved this shard)
+        at::Tensor shard = local(c);
         auto block = gemini_ ? fetch_block(c) : std::vector<at::Tensor>{};
         shard.copy_(gemini_ ? block[3] : ema_[c]);
         if (gemini_) store_block(c, std::move(block));
-      } else {
-        shard.copy_(ema_saved_[c]);
       }
+    } else {
+      for (size_t c = 0; c < manager_->num_chunks(); ++c) {
+        if (placement_) placement_->wait_shard(c);
+        local(c).copy_(ema_saved_[c]);
+      }
+      ema_saved_.clear();
     }
-    if (!on) ema_saved_.clear();
     if (gemini_) flush_disk();
   }
 

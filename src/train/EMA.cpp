@@ -9,8 +9,19 @@
 
 namespace zerodiff::train {
 
+void check_ema_options(const EMAOptions& o) {
+  ZD_CHECK(o.decay >= 0 && o.decay <= 1, "EMA decay must be in [0, 1], got ", o.decay);
+  ZD_CHECK(o.min_decay >= 0 && o.min_decay <= o.decay, "EMA min_decay must be in [0, decay = ", o.decay, "], got ",
+           o.min_decay);
+  ZD_CHECK(o.update_after_step >= 0, "EMA update_after_step must be >= 0, got ", o.update_after_step);
+  if (o.use_ema_warmup) {
+    ZD_CHECK(o.inv_gamma > 0, "EMA inv_gamma must be > 0 with the warmup schedule, got ", o.inv_gamma);
+    ZD_CHECK(o.power > 0, "EMA power must be > 0 with the warmup schedule, got ", o.power);
+  }
+}
+
 EMA::EMA(const torch::nn::Module& module, EMAOptions options) : options_(options) {
-  ZD_CHECK(options_.decay >= 0 && options_.decay <= 1, "EMA decay must be in [0, 1], got ", options_.decay);
+  check_ema_options(options_);
   torch::NoGradGuard no_grad;
   for (const auto& p : module.named_parameters(true)) {
     if (!p.value().requires_grad()) continue;

@@ -108,7 +108,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       trained_weights = static_cast<double>(padded.parameters);
       e.gradients = static_cast<double>(padded.gradients);
       e.optimizer = static_cast<double>(padded.optimizer_states);
-      if (trainer.ema.enabled) e.ema = static_cast<double>(padded.parameters);  // fp32, like the master shard
+      if (trainer.ema.enabled) e.ema = static_cast<double>(padded.parameters);  // an fp32 shard per rank
       std::ostringstream os;
       os << std::fixed << std::setprecision(1) << chunks << " chunks of " << chunk << " elements ("
          << static_cast<double>(chunk) * 4 / (1024.0 * 1024) << " MiB fp32) over " << units.size() << " units, padding "
@@ -130,7 +130,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
     e.gradients /= 2;
     e.optimizer /= 2;
     e.master /= 2;
-    e.ema /= 2;
+    // (the EMA stays float32: train::EMA's shadow and the sharded EMA shard are fp32 under every precision)
   }
   return e;
 }

@@ -274,6 +274,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
                                c.ema.use_warmup, c.ema.inv_gamma, c.ema.power};
   std::optional<EMA> ema;
   const bool sharded_ema = c.ema.enabled && strategy.sharded_ema();
+  if (c.ema.enabled) check_ema_options(ema_options);
   // sharded: the names train::EMA would use (trainable parameters, a tied tensor under each of its names)
   std::vector<std::pair<std::string, at::Tensor>> ema_params;
   if (sharded_ema) {
@@ -340,7 +341,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
         std::vector<std::pair<at::Tensor, at::Tensor>> whole;
         for (const auto& [name, p] : ema_params) {
           auto it = saved.find(name);
-          if (it == saved.end()) throw IoError(zerodiff::str("EMA state: missing weight '", name, "'"));
+          if (it == saved.end()) {
+            throw IoError(zerodiff::str(where, "/ema.safetensors: no EMA weight for parameter '", name, "'"));
+          }
           whole.emplace_back(p, it->second);
         }
         strategy.load_ema(whole, where + "/ema.safetensors");
@@ -704,18 +707,40 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       return m;
     }();
     ema->copy_to(module.model());
+    // The raw weights go back even when validation, sampling or export throws.
+    struct RestoreRaw {
+      torch::nn::Module& model;
+      const io::TensorMap& raw;
+      ~RestoreRaw() {
+        try {
+          io::load_state_dict(model, raw);
+        } catch (const std::exception& e) {
+          ZD_LOG_ERROR("could not put the trained weights back after the EMA export: ", e.what());
+        }
+      }
+    } restore{module.model(), raw};
     validate();  // the end-of-run figures are those of the exported weights
     write_samples("final.png");
     export_final();
-    io::load_state_dict(module.model(), raw);
   } else if (sharded_ema) {
     // The same with the sharded EMA: the parameter shards hold the EMA weights meanwhile (each rank its own part;
     // the units and the whole-model gathers of validation, sampling and export then see them), then the trained ones.
     strategy.use_ema_weights(true);
+    // Put the trained weights back even when validation, sampling or export throws (use_ema_weights is local to
+    // each rank: no collective in the unwinding path).
+    struct RestoreTrained {
+      parallel::Strategy& s;
+      ~RestoreTrained() {
+        try {
+          s.use_ema_weights(false);
+        } catch (const std::exception& e) {
+          ZD_LOG_ERROR("could not put the trained weights back after the EMA export: ", e.what());
+        }
+      }
+    } restore{strategy};
     validate();
     write_samples("final.png");
     export_final();
-    strategy.use_ema_weights(false);
   } else {
     validate();
     write_samples("final.png");

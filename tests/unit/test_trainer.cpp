@@ -518,6 +518,35 @@ TEST(EMA, DecayAndUpdateFollowDiffusersEMAModel) {
   EXPECT_TRUE(torch::equal(other->weight, ema.shadow().at("weight")));
 }
 
+// Bad EMA options are refused up front, by the library (check_ema_options: the sharded EMA of zero3 / gemini builds
+// no train::EMA) and by the config loader, naming the field.
+TEST(EMA, BadOptionsAreRefusedNamingTheField) {
+  const auto error_of = [](const zt::EMAOptions& o) -> std::string {
+    try {
+      zt::check_ema_options(o);
+    } catch (const zerodiff::Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  EXPECT_EQ(error_of({.decay = 0.999}), "(no error)");
+  EXPECT_EQ(error_of({.decay = -0.5}), "EMA decay must be in [0, 1], got -0.5");
+  EXPECT_EQ(error_of({.decay = 0.99, .min_decay = 1.5}), "EMA min_decay must be in [0, decay = 0.99], got 1.5");
+  EXPECT_EQ(error_of({.update_after_step = -1}), "EMA update_after_step must be >= 0, got -1");
+  EXPECT_EQ(error_of({.use_ema_warmup = true, .inv_gamma = 0}),
+            "EMA inv_gamma must be > 0 with the warmup schedule, got 0");
+  torch::nn::Linear lin(2, 1);
+  EXPECT_THROW(zt::EMA(*lin, {.decay = 0.9, .min_decay = 0.95}), zerodiff::Error);
+  try {
+    zerodiff::config::load_string<zt::TrainerConfig>(
+        "output_dir: x\nmax_steps: 10\nema:\n  enabled: true\n  decay: 0.99\n  min_decay: 1.5\n", "t.yaml");
+    FAIL();
+  } catch (const zerodiff::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("key 'ema.min_decay' must be in [0, decay], got 1.5"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Checkpoints, KeepLastLatestAndAtomicity) {
   const std::string dir = fresh("ckpt");
   zio::CheckpointManager m(dir, 2);

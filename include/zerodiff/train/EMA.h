@@ -23,6 +23,11 @@ struct EMAOptions {
   double power = 2.0 / 3.0;
 };
 
+/// Checks `options`: decay in [0, 1], min_decay in [0, decay], update_after_step >= 0, and with use_ema_warmup
+/// inv_gamma > 0 and power > 0. Throws zerodiff::Error naming the field and its value. Called by EMA's
+/// constructor and by the Trainer before a sharded EMA starts.
+void check_ema_options(const EMAOptions& options);
+
 /// The decay of the EMA update after optimisation step `step` (1-based count of updates so far), as diffusers'
 /// EMAModel.get_decay: s = step - update_after_step - 1; 0 for s <= 0; else (1 + s) / (10 + s), or with
 /// use_ema_warmup 1 - (1 + s / inv_gamma)^-power; then clamped to [min_decay, decay]. Dimensionless, in [0, 1].
@@ -31,7 +36,8 @@ double ema_decay_at(const EMAOptions& options, int64_t step);
 
 class EMA {
  public:
-  /// Snapshots `module`'s trainable parameters (fp32 copies). Buffers are copied, not averaged.
+  /// Snapshots `module`'s trainable parameters (fp32 copies). Buffers are copied, not averaged. Throws
+  /// zerodiff::Error for invalid options (check_ema_options).
   EMA(const torch::nn::Module& module, EMAOptions options);
 
   /// The decay used by the update at optimisation step `step` (1-based count of updates so far):

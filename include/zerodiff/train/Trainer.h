@@ -70,7 +70,8 @@ struct EMAConfig {
   void visit(V& v) {
     v("enabled", enabled,
       "Keep an EMA of the trained weights; exported instead of the raw weights (zero3/gemini: sharded like the "
-      "master weights, 4 bytes per trained parameter / world size on each rank)");
+      "master weights, 4 bytes per trained parameter / world size on each rank; a chunk too small to shard keeps its "
+      "EMA whole)");
     v("decay", decay, "Maximum EMA decay");
     v("min_decay", min_decay, "Minimum EMA decay");
     v("update_after_step", update_after_step, "EMA starts after this many optimizer steps");
@@ -78,6 +79,10 @@ struct EMAConfig {
     v("inv_gamma", inv_gamma, "EMA warmup inverse multiplicative factor");
     v("power", power, "EMA warmup exponent");
     v.check(decay >= 0 && decay <= 1, "decay", "must be in [0, 1], got ", decay);
+    v.check(min_decay >= 0 && min_decay <= decay, "min_decay", "must be in [0, decay], got ", min_decay);
+    v.check(update_after_step >= 0, "update_after_step", "must be >= 0, got ", update_after_step);
+    v.check(!use_warmup || (inv_gamma > 0 && power > 0), "inv_gamma",
+            "and power must be > 0 with use_warmup, got inv_gamma ", inv_gamma, ", power ", power);
   }
 };
 
