@@ -707,11 +707,14 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       return m;
     }();
     ema->copy_to(module.model());
-    // The raw weights go back even when validation, sampling or export throws.
+    // The raw weights go back even when validation, sampling or export throws (then best effort, logged, so that
+    // the first exception is the one that propagates); on success, below, with errors propagating.
     struct RestoreRaw {
       torch::nn::Module& model;
       const io::TensorMap& raw;
+      bool armed = true;
       ~RestoreRaw() {
+        if (!armed) return;
         try {
           io::load_state_dict(model, raw);
         } catch (const std::exception& e) {
@@ -722,15 +725,19 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     validate();  // the end-of-run figures are those of the exported weights
     write_samples("final.png");
     export_final();
+    restore.armed = false;
+    io::load_state_dict(module.model(), raw);
   } else if (sharded_ema) {
     // The same with the sharded EMA: the parameter shards hold the EMA weights meanwhile (each rank its own part;
     // the units and the whole-model gathers of validation, sampling and export then see them), then the trained ones.
     strategy.use_ema_weights(true);
     // Put the trained weights back even when validation, sampling or export throws (use_ema_weights is local to
-    // each rank: no collective in the unwinding path).
+    // each rank: no collective in the unwinding path; best effort there, logged); on success, below.
     struct RestoreTrained {
       parallel::Strategy& s;
+      bool armed = true;
       ~RestoreTrained() {
+        if (!armed) return;
         try {
           s.use_ema_weights(false);
         } catch (const std::exception& e) {
@@ -741,6 +748,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     validate();
     write_samples("final.png");
     export_final();
+    restore.armed = false;
+    strategy.use_ema_weights(false);
   } else {
     validate();
     write_samples("final.png");
