@@ -434,6 +434,27 @@ TEST(Trainer, ShardedEmaUnderZero3AndGeminiEqualsSingle) {
   }
 }
 
+// When the final export throws (a full disk, say), fit propagates that error and the module leaves it with the
+// trained weights, not the EMA it was exporting (strategy single: the weights are plain tensors to compare).
+TEST(Trainer, FailedEmaExportLeavesTheTrainedWeights) {
+  torch::set_num_threads(1);
+  struct FailingExport : ToyModule {
+    void export_to(const std::string&) override { throw zerodiff::IoError("export failed (test)"); }
+  };
+  const std::string dir = fresh("ema_failed_export");
+  FailingExport m;
+  zd::DataLoader loader(shapes(), loader_options(2));
+  try {
+    zt::Trainer(ema_config(dir, "single", 6)).fit(m, loader);
+    ADD_FAILURE() << "fit did not throw";
+  } catch (const zerodiff::IoError& e) {
+    EXPECT_STREQ(e.what(), "export failed (test)");
+  }
+  const auto ckpt = zio::CheckpointManager::load(dir + "/checkpoints/checkpoint-6");
+  EXPECT_EQ(max_abs_diff(zio::state_dict(m.model()), ckpt.tensors.at("model"), "module vs trained"), 0.0);
+  EXPECT_GT(max_abs_diff(zio::state_dict(m.model()), ckpt.tensors.at("ema"), "module vs EMA"), 1e-3);
+}
+
 // A zero3 / gemini run interrupted after 3 steps and resumed from its checkpoint ends with the EMA (checkpoint file and
 // exported weights) of the uninterrupted run, bit for bit: the shards are restored from the whole "ema" file.
 TEST(Trainer, ShardedEmaResumeContinuesExactly) {
