@@ -29,12 +29,20 @@ const nlohmann::json* ConfigJsonReader::find(const std::string& key) {
   return &*it;
 }
 
+void config_key_error(const std::string& model, const std::string& key, const std::string& message) {
+  throw ConfigError(str(model, " config: key '", key, "' ", message));
+}
+
+void config_key_unsupported(const std::string& model, const std::string& key, const std::string& message) {
+  throw NotImplementedError(str(model, " config: key '", key, "' ", message));
+}
+
 void ConfigJsonReader::fail(const std::string& key, const std::string& message) const {
-  throw ConfigError(str(model_, " config: key '", key, "' ", message));
+  config_key_error(model_, key, message);
 }
 
 void ConfigJsonReader::unsupported(const std::string& key, const std::string& message) const {
-  throw NotImplementedError(str(model_, " config: key '", key, "' ", message));
+  config_key_unsupported(model_, key, message);
 }
 
 void ConfigJsonReader::type_error(const std::string& key, const char* expected,

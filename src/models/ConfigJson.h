@@ -72,6 +72,11 @@ class ConfigJsonReader {
   std::set<std::string> declared_;
 };
 
+/// Throws ConfigError "<model> config: key '<key>' <message>" (a value of the wrong kind or out of range).
+[[noreturn]] void config_key_error(const std::string& model, const std::string& key, const std::string& message);
+/// Throws NotImplementedError "<model> config: key '<key>' <message>" (a valid value zerodiff does not implement).
+[[noreturn]] void config_key_unsupported(const std::string& model, const std::string& key, const std::string& message);
+
 /// `values` as JSON: an integer when it has one element, a list otherwise.
 nlohmann::json int_or_list(const std::vector<int64_t>& values);
 

@@ -9,14 +9,46 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <system_error>
 
+#include <nlohmann/json.hpp>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace zerodiff::testing {
 
 /// tests/data/parity (built with filesystem::path: GCC 12 warns falsely on literal + std::string here).
 inline std::string parity_dir() { return (std::filesystem::path(ZERODIFF_TEST_DATA_DIR) / "parity").string(); }
+
+/// configs/models/<rel> in the source tree.
+inline std::string config_dir(const std::string& rel) {
+  return (std::filesystem::path(ZERODIFF_SOURCE_DIR) / "configs" / "models" / rel).string();
+}
+
+/// Parses the JSON file at `path` (a failed open is a test failure naming it).
+inline nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  return nlohmann::json::parse(in);
+}
+
+/// A fresh folder <temp>/zerodiff_<tag>_<pid>, removed when the test ends.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag) {
+    path = std::filesystem::temp_directory_path() / ("zerodiff_" + tag + "_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 /// Max abs error of `got` vs `ref`, and whether it is within 1e-4 * max(1, max|ref|). Prints one line.
 inline ::testing::AssertionResult parity_close(const std::string& what, const at::Tensor& got, const at::Tensor& ref,

@@ -27,6 +27,10 @@ namespace zm = zerodiff::models;
 namespace zio = zerodiff::io;
 using zerodiff::testing::parity_close;
 
+using zerodiff::testing::config_dir;
+using zerodiff::testing::read_json;
+using zerodiff::testing::TempDir;
+
 namespace {
 
 std::string clip_dir() {
@@ -35,27 +39,7 @@ std::string clip_dir() {
   return dir;
 }
 std::string tokenizer_dir() { return clip_dir() + "/tokenizer"; }
-std::string config_dir(const std::string& rel) { return std::string(ZERODIFF_SOURCE_DIR) + "/configs/models/" + rel; }
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  return nlohmann::json::parse(in);
-}
-
-/// A fresh folder under the temp dir, removed when the test ends.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("zerodiff_clip_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 const zm::CLIPTokenizer& sd1_tokenizer() {
   static const zm::CLIPTokenizer tok = zm::CLIPTokenizer::from_pretrained(tokenizer_dir());
@@ -166,7 +150,7 @@ TEST(ClipTokenizer, OriginalBpeGzMatchesTheFolder) {
 }
 
 TEST(ClipTokenizer, PadTokenFromSpecialTokensMap) {
-  TempDir dir("pad");
+  TempDir dir("clip_pad");
   for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json"}) {
     fs::copy_file(fs::path(tokenizer_dir()) / f, dir.path / f);
   }
@@ -181,7 +165,7 @@ TEST(ClipTokenizer, PadTokenFromSpecialTokensMap) {
 }
 
 TEST(ClipTokenizer, SavePretrainedRoundTrip) {
-  TempDir dir("save");
+  TempDir dir("clip_save");
   const zm::CLIPTokenizer tok = zm::CLIPTokenizer::from_pretrained(tokenizer_dir(), std::string("!"));
   tok.save_pretrained(dir.path.string());
   const zm::CLIPTokenizer back = zm::CLIPTokenizer::from_pretrained(dir.path.string());
@@ -279,7 +263,7 @@ TEST(ClipTextModel, TokenizerIdsOfTheFixturesAreTheRealTokenizers) {
 TEST(ClipTextModel, LoadsTransformers4PrefixedCheckpoint) {
   // Published SD folders (transformers 4.x) prefix keys with "text_model." and may hold position_ids.
   const std::string src = clip_dir() + "/text_vitl_tiny";
-  TempDir dir("prefixed");
+  TempDir dir("clip_prefixed");
   fs::copy_file(fs::path(src) / "config.json", dir.path / "config.json");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [name, t] : zio::load_safetensors(src + "/model.safetensors")) {
@@ -306,7 +290,7 @@ TEST(ClipTextModel, LoadsTransformers4PrefixedCheckpoint) {
 }
 
 TEST(ClipTextModel, SavePretrainedRoundTrip) {
-  TempDir dir("model_save");
+  TempDir dir("clip_model_save");
   zm::CLIPTextModel a = zm::clip_text_model_from_pretrained(clip_dir() + "/text_vith_tiny");
   zm::save_pretrained(a, dir.path.string());
   const nlohmann::json config = zio::read_config_json(dir.path.string());

@@ -26,15 +26,12 @@ using zerodiff::testing::parity_dir;
 namespace zm = zerodiff::models;
 namespace zio = zerodiff::io;
 
+using zerodiff::testing::config_dir;
+using zerodiff::testing::read_json;
+
 namespace {
 
 using KeyList = std::vector<std::pair<std::string, std::vector<int64_t>>>;
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  return nlohmann::json::parse(in);
-}
 
 KeyList reference_keys(const nlohmann::json& ref, const char* field) {
   KeyList keys;
@@ -78,10 +75,6 @@ void compare_with_reference(const torch::nn::Module& model, const std::string& k
     }
   }
   EXPECT_EQ(buffers, reference_keys(ref, "buffers")) << key_list;
-}
-
-std::string config_dir(const std::string& rel) {
-  return (fs::path(ZERODIFF_SOURCE_DIR) / "configs" / "models" / rel).string();
 }
 
 // Full-size models are built on the CPU in float32 one at a time (SD UNet: 3.4 GB), then freed.

@@ -27,6 +27,9 @@ namespace zm = zerodiff::models;
 namespace zio = zerodiff::io;
 using zerodiff::testing::parity_close;
 
+using zerodiff::testing::read_json;
+using zerodiff::testing::TempDir;
+
 namespace {
 
 constexpr double kImageTol = 1e-3;  // issue 4: pixels in [0, 1]
@@ -34,11 +37,6 @@ constexpr double kImageTol = 1e-3;  // issue 4: pixels in [0, 1]
 fs::path pipeline_data() { return fs::path(ZERODIFF_TEST_DATA_DIR) / "pipeline"; }
 std::string model_dir() { return (pipeline_data() / "tiny_sd").string(); }
 
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  return nlohmann::json::parse(in);
-}
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
   std::stringstream ss;
@@ -46,7 +44,7 @@ std::string read_text(const fs::path& path) {
   return ss.str();
 }
 
-const nlohmann::json& manifest() {
+const nlohmann::json& pipeline_manifest() {
   static const nlohmann::json m = read_json(pipeline_data() / "cases.json");
   return m;
 }
@@ -68,8 +66,8 @@ std::vector<std::string> strings(const nlohmann::json& j) { return j.get<std::ve
 /// GenerateOptions of one case of cases.json (without latents: the seed draws them).
 zm::GenerateOptions options_for(const nlohmann::json& c) {
   zm::GenerateOptions o;
-  o.prompts = strings(manifest()["prompts"]);
-  if (c["negative"].get<bool>()) o.negative_prompts = strings(manifest()["negative_prompts"]);
+  o.prompts = strings(pipeline_manifest()["prompts"]);
+  if (c["negative"].get<bool>()) o.negative_prompts = strings(pipeline_manifest()["negative_prompts"]);
   o.num_inference_steps = c["steps"].get<int64_t>();
   o.guidance_scale = c["guidance"].get<double>();
   o.scheduler = c["scheduler"].get<std::string>();
@@ -78,20 +76,6 @@ zm::GenerateOptions options_for(const nlohmann::json& c) {
   if (!c["clip_skip"].is_null()) o.clip_skip = c["clip_skip"].get<int64_t>();
   return o;
 }
-
-/// A fresh folder under the temp dir, removed when the test ends.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("zerodiff_pipe_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 /// Runs tools/fixtures/check_pipeline_load.py with the project's .venv; -1 when there is none with diffusers.
 int check_with_diffusers(const std::string& args) {
@@ -112,7 +96,7 @@ std::string quote(const std::string& s) { return "'" + s + "'"; }
 class PipelineParity : public ::testing::TestWithParam<std::string> {
  protected:
   const nlohmann::json& spec() const {
-    for (const auto& c : manifest()["cases"]) {
+    for (const auto& c : pipeline_manifest()["cases"]) {
       if (c["name"] == GetParam()) return c;
     }
     throw std::runtime_error("no case " + GetParam());
@@ -124,20 +108,20 @@ class PipelineParity : public ::testing::TestWithParam<std::string> {
 TEST(PipelineParity, FixtureCoversTheBar) {
   // DDIM and Euler, guidance 7.5, a negative prompt, 2 prompts (issue 4's "Whole pipeline" bullet).
   int bar = 0;
-  for (const auto& c : manifest()["cases"]) {
+  for (const auto& c : pipeline_manifest()["cases"]) {
     if ((c["scheduler"] == "DDIMScheduler" || c["scheduler"] == "EulerDiscreteScheduler") &&
         c["guidance"].get<double>() == 7.5 && c["negative"].get<bool>())
       ++bar;
   }
   EXPECT_EQ(bar, 2);
-  EXPECT_EQ(manifest()["prompts"].size(), 2u);
+  EXPECT_EQ(pipeline_manifest()["prompts"].size(), 2u);
 }
 
 TEST(PipelineParity, PromptEmbeddingsMatchDiffusers) {
   const auto& p = pipeline();
-  const auto prompts = strings(manifest()["prompts"]);
+  const auto prompts = strings(pipeline_manifest()["prompts"]);
   EXPECT_TRUE(parity_close("prompt_embeds", p.encode_prompt(prompts), cases().at("prompt_embeds")));
-  EXPECT_TRUE(parity_close("negative_prompt_embeds", p.encode_prompt(strings(manifest()["negative_prompts"])),
+  EXPECT_TRUE(parity_close("negative_prompt_embeds", p.encode_prompt(strings(pipeline_manifest()["negative_prompts"])),
                            cases().at("negative_prompt_embeds")));
   EXPECT_TRUE(parity_close("prompt_embeds.clip_skip_1", p.encode_prompt(prompts, 1),
                            cases().at("prompt_embeds.clip_skip_1")));
@@ -166,7 +150,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, PipelineParity,
 
 TEST(PipelineRoundTrip, SavedFolderMatchesDiffusersLayoutAndReloads) {
   torch::NoGradGuard no_grad;
-  TempDir tmp("save");
+  TempDir tmp("pipe_save");
   const fs::path out = tmp.path / "sd";
   pipeline().save_pretrained(out.string());
   for (const char* f : {"model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
@@ -186,7 +170,7 @@ TEST(PipelineRoundTrip, SavedFolderMatchesDiffusersLayoutAndReloads) {
   zio::TensorMap images;
   for (const std::string name : {"ddim", "euler"}) {
     nlohmann::json spec;
-    for (const auto& c : manifest()["cases"])
+    for (const auto& c : pipeline_manifest()["cases"])
       if (c["name"] == name) spec = c;
     const at::Tensor x = again.generate(options_for(spec));
     EXPECT_TRUE(torch::equal(x, pipeline().generate(options_for(spec)))) << name;
@@ -235,7 +219,7 @@ TEST(PipelineErrors, MissingFolderIsNamed) {
 }
 
 TEST(PipelineErrors, IncompleteFolderNamesWhatIsMissing) {
-  TempDir tmp("incomplete");
+  TempDir tmp("pipe_incomplete");
   const fs::path src(model_dir());
   for (const char* name : {"unet", "text_encoder", "tokenizer"}) fs::create_directory_symlink(fs::canonical(src / name), tmp.path / name);
   fs::create_directories(tmp.path / "scheduler");
@@ -304,7 +288,7 @@ TEST(PipelineImages, GridAndPng) {
   EXPECT_EQ(grid.slice(1, 4, 8).slice(2, 5, 10).abs().sum().item<double>(), 0.0);
   EXPECT_EQ(zm::make_image_grid(images, 3).sizes(), (std::vector<int64_t>{3, 4, 15}));
 
-  TempDir tmp("png");
+  TempDir tmp("pipe_png");
   const std::string path = (tmp.path / "sub" / "x.png").string();
   zm::write_png(images[1], path);
   const at::Tensor back = zerodiff::data::ImageDecoder().decode_file(path);  // uint8 [3, H, W]

@@ -16,7 +16,7 @@ namespace {
 
 const std::string kDir = std::string(ZERODIFF_TEST_DATA_DIR) + "/parity/schedulers/";
 
-nlohmann::json manifest() {
+nlohmann::json scheduler_manifest() {
   std::ifstream in(kDir + "manifest.json");
   return nlohmann::json::parse(in);
 }
@@ -34,7 +34,7 @@ class SchedulerParity : public testing::TestWithParam<int> {};
 }  // namespace
 
 TEST_P(SchedulerParity, MatchesDiffusers) {
-  const nlohmann::json c = manifest()[GetParam()];
+  const nlohmann::json c = scheduler_manifest()[GetParam()];
   SCOPED_TRACE(c["name"].get<std::string>());
   nlohmann::json cfg = c["config"];
   cfg["_class_name"] = c["class"];
@@ -84,9 +84,9 @@ TEST_P(SchedulerParity, MatchesDiffusers) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, SchedulerParity, testing::Range(0, static_cast<int>(manifest().size())),
+INSTANTIATE_TEST_SUITE_P(Cases, SchedulerParity, testing::Range(0, static_cast<int>(scheduler_manifest().size())),
                          [](const testing::TestParamInfo<int>& info) {
-                           return manifest()[info.param]["name"].get<std::string>();
+                           return scheduler_manifest()[info.param]["name"].get<std::string>();
                          });
 
 TEST(Schedulers, BadConfigsFailClearly) {

@@ -25,7 +25,7 @@ namespace zm = zerodiff::memory;
 namespace {
 
 /// A fresh, empty folder under GoogleTest's TempDir.
-fs::path fresh_dir(const std::string& name) {
+fs::path fresh_store_dir(const std::string& name) {
   const fs::path dir = fs::path(testing::TempDir()) / "zd_disk_state_store" / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -85,7 +85,7 @@ std::string error_text(F&& f) {
 }  // namespace
 
 TEST(DiskStateStore, RoundTripsThreeTensorsOfDifferentSizes) {
-  const fs::path dir = fresh_dir("round_trip");
+  const fs::path dir = fresh_store_dir("round_trip");
   zm::DiskStateStore store(dir.string(), 3);
   EXPECT_EQ(store.directory(), (dir / "rank-3").string());
   torch::manual_seed(0);
@@ -108,7 +108,7 @@ TEST(DiskStateStore, RoundTripsThreeTensorsOfDifferentSizes) {
 }
 
 TEST(DiskStateStore, FetchSeesAWriteBackStillInFlight) {
-  const fs::path dir = fresh_dir("in_flight");
+  const fs::path dir = fresh_store_dir("in_flight");
   zm::DiskStateStore store(dir.string(), 0);
   // 8 MB blocks: the write takes long enough that the fetch right after it is queued behind it.
   const int64_t n = 2 * 1024 * 1024;
@@ -131,7 +131,7 @@ TEST(DiskStateStore, FetchSeesAWriteBackStillInFlight) {
 }
 
 TEST(DiskStateStore, PrefetchThenFetchReadsOnce) {
-  const fs::path dir = fresh_dir("prefetch");
+  const fs::path dir = fresh_store_dir("prefetch");
   zm::DiskStateStore store(dir.string(), 0);
   const std::vector<at::Tensor> a{torch::linspace(0, 1, 300)}, b{torch::linspace(5, 6, 500), torch::ones({2, 2})};
   store.add(10, a);
@@ -151,7 +151,7 @@ TEST(DiskStateStore, PrefetchThenFetchReadsOnce) {
 }
 
 TEST(DiskStateStore, WriteBackDiscardsAStalePrefetch) {
-  const fs::path dir = fresh_dir("stale_prefetch");
+  const fs::path dir = fresh_store_dir("stale_prefetch");
   zm::DiskStateStore store(dir.string(), 0);
   store.add(1, {torch::zeros({4096})});
   // A prefetch that finished, then a write_back without a fetch: the prefetched (old) data is dropped.
@@ -170,7 +170,7 @@ TEST(DiskStateStore, WriteBackDiscardsAStalePrefetch) {
 }
 
 TEST(DiskStateStore, StepsOverManyBlocksMatchAnInMemoryReference) {
-  const fs::path dir = fresh_dir("steps");
+  const fs::path dir = fresh_store_dir("steps");
   zm::DiskStateStore store(dir.string(), 1);
   torch::manual_seed(1);
   const size_t num_blocks = 7;
@@ -214,7 +214,7 @@ TEST(DiskStateStore, StepsOverManyBlocksMatchAnInMemoryReference) {
 }
 
 TEST(DiskStateStore, ByteCountersAreExact) {
-  const fs::path dir = fresh_dir("counters");
+  const fs::path dir = fresh_store_dir("counters");
   zm::DiskStateStore store(dir.string(), 0);
   EXPECT_EQ(store.bytes_read(), 0);
   EXPECT_EQ(store.bytes_written(), 0);
@@ -234,7 +234,7 @@ TEST(DiskStateStore, ByteCountersAreExact) {
 }
 
 TEST(DiskStateStore, ResidentBytesReturnToZeroAfterFlush) {
-  const fs::path dir = fresh_dir("resident");
+  const fs::path dir = fresh_store_dir("resident");
   zm::DiskStateStore store(dir.string(), 0);
   store.add(0, {torch::ones({1 << 20})});  // 4 MiB
   store.add(1, {torch::ones({1 << 18}), torch::ones({10})});
@@ -255,7 +255,7 @@ TEST(DiskStateStore, ResidentBytesReturnToZeroAfterFlush) {
 }
 
 TEST(DiskStateStore, RejectsUnknownIds) {
-  const fs::path dir = fresh_dir("unknown");
+  const fs::path dir = fresh_store_dir("unknown");
   zm::DiskStateStore store(dir.string(), 0);
   store.add(1, {torch::ones({4})});
   EXPECT_EQ(error_text([&] { store.fetch(2); }), "DiskStateStore::fetch: unknown block id 2 (1 blocks registered)");
@@ -268,7 +268,7 @@ TEST(DiskStateStore, RejectsUnknownIds) {
 }
 
 TEST(DiskStateStore, RejectsRepeatedIdsAndBadTensors) {
-  const fs::path dir = fresh_dir("bad_input");
+  const fs::path dir = fresh_store_dir("bad_input");
   zm::DiskStateStore store(dir.string(), 0);
   store.add(7, {torch::ones({4}), torch::ones({2, 3})});
   EXPECT_EQ(error_text([&] { store.add(7, {torch::ones({4})}); }),
@@ -298,7 +298,7 @@ TEST(DiskStateStore, RejectsRepeatedIdsAndBadTensors) {
 }
 
 TEST(DiskStateStore, UncreatableDirectoryNamesThePath) {
-  const fs::path dir = fresh_dir("uncreatable");
+  const fs::path dir = fresh_store_dir("uncreatable");
   const fs::path file = dir / "a_regular_file";
   std::ofstream(file) << "not a folder";
   try {
@@ -312,7 +312,7 @@ TEST(DiskStateStore, UncreatableDirectoryNamesThePath) {
 }
 
 TEST(DiskStateStore, ShortReadNamesTheFileAndTheCounts) {
-  const fs::path dir = fresh_dir("short_read");
+  const fs::path dir = fresh_store_dir("short_read");
   zm::DiskStateStore store(dir.string(), 0);
   store.add(9, {torch::ones({30}), torch::ones({1000})});
   const std::string file = store.directory() + "/chunk-9.bin";
@@ -329,7 +329,7 @@ TEST(DiskStateStore, ShortReadNamesTheFileAndTheCounts) {
 // disk fails with ENOSPC), in a child process (the limit is process-wide). The child prints what it saw on stderr.
 TEST(DiskStateStoreDeathTest, FailedWriteIsReportedByTheNextFetchAndFlush) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  const fs::path dir = fresh_dir("failed_write");
+  const fs::path dir = fresh_store_dir("failed_write");
   const auto scenario = [&] {
     std::signal(SIGXFSZ, SIG_IGN);
     std::string out;
@@ -396,7 +396,7 @@ TEST(DiskStateStoreDeathTest, FailedWriteIsReportedByTheNextFetchAndFlush) {
 }
 
 TEST(DiskStateStore, DestructorRemovesItsFilesAndFolder) {
-  const fs::path dir = fresh_dir("destructor");
+  const fs::path dir = fresh_store_dir("destructor");
   std::string rank_dir;
   {
     zm::DiskStateStore store(dir.string(), 5);
@@ -421,7 +421,7 @@ TEST(DiskStateStore, DestructorRemovesItsFilesAndFolder) {
 }
 
 TEST(DiskStateStore, PinnedReadsOnlyWithCuda) {
-  const fs::path dir = fresh_dir("pinned");
+  const fs::path dir = fresh_store_dir("pinned");
   zm::DiskStateStore store(dir.string(), 0);
   store.set_pinned(true);
   store.add(0, {torch::arange(100, torch::kFloat)});

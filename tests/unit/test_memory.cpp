@@ -93,7 +93,9 @@ struct FourUnits {
     std::vector<zm::UnitParams> units;
     for (int u = 0; u < 4; ++u) {
       params.push_back(torch::full({numel}, static_cast<float>(u + 1)));
-      units.push_back(zm::UnitParams{"u" + std::to_string(u), {{"p" + std::to_string(u), params.back()}}});
+      // (append, not literal + std::string: GCC 12 -O3 warns falsely on the latter, -Wstringop-overflow)
+      units.push_back(zm::UnitParams{std::string("u").append(std::to_string(u)),
+                                     {{std::string("p").append(std::to_string(u)), params.back()}}});
     }
     manager = std::make_unique<zm::ChunkManager>(*group, units, numel);
   }

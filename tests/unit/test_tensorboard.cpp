@@ -16,12 +16,13 @@
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/train/Trainer.h"
 
+#include "support/source_dir.h"
+
 namespace fs = std::filesystem;
 namespace zt = zerodiff::train;
 
 namespace {
 
-const std::string kSource = ZERODIFF_SOURCE_DIR;
 
 // Runs the reader on `dir` and parses its JSON (stdout).
 nlohmann::json read_back(const std::string& dir) {

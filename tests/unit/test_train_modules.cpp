@@ -14,13 +14,14 @@
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/train/RunConfig.h"
 
+#include "support/source_dir.h"
+
 namespace fs = std::filesystem;
 namespace zt = zerodiff::train;
 
 namespace {
-const std::string kSource = ZERODIFF_SOURCE_DIR;
 
-std::string fresh(const std::string& name) {
+std::string fresh_module_dir(const std::string& name) {
   const auto dir = fs::path(testing::TempDir()) / "zd_modules" / name;
   fs::remove_all(dir);
   return dir.string();
@@ -39,7 +40,7 @@ zt::FitResult run(const std::string& yaml, const std::string& name, zt::Training
 }  // namespace
 
 TEST(AutoencoderModule, TrainsAndExportsWithMeasuredScalingFactor) {
-  const std::string out = fresh("vae");
+  const std::string out = fresh_module_dir("vae");
   const auto r = run("task: autoencoder\ntrainer:\n  output_dir: " + out +
                          "\n  max_steps: 4\n  accelerator: cpu\n  log_every: 2\n  sample_prompts: [x]\n"
                          "data:\n  dataset: synthetic\n  synthetic_size: 16\n  resolution: 16\n  batch_size: 4\n"
@@ -54,7 +55,7 @@ TEST(AutoencoderModule, TrainsAndExportsWithMeasuredScalingFactor) {
 }
 
 TEST(TextToImageModule, TrainsTheUNetOnlyAndExportsADiffusersFolder) {
-  const std::string out = fresh("t2i");
+  const std::string out = fresh_module_dir("t2i");
   const std::string yaml = "task: text_to_image\ntrainer:\n  output_dir: " + out +
                            "\n  max_steps: 3\n  accelerator: cpu\n  log_every: 1\n"
                            "  optimizer:\n    lr: 1.0e-3\n"
@@ -129,7 +130,7 @@ zerodiff::io::TensorMap unet_weights(const std::string& out) { return zerodiff::
 // Pickle weights where a model to fine-tune was named: refused with the conversion line, never a silent random
 // initialisation (found by a new-user trial).
 TEST(TextToImageModule, PickleWeightsAreRefusedNotIgnored) {
-  const std::string dir = fresh("pickle_unet");
+  const std::string dir = fresh_module_dir("pickle_unet");
   fs::create_directories(dir + "/unet");
   fs::copy_file(kSource + std::string("/configs/models/tiny/unet_sd1/config.json"), dir + "/unet/config.json");
   std::ofstream(dir + "/unet/diffusion_pytorch_model.bin", std::ios::binary) << std::string("PK\x03\x04rest", 8);
@@ -156,7 +157,7 @@ TEST(TextToImageModule, PickleWeightsAreRefusedNotIgnored) {
 TEST(TextToImageModule, CachedLatentsTrainLikeFreshOnesAndResumeExactly) {
   torch::set_num_threads(1);
   // 3 steps = 1.5 epochs: the second epoch reads every posterior from the cache.
-  const std::string fresh_dir = fresh("nocache"), cached = fresh("cache"), resumed = fresh("cache_resumed");
+  const std::string fresh_dir = fresh_module_dir("nocache"), cached = fresh_module_dir("cache"), resumed = fresh_module_dir("cache_resumed");
   zt::run(zerodiff::config::load_string<zt::RunConfig>(t2i_yaml(fresh_dir, 3), "a.yaml"));
   const auto cfg = zerodiff::config::load_string<zt::RunConfig>(t2i_yaml(cached, 3, "  cache_latents: true\n"), "b.yaml");
   zt::run(cfg);
@@ -221,12 +222,12 @@ TEST(TrainingModules, ValidationSplitReportsHeldOutLosses) {
   torch::set_num_threads(1);
   // Text to image: 1 of 4 samples held out; val_loss at the end.
   const auto t2i = zt::run(zerodiff::config::load_string<zt::RunConfig>(
-      t2i_yaml(fresh("t2i_val"), 2, "", "  validation_split: 0.25\n"), "t2i_val.yaml"));
+      t2i_yaml(fresh_module_dir("t2i_val"), 2, "", "  validation_split: 0.25\n"), "t2i_val.yaml"));
   ASSERT_TRUE(t2i.validation.count("loss"));
   EXPECT_TRUE(std::isfinite(t2i.validation.at("loss")));
   EXPECT_GT(t2i.validation.at("loss"), 0.0);
   // Autoencoder: reconstruction of the posterior mode and the KL term as well.
-  const std::string out = fresh("vae_val");
+  const std::string out = fresh_module_dir("vae_val");
   const auto vae = zt::run(zerodiff::config::load_string<zt::RunConfig>(
       "task: autoencoder\ntrainer:\n  output_dir: " + out +
           "\n  max_steps: 2\n  accelerator: cpu\n  val_every: 1\n  val_batches: 1\n"
@@ -249,7 +250,7 @@ TEST(TrainingModules, Bf16MixedTrainsLikeFp32) {
   // The same tiny text-to-image run (same data, noise and timesteps) in 32-true and bf16-mixed: fp32 master
   // weights, bfloat16 autocast compute. The losses after the same steps agree within 5 %.
   auto losses = [](const std::string& precision) {
-    const std::string out = fresh("prec_" + precision);
+    const std::string out = fresh_module_dir("prec_" + precision);
     std::string yaml = t2i_yaml(out, 6);
     const std::string needle = "  accelerator: cpu\n";
     yaml.replace(yaml.find(needle), needle.size(), needle + "  precision: " + precision + "\n");
@@ -301,7 +302,7 @@ TEST(TextToImageModule, Zero3AndGeminiInOneProcessTrainLikeSingle) {
     // (0.3 MiB chunks: the UNet spans several; the text encoder's 1.6 M-element token embedding gets its own.)
     return y;
   };
-  const std::string single = fresh("z3_single"), zero3 = fresh("z3_zero3"), gemini = fresh("z3_gemini");
+  const std::string single = fresh_module_dir("z3_single"), zero3 = fresh_module_dir("z3_zero3"), gemini = fresh_module_dir("z3_gemini");
   zt::run(zerodiff::config::load_string<zt::RunConfig>(yaml(single, "single"), "single.yaml"));
   zt::run(zerodiff::config::load_string<zt::RunConfig>(yaml(zero3, "zero3"), "zero3.yaml"));
   // gemini through the whole Trainer: optimizer states on disk, half the parameter shards in host memory.

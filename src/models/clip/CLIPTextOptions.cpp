@@ -7,7 +7,7 @@
 namespace zerodiff::models {
 
 namespace {
-constexpr const char* kModel = "CLIPTextModel";
+constexpr const char* kClipClass = "CLIPTextModel";
 // PretrainedConfig keys that carry no behaviour for the text model (transformers 4.x wrote many of them into
 // nested configs; 5.x writes architectures, dtype, transformers_version). Any value is accepted.
 constexpr const char* kGenericKeys[] = {
@@ -29,13 +29,13 @@ CLIPActivation parse_clip_activation(const std::string& name) {
   if (name == "quick_gelu") return CLIPActivation::quick_gelu;
   if (name == "gelu") return CLIPActivation::gelu;
   if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return CLIPActivation::gelu_tanh;
-  throw NotImplementedError(str(kModel, " config: key 'hidden_act' = \"", name,
+  throw NotImplementedError(str(kClipClass, " config: key 'hidden_act' = \"", name,
                                 "\" is not supported by zerodiff (supported: quick_gelu, gelu, gelu_new, "
                                 "gelu_pytorch_tanh, gelu_fast)"));
 }
 
 CLIPTextOptions CLIPTextOptions::from_json(const nlohmann::json& config) {
-  detail::ConfigJsonReader r(config, kModel);
+  detail::ConfigJsonReader r(config, kClipClass);
   CLIPTextOptions o;
   o.vocab_size(r.get_int("vocab_size", o.vocab_size()));
   o.hidden_size(r.get_int("hidden_size", o.hidden_size()));
@@ -91,7 +91,7 @@ nlohmann::json CLIPTextOptions::to_json() const {
 
 void CLIPTextOptions::validate() const {
   const auto positive = [](const char* key, int64_t v) {
-    if (v <= 0) throw ConfigError(str(kModel, " config: key '", key, "' must be > 0, got ", v));
+    if (v <= 0) throw ConfigError(str(kClipClass, " config: key '", key, "' must be > 0, got ", v));
   };
   positive("vocab_size", vocab_size());
   positive("hidden_size", hidden_size());
@@ -100,14 +100,14 @@ void CLIPTextOptions::validate() const {
   positive("num_attention_heads", num_attention_heads());
   positive("max_position_embeddings", max_position_embeddings());
   if (hidden_size() % num_attention_heads() != 0) {
-    throw ConfigError(str(kModel, " config: key 'hidden_size' (", hidden_size(),
+    throw ConfigError(str(kClipClass, " config: key 'hidden_size' (", hidden_size(),
                           ") must be a multiple of num_attention_heads (", num_attention_heads(), ")"));
   }
   if (!(layer_norm_eps() > 0)) {
-    throw ConfigError(str(kModel, " config: key 'layer_norm_eps' must be > 0, got ", layer_norm_eps()));
+    throw ConfigError(str(kClipClass, " config: key 'layer_norm_eps' must be > 0, got ", layer_norm_eps()));
   }
   if (attention_dropout() < 0 || attention_dropout() >= 1) {
-    throw ConfigError(str(kModel, " config: key 'attention_dropout' must be in [0, 1), got ", attention_dropout()));
+    throw ConfigError(str(kClipClass, " config: key 'attention_dropout' must be in [0, 1), got ", attention_dropout()));
   }
   (void)parse_clip_activation(hidden_act());
 }

@@ -8,14 +8,7 @@
 namespace zerodiff::models {
 namespace {
 
-constexpr const char* kModel = "UNet2DConditionModel";
-
-[[noreturn]] void config_error(const std::string& key, const std::string& message) {
-  throw ConfigError(str(kModel, " config: key '", key, "' ", message));
-}
-[[noreturn]] void not_supported(const std::string& key, const std::string& message) {
-  throw NotImplementedError(str(kModel, " config: key '", key, "' ", message));
-}
+constexpr const char* kUNetClass = "UNet2DConditionModel";
 
 int64_t at_block(const std::vector<int64_t>& values, size_t block) {
   return values.size() == 1 ? values[0] : values.at(block);
@@ -24,7 +17,7 @@ int64_t at_block(const std::vector<int64_t>& values, size_t block) {
 }  // namespace
 
 UNet2DConditionOptions UNet2DConditionOptions::from_json(const nlohmann::json& config) {
-  detail::ConfigJsonReader r(config, kModel);
+  detail::ConfigJsonReader r(config, kUNetClass);
   UNet2DConditionOptions o;
   const nlohmann::json sample_size = r.get_raw("sample_size", nullptr);
   if (sample_size.is_number_integer()) {
@@ -42,12 +35,12 @@ UNet2DConditionOptions UNet2DConditionOptions::from_json(const nlohmann::json& c
   o.freq_shift(r.get_double("freq_shift", o.freq_shift()));
   o.down_block_types(r.get_string_list("down_block_types", o.down_block_types()));
   if (config.contains("mid_block_type") && config["mid_block_type"].is_null()) {
-    not_supported("mid_block_type", "= null is not supported by zerodiff (supported: \"UNetMidBlock2DCrossAttn\")");
+    detail::config_key_unsupported(kUNetClass, "mid_block_type", "= null is not supported by zerodiff (supported: \"UNetMidBlock2DCrossAttn\")");
   }
   o.mid_block_type(r.get_choice("mid_block_type", {kUNetMidBlock2DCrossAttn}, o.mid_block_type()));
   o.up_block_types(r.get_string_list("up_block_types", o.up_block_types()));
   for (bool v : r.get_bool_or_bool_list("only_cross_attention", false)) {
-    if (v) not_supported("only_cross_attention", str("= ", config["only_cross_attention"].dump(),
+    if (v) detail::config_key_unsupported(kUNetClass, "only_cross_attention", str("= ", config["only_cross_attention"].dump(),
                                                       " is not supported by zerodiff (supported: false)"));
   }
   o.block_out_channels(r.get_int_list("block_out_channels", o.block_out_channels()));
@@ -57,7 +50,7 @@ UNet2DConditionOptions UNet2DConditionOptions::from_json(const nlohmann::json& c
   o.dropout(r.get_double("dropout", o.dropout()));
   o.act_fn(r.get_choice("act_fn", {"silu", "swish"}, o.act_fn()));
   if (config.contains("norm_num_groups") && config["norm_num_groups"].is_null()) {
-    not_supported("norm_num_groups", "= null is not supported by zerodiff (an integer is required)");
+    detail::config_key_unsupported(kUNetClass, "norm_num_groups", "= null is not supported by zerodiff (an integer is required)");
   }
   o.norm_num_groups(r.get_int("norm_num_groups", o.norm_num_groups()));
   o.norm_eps(r.get_double("norm_eps", o.norm_eps()));
@@ -67,7 +60,7 @@ UNet2DConditionOptions UNet2DConditionOptions::from_json(const nlohmann::json& c
     if (tl.is_array()) {
       for (const auto& e : tl) {
         if (e.is_array()) {
-          not_supported("transformer_layers_per_block",
+          detail::config_key_unsupported(kUNetClass, "transformer_layers_per_block",
                         str("= ", tl.dump(), " (nested lists, an asymmetric UNet) is not supported by zerodiff"));
         }
       }
@@ -108,7 +101,7 @@ UNet2DConditionOptions UNet2DConditionOptions::from_json(const nlohmann::json& c
   {
     const nlohmann::json v = r.get_raw("mid_block_only_cross_attention", nullptr);
     if (!(v.is_null() || (v.is_boolean() && !v.get<bool>()))) {
-      not_supported("mid_block_only_cross_attention",
+      detail::config_key_unsupported(kUNetClass, "mid_block_only_cross_attention",
                     str("= ", v.dump(), " is not supported by zerodiff (supported: null, false)"));
     }
   }
@@ -122,7 +115,7 @@ UNet2DConditionOptions UNet2DConditionOptions::from_json(const nlohmann::json& c
 nlohmann::json UNet2DConditionOptions::to_json() const {
   using detail::int_or_list;
   nlohmann::json j;
-  j["_class_name"] = kModel;
+  j["_class_name"] = kUNetClass;
   j["_diffusers_version"] = "0.42.1";
   j["act_fn"] = act_fn();
   j["addition_embed_type"] = nullptr;
@@ -185,68 +178,68 @@ nlohmann::json UNet2DConditionOptions::to_json() const {
 
 void UNet2DConditionOptions::validate() const {
   const size_t n = down_block_types().size();
-  if (n == 0) config_error("down_block_types", "must not be empty");
+  if (n == 0) detail::config_key_error(kUNetClass, "down_block_types", "must not be empty");
   if (up_block_types().size() != n) {
-    config_error("up_block_types", str("has ", up_block_types().size(), " entries but down_block_types has ", n));
+    detail::config_key_error(kUNetClass, "up_block_types", str("has ", up_block_types().size(), " entries but down_block_types has ", n));
   }
   if (block_out_channels().size() != n) {
-    config_error("block_out_channels",
+    detail::config_key_error(kUNetClass, "block_out_channels",
                  str("has ", block_out_channels().size(), " entries but down_block_types has ", n));
   }
   for (const auto& t : down_block_types()) {
     if (t != kCrossAttnDownBlock2D && t != kDownBlock2D) {
-      not_supported("down_block_types", str("entry \"", t, "\" is not supported by zerodiff (supported: \"",
+      detail::config_key_unsupported(kUNetClass, "down_block_types", str("entry \"", t, "\" is not supported by zerodiff (supported: \"",
                                             kCrossAttnDownBlock2D, "\", \"", kDownBlock2D, "\")"));
     }
   }
   for (const auto& t : up_block_types()) {
     if (t != kUpBlock2D && t != kCrossAttnUpBlock2D) {
-      not_supported("up_block_types", str("entry \"", t, "\" is not supported by zerodiff (supported: \"",
+      detail::config_key_unsupported(kUNetClass, "up_block_types", str("entry \"", t, "\" is not supported by zerodiff (supported: \"",
                                           kUpBlock2D, "\", \"", kCrossAttnUpBlock2D, "\")"));
     }
   }
   if (mid_block_type() != kUNetMidBlock2DCrossAttn) {
-    not_supported("mid_block_type", str("= \"", mid_block_type(), "\" is not supported by zerodiff (supported: \"",
+    detail::config_key_unsupported(kUNetClass, "mid_block_type", str("= \"", mid_block_type(), "\" is not supported by zerodiff (supported: \"",
                                         kUNetMidBlock2DCrossAttn, "\")"));
   }
   if (act_fn() != "silu" && act_fn() != "swish") {
-    not_supported("act_fn", str("= \"", act_fn(), "\" is not supported by zerodiff (supported: \"silu\", \"swish\")"));
+    detail::config_key_unsupported(kUNetClass, "act_fn", str("= \"", act_fn(), "\" is not supported by zerodiff (supported: \"silu\", \"swish\")"));
   }
   auto check_per_block = [&](const std::vector<int64_t>& v, const char* key) {
     if (v.size() != 1 && v.size() != n) {
-      config_error(key, str("has ", v.size(), " entries but down_block_types has ", n));
+      detail::config_key_error(kUNetClass, key, str("has ", v.size(), " entries but down_block_types has ", n));
     }
     for (int64_t x : v) {
-      if (x < 1) config_error(key, str("must be positive, got ", v));
+      if (x < 1) detail::config_key_error(kUNetClass, key, str("must be positive, got ", v));
     }
   };
   check_per_block(attention_head_dim(), "attention_head_dim");
   check_per_block(cross_attention_dim(), "cross_attention_dim");
   check_per_block(layers_per_block(), "layers_per_block");
   check_per_block(transformer_layers_per_block(), "transformer_layers_per_block");
-  if (norm_num_groups() < 1) config_error("norm_num_groups", str("must be positive, got ", norm_num_groups()));
+  if (norm_num_groups() < 1) detail::config_key_error(kUNetClass, "norm_num_groups", str("must be positive, got ", norm_num_groups()));
   for (size_t i = 0; i < n; ++i) {
     const int64_t c = block_out_channels()[i];
     if (c < 1 || c % norm_num_groups() != 0) {
-      config_error("block_out_channels",
+      detail::config_key_error(kUNetClass, "block_out_channels",
                    str("entry ", c, " must be a positive multiple of norm_num_groups ", norm_num_groups()));
     }
     if (c % heads_at(i) != 0) {
-      config_error("attention_head_dim",
+      detail::config_key_error(kUNetClass, "attention_head_dim",
                    str("(the number of heads) ", heads_at(i), " does not divide block_out_channels[", i, "] = ", c));
     }
   }
   if (conv_in_kernel() < 1 || conv_in_kernel() % 2 == 0) {
-    config_error("conv_in_kernel", str("must be a positive odd integer, got ", conv_in_kernel()));
+    detail::config_key_error(kUNetClass, "conv_in_kernel", str("must be a positive odd integer, got ", conv_in_kernel()));
   }
   if (conv_out_kernel() < 1 || conv_out_kernel() % 2 == 0) {
-    config_error("conv_out_kernel", str("must be a positive odd integer, got ", conv_out_kernel()));
+    detail::config_key_error(kUNetClass, "conv_out_kernel", str("must be a positive odd integer, got ", conv_out_kernel()));
   }
-  if (in_channels() < 1) config_error("in_channels", str("must be positive, got ", in_channels()));
-  if (out_channels() < 1) config_error("out_channels", str("must be positive, got ", out_channels()));
-  if (downsample_padding() < 0) config_error("downsample_padding", str("must be >= 0, got ", downsample_padding()));
+  if (in_channels() < 1) detail::config_key_error(kUNetClass, "in_channels", str("must be positive, got ", in_channels()));
+  if (out_channels() < 1) detail::config_key_error(kUNetClass, "out_channels", str("must be positive, got ", out_channels()));
+  if (downsample_padding() < 0) detail::config_key_error(kUNetClass, "downsample_padding", str("must be >= 0, got ", downsample_padding()));
   if (time_embedding_dim() && *time_embedding_dim() < 1) {
-    config_error("time_embedding_dim", str("must be positive, got ", *time_embedding_dim()));
+    detail::config_key_error(kUNetClass, "time_embedding_dim", str("must be positive, got ", *time_embedding_dim()));
   }
 }
 

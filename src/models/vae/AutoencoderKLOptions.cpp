@@ -6,19 +6,12 @@
 namespace zerodiff::models {
 namespace {
 
-constexpr const char* kModel = "AutoencoderKL";
-
-[[noreturn]] void config_error(const std::string& key, const std::string& message) {
-  throw ConfigError(str(kModel, " config: key '", key, "' ", message));
-}
-[[noreturn]] void not_supported(const std::string& key, const std::string& message) {
-  throw NotImplementedError(str(kModel, " config: key '", key, "' ", message));
-}
+constexpr const char* kVaeClass = "AutoencoderKL";
 
 }  // namespace
 
 AutoencoderKLOptions AutoencoderKLOptions::from_json(const nlohmann::json& config) {
-  detail::ConfigJsonReader r(config, kModel);
+  detail::ConfigJsonReader r(config, kVaeClass);
   AutoencoderKLOptions o;
   o.in_channels(r.get_int("in_channels", o.in_channels()));
   o.out_channels(r.get_int("out_channels", o.out_channels()));
@@ -53,7 +46,7 @@ AutoencoderKLOptions AutoencoderKLOptions::from_json(const nlohmann::json& confi
 
 nlohmann::json AutoencoderKLOptions::to_json() const {
   nlohmann::json j;
-  j["_class_name"] = kModel;
+  j["_class_name"] = kVaeClass;
   j["_diffusers_version"] = "0.42.1";
   j["act_fn"] = act_fn();
   j["block_out_channels"] = block_out_channels();
@@ -78,41 +71,41 @@ nlohmann::json AutoencoderKLOptions::to_json() const {
 
 void AutoencoderKLOptions::validate() const {
   const size_t n = block_out_channels().size();
-  if (n == 0) config_error("block_out_channels", "must not be empty");
+  if (n == 0) detail::config_key_error(kVaeClass, "block_out_channels", "must not be empty");
   if (down_block_types().size() != n) {
-    config_error("down_block_types",
+    detail::config_key_error(kVaeClass, "down_block_types",
                  str("has ", down_block_types().size(), " entries but block_out_channels has ", n));
   }
   if (up_block_types().size() != n) {
-    config_error("up_block_types", str("has ", up_block_types().size(), " entries but block_out_channels has ", n));
+    detail::config_key_error(kVaeClass, "up_block_types", str("has ", up_block_types().size(), " entries but block_out_channels has ", n));
   }
   for (const auto& t : down_block_types()) {
     if (t != kDownEncoderBlock2D) {
-      not_supported("down_block_types",
+      detail::config_key_unsupported(kVaeClass, "down_block_types",
                     str("entry \"", t, "\" is not supported by zerodiff (supported: \"", kDownEncoderBlock2D, "\")"));
     }
   }
   for (const auto& t : up_block_types()) {
     if (t != kUpDecoderBlock2D) {
-      not_supported("up_block_types",
+      detail::config_key_unsupported(kVaeClass, "up_block_types",
                     str("entry \"", t, "\" is not supported by zerodiff (supported: \"", kUpDecoderBlock2D, "\")"));
     }
   }
   if (act_fn() != "silu" && act_fn() != "swish") {
-    not_supported("act_fn", str("= \"", act_fn(), "\" is not supported by zerodiff (supported: \"silu\", \"swish\")"));
+    detail::config_key_unsupported(kVaeClass, "act_fn", str("= \"", act_fn(), "\" is not supported by zerodiff (supported: \"silu\", \"swish\")"));
   }
-  if (norm_num_groups() < 1) config_error("norm_num_groups", str("must be positive, got ", norm_num_groups()));
+  if (norm_num_groups() < 1) detail::config_key_error(kVaeClass, "norm_num_groups", str("must be positive, got ", norm_num_groups()));
   for (int64_t c : block_out_channels()) {
     if (c < 1 || c % norm_num_groups() != 0) {
-      config_error("block_out_channels",
+      detail::config_key_error(kVaeClass, "block_out_channels",
                    str("entry ", c, " must be a positive multiple of norm_num_groups ", norm_num_groups()));
     }
   }
-  if (layers_per_block() < 1) config_error("layers_per_block", str("must be positive, got ", layers_per_block()));
-  if (latent_channels() < 1) config_error("latent_channels", str("must be positive, got ", latent_channels()));
-  if (in_channels() < 1) config_error("in_channels", str("must be positive, got ", in_channels()));
-  if (out_channels() < 1) config_error("out_channels", str("must be positive, got ", out_channels()));
-  if (scaling_factor() == 0.0) config_error("scaling_factor", "must not be 0");
+  if (layers_per_block() < 1) detail::config_key_error(kVaeClass, "layers_per_block", str("must be positive, got ", layers_per_block()));
+  if (latent_channels() < 1) detail::config_key_error(kVaeClass, "latent_channels", str("must be positive, got ", latent_channels()));
+  if (in_channels() < 1) detail::config_key_error(kVaeClass, "in_channels", str("must be positive, got ", in_channels()));
+  if (out_channels() < 1) detail::config_key_error(kVaeClass, "out_channels", str("must be positive, got ", out_channels()));
+  if (scaling_factor() == 0.0) detail::config_key_error(kVaeClass, "scaling_factor", "must not be 0");
 }
 
 }  // namespace zerodiff::models
