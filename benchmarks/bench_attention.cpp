@@ -50,7 +50,7 @@
 #include <c10/cuda/CUDAEvent.h>
 #endif
 
-namespace {
+namespace zerodiff_bench::bench_attention {
 
 // Counts live bytes of every CPU allocation made through c10's allocator, and their peak. Memory comes from
 // c10::alloc_cpu as with the default allocator; data pointer and context are the same (some ATen kernels use
@@ -360,9 +360,8 @@ int run_cuda(int reps, int warmup, const std::vector<at::ScalarType>& dtypes, co
 
 #endif  // ZERODIFF_WITH_CUDA
 
-}  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"bench_attention: fused flash attention (ours) vs ATen's SDPA kernels, on the CPU or on CUDA"};
   int reps = 0, warmup = 3, threads = 0;
   std::string device = "auto", dtype_name, shapes_name = "sd";
@@ -409,3 +408,5 @@ int main(int argc, char** argv) {
   }
   return run_cpu(reps > 0 ? reps : 5, threads, dtype_name.empty() ? "float32" : dtype_name, shapes_name, no_math, gemm);
 }
+
+}  // namespace zerodiff_bench::bench_attention

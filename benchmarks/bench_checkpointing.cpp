@@ -24,7 +24,7 @@
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/models/unet/UNet2DConditionModel.h"
 
-namespace {
+namespace zerodiff_bench::bench_checkpointing {
 
 // Counts live bytes (and their peak) of every CPU allocation, delegating to the allocator it replaces. The
 // DataPtr's context is the data pointer itself (raw_allocate, used by oneDNN, requires that), so the original
@@ -115,9 +115,8 @@ Figures measure(zerodiff::models::UNet2DConditionModel& unet, bool checkpointed,
   return f;
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"UNet activation memory and step time with and without activation checkpointing (CPU)"};
   std::string model = "tiny";
   int64_t latent = 32, batch = 1;
@@ -158,3 +157,5 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+
+}  // namespace zerodiff_bench::bench_checkpointing

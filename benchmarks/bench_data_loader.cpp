@@ -44,7 +44,9 @@
 
 namespace zd = zerodiff::data;
 
-int main(int argc, char** argv) {
+namespace zerodiff_bench::bench_data_loader {
+
+int run(int argc, char** argv) {
   CLI::App app{"bench_data_loader: DataLoader throughput (images/s) on an image folder"};
   std::string data;
   int64_t resolution = 256, batch = 16, batches = 40, warmup = 4;
@@ -127,3 +129,5 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+
+}  // namespace zerodiff_bench::bench_data_loader

@@ -31,7 +31,7 @@
 
 namespace zp = zerodiff::parallel;
 
-namespace {
+namespace zerodiff_bench::bench_gemini {
 
 struct Stack : torch::nn::Module {
   Stack(int64_t width, int64_t depth) {
@@ -98,9 +98,8 @@ Result run(const std::string& strategy_name, zp::StrategyOptions options, int64_
   return r;
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"gemini placements vs zero3: step time, same binary"};
   double params_m = 100;
   int64_t width = 2048, batch = 16;
@@ -167,3 +166,5 @@ int main(int argc, char** argv) {
   std::printf("  %s\n", configs.back().best.summary.c_str());
   return 0;
 }
+
+}  // namespace zerodiff_bench::bench_gemini

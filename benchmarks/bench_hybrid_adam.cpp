@@ -22,7 +22,7 @@
 #include "zerodiff/kernels/Adam.h"
 #include "zerodiff/optim/HybridAdam.h"
 
-namespace {
+namespace zerodiff_bench::bench_hybrid_adam {
 
 double median_seconds(int iters, const std::function<void()>& fn) {
   fn();  // warm-up (first-touch, state allocation)
@@ -43,9 +43,8 @@ void report(const char* what, int64_t n, double seconds, double bytes_per_elem, 
               fused_s > 0 ? fused_s / seconds : 0.0);
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"bench_hybrid_adam: HybridAdam CPU step vs torch AdamW, ATen fused AdamW and a STREAM triad"};
   std::string sizes_arg = "10";
   int iters = 5, threads = 0;
@@ -114,3 +113,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace zerodiff_bench::bench_hybrid_adam

@@ -66,7 +66,7 @@
 namespace zm = zerodiff::models;
 namespace zp = zerodiff::parallel;
 
-namespace {
+namespace zerodiff_bench::bench_train_step {
 
 #ifndef ZERODIFF_SOURCE_DIR
 #define ZERODIFF_SOURCE_DIR "."
@@ -103,9 +103,8 @@ std::vector<std::string> captions(int64_t batch) {
   return out;
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"One Stable Diffusion training step (UNet fwd + bwd + AdamW), timed; peer: python/train_step_peer.py"};
   std::string model = "tiny", mode = "pre", optimizer = "hybrid_adam", attention = "auto", profile;
   std::string unet_dir, vae_dir, text_dir, tokenizer_dir, device_name = "cpu", precision = "fp32";
@@ -259,3 +258,5 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+
+}  // namespace zerodiff_bench::bench_train_step

@@ -32,7 +32,7 @@
 
 namespace fs = std::filesystem;
 
-namespace {
+namespace zerodiff_bench::bench_zero3 {
 
 double gib(double bytes) { return bytes / (1024.0 * 1024 * 1024); }
 
@@ -136,12 +136,13 @@ std::vector<std::string> run_ranks(const std::vector<std::string>& args, const s
       FILE* out = std::fopen(log.c_str(), "w");
       if (out) ::dup2(fileno(out), STDOUT_FILENO);
       std::vector<char*> argv;
-      std::string self = fs::read_symlink("/proc/self/exe").string();
-      argv.push_back(self.data());
+      const std::string self = fs::read_symlink("/proc/self/exe").string();
+      std::string name = "bench_zero3";  // argv[0]: zerodiff-bench runs the benchmark its argv[0] names
+      argv.push_back(name.data());
       std::vector<std::string> copy = args;
       for (auto& a : copy) argv.push_back(a.data());
       argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
+      ::execv(self.c_str(), argv.data());
       ::_exit(127);
     }
     pids.push_back(pid);
@@ -169,9 +170,8 @@ double field(const std::string& result, const std::string& key) {
   return at == std::string::npos ? 0 : std::stod(result.substr(at + key.size() + 1));
 }
 
-}  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"bench_zero3: per-rank memory of a UNet training step, zero3 on N ranks vs one process"};
   std::string model = "tiny";  // tools/gpu/run_gpu.sh runs benchmarks without arguments: cheap by default
   int ranks = 2, latent = 32;
@@ -211,3 +211,5 @@ int main(int argc, char** argv) {
     return 1;
   }
 }
+
+}  // namespace zerodiff_bench::bench_zero3
