@@ -98,7 +98,7 @@ done
 
 echo
 echo "Data loader throughput, images/s: median of $ROUNDS rounds (each round's figure in brackets); $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "Machine: $(nproc) cores, $model; load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; run took $(( $(date +%s) - start )) s"
+echo "Machine: $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) cores, $model; load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; run took $(( $(date +%s) - start )) s"
 echo "zerodiff: $BIN; python: $("$PY" -c 'import torch, torchvision, PIL; print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}")')"
 echo
 if ((SERIAL)); then

@@ -90,7 +90,7 @@ done
 
 echo
 echo "Training step, samples/s: median of $ROUNDS rounds (each round's figure in brackets), latents ${LATENT}x${LATENT}, device $DEVICE, precision $PRECISION; $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "Machine: $(nproc) cores, $cpu; load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; run took $(( $(date +%s) - start )) s"
+echo "Machine: $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) cores, $cpu; load average $load_start at start, $(cut -d' ' -f1-3 /proc/loadavg) at end; run took $(( $(date +%s) - start )) s"
 echo "zerodiff: $BIN $ZD_ARGS; python: $PEER $PY_ARGS ($("$PY" -c 'import torch, diffusers, transformers; print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}")'))"
 echo
 mem="peak RSS"; [[ $DEVICE == cuda ]] && mem="peak CUDA allocated"
