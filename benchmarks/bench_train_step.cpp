@@ -136,7 +136,7 @@ int run(int argc, char** argv) {
     if (threads > 0) torch::set_num_threads(threads);
     if (device_name == "cuda" && !torch::cuda::is_available()) throw zerodiff::Error("--device cuda: no CUDA device");
     const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
-    zerodiff::nn::set_attention_policy(zerodiff::nn::parse_attention_backend(attention));
+    const zerodiff::nn::AttentionPolicyScope policy(zerodiff::nn::parse_attention_backend(attention));
     const std::string root = std::string(ZERODIFF_SOURCE_DIR) + "/configs/models/";
     if (model == "tiny") {
       if (unet_dir.empty()) unet_dir = root + "tiny/unet_sd1";

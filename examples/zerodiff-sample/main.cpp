@@ -2,7 +2,8 @@
 //
 //   zerodiff-sample --model DIR --prompt "a photo of a cat" [--prompt "..."] [--negative-prompt "..."]
 //                   [--steps 50] [--guidance 7.5] [--scheduler ddim|euler|ddpm] [--seed 0] [--height H --width W]
-//                   [--batch N] [--clip-skip K] [--eta E] [--device cpu|cuda] [--separate] --out FILE.png
+//                   [--batch N] [--clip-skip K] [--eta E] [--device cpu|cuda] [--attention auto|sdpa|math]
+//                   [--separate] --out FILE.png
 //   zerodiff-sample --version
 //
 // --prompt may be repeated (one image row per prompt); --negative-prompt is given once (used for every prompt)
@@ -24,6 +25,7 @@
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
+#include "zerodiff/nn/Attention.h"
 
 namespace {
 
@@ -60,6 +62,12 @@ int main(int argc, char** argv) {
   app.add_option("--clip-skip", clip_skip, "Text-encoder layers to skip from the end (diffusers' clip_skip)");
   app.add_option("--eta", eta, "DDIM eta (0 = deterministic)")->capture_default_str();
   app.add_option("--device", device, "auto | cpu | cuda")->capture_default_str();
+  std::string attention = "auto";
+  app.add_option("--attention", attention,
+                 "Attention backend of every model, as the run config's `attention`: auto (ours where it supports "
+                 "the call and is the faster one, SDPA elsewhere), sdpa, math (the reference); the log says which ran")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "sdpa", "math"}));
   app.add_flag("--separate", separate, "Write FILE-<i>.png per image instead of one grid");
   app.add_option("--out", out, "Output PNG file");
   CLI11_PARSE(app, argc, argv);
@@ -77,6 +85,7 @@ int main(int argc, char** argv) {
              negatives.size(), " times for ", prompts.size(), " prompts; give it once or once per prompt");
     if (negatives.size() == 1 && prompts.size() > 1) negatives.assign(prompts.size(), negatives.front());
 
+    const zerodiff::nn::AttentionPolicyScope attention_policy(zerodiff::nn::parse_attention_backend(attention));
     zerodiff::models::Txt2ImgPipeline pipe = zerodiff::models::Txt2ImgPipeline::from_pretrained(model);
     const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
     ZD_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '",

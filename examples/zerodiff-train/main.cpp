@@ -4,18 +4,18 @@
 //   zerodiff-train --version
 //
 // The config is read and validated completely before any work: an unknown key, a wrong type or a missing
-// file stops the run with a message naming it, and nothing is written.
+// file stops the run with a message naming it, and nothing is written. The run itself is the library's
+// (zerodiff::train::run, the same path for every program); this file only parses the command line.
 #include <CLI/CLI.hpp>
-#include <torch/torch.h>
+#include <c10/util/Exception.h>
 
+#include <cstdio>
 #include <iostream>
 
 #include "zerodiff/core/BuildInfo.h"
 #include "zerodiff/core/Config.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/FaultInjection.h"
-#include "zerodiff/core/Logging.h"
-#include "zerodiff/data/DataConfig.h"
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/train/RunConfig.h"
 
@@ -61,37 +61,21 @@ int main(int argc, char** argv) {
   };
   try {
     zerodiff::check_fault_injection();  // a malformed ZERODIFF_FAULT fails now, not at the first checkpoint
-    const auto config = zerodiff::train::load_run_config(config_path, overrides);
-    // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
     const auto launch = zerodiff::dist::LaunchEnv::from_environment();
     if (launch.world_size > 1) rank_tag = " (rank " + std::to_string(launch.rank) + ")";
-    zerodiff::log::init({.level = zerodiff::log::parse_level(config.log_level), .rank = launch.rank});
-    ZD_LOG_INFO(zerodiff::build_info());
-    auto module = zerodiff::train::make_module(config);
-    auto trainer_config = config.trainer;
-    if (dry_run && trainer_config.accelerator == "cuda" && !torch::cuda::is_available()) {
-      std::cout << "dry run: trainer.accelerator is cuda but this machine has no CUDA device; estimating anyway"
-                << std::endl;
-      trainer_config.accelerator = "cpu";
-    }
-    zerodiff::train::Trainer trainer(trainer_config);
-    auto data = zerodiff::train::make_run_data(config, trainer.rank(), trainer.world_size());
-    ZD_LOG_INFO("task ", config.task, ": ", data.summary(), ", device ", trainer.device().str());
+    zerodiff::train::RunOptions options;
+    options.resume = resume;
+    options.dry_run = dry_run;
+    options.dry_run_world_size = world_size;
+    options.config_name = config_path;
+    // The library owns the whole run (train::run): the binary only reports its outcome.
+    const auto outcome = zerodiff::train::run(zerodiff::train::load_run_config(config_path, overrides), options);
     if (dry_run) {
-      // Architectures from their configs with random weights on the CPU: no weights file is read.
-      module->configure_model_for_dry_run(torch::kCPU);
-      if (world_size > 1 && config.trainer.strategy == "single") {
-        throw zerodiff::ConfigError(zerodiff::str("--world-size ", world_size,
-                                                  " with trainer.strategy single: single runs in one process; choose "
-                                                  "ddp, zero1, zero2 or zero3 to estimate a multi-process run"));
-      }
-      const auto estimate = zerodiff::train::estimate_memory(*module, config.trainer, world_size > 0 ? world_size : trainer.world_size());
-      std::cout << "dry run: config OK (" << config_path << ")\n"
-                << estimate.report(config.trainer) << "data: " << data.summary() << std::endl;
+      std::cout << outcome.dry_run_report << std::flush;
       return 0;
     }
-    const auto result = trainer.fit(*module, *data.train_loader, data.validation_loader.get(), resume);
-    if (trainer.rank() != 0) return 0;  // rank 0 reports
+    if (outcome.rank != 0) return 0;  // rank 0 reports
+    const auto& result = outcome.fit;
     std::cout << "trained " << result.steps << " steps; last loss " << result.last_loss << "\n"
               << "checkpoint: " << result.last_checkpoint << "\n"
               << "exported:   " << result.export_dir << std::endl;

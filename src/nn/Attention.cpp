@@ -180,16 +180,25 @@ const char* attention_backend_name(AttentionBackend backend) {
   return "?";
 }
 
-void set_attention_policy(AttentionBackend policy) { g_policy.store(policy); }
 AttentionBackend attention_policy() { return g_policy.load(); }
+
+AttentionPolicyScope::AttentionPolicyScope(AttentionBackend policy) : saved_(g_policy.exchange(policy)) {}
+AttentionPolicyScope::~AttentionPolicyScope() { g_policy.store(saved_); }
+
+bool cpu_kernel_preferred() {
+  static const bool preferred = std::string_view(kernels::flash_attention_simd_target()).rfind("AVX3", 0) == 0;
+  return preferred;
+}
 
 AttentionBackend resolve_attention_backend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                            const AttentionOptions& options) {
   AttentionBackend b = options.backend == AttentionBackend::automatic ? attention_policy() : options.backend;
   if (b == AttentionBackend::automatic) {
-    // On CUDA, ours only once its self-check passed for this (device, dtype, head-dim bucket).
+    // On CUDA, ours only once its self-check passed for this (device, dtype, head-dim bucket); on the CPU, only
+    // where it is the faster one.
     const bool ours = zerodiff_unsupported(q, k, v, options).empty() &&
-                      (!q.device().is_cuda() || cuda_kernel_self_check(q.device(), q.scalar_type(), q.size(3)).passed);
+                      (q.device().is_cuda() ? cuda_kernel_self_check(q.device(), q.scalar_type(), q.size(3)).passed
+                                            : cpu_kernel_preferred());
     b = ours ? AttentionBackend::zerodiff : AttentionBackend::sdpa;
   }
   return b;

@@ -4,12 +4,17 @@
 #include "zerodiff/nn/Attention.h"
 #include "zerodiff/parallel/Strategy.h"
 
+#include <torch/cuda.h>
+
 #include <iomanip>
 #include <sstream>
 #include <unordered_set>
 
+#include "zerodiff/core/BuildInfo.h"
 #include "zerodiff/core/Config.h"
+#include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
+#include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/data/SubsetDataset.h"
 
 namespace zerodiff::train {
@@ -172,18 +177,63 @@ std::string RunData::summary() const {
                        validation ? zerodiff::str(", ", validation->size(), " validation samples") : std::string());
 }
 
-FitResult run(const RunConfig& config, const std::string& resume) {
-  // The run's attention policy, for the duration of the run (models built with `automatic` defer to it).
-  struct PolicyScope {
-    nn::AttentionBackend saved = nn::attention_policy();
-    ~PolicyScope() { nn::set_attention_policy(saved); }
-  } policy_scope;
-  nn::set_attention_policy(nn::parse_attention_backend(config.attention));
+namespace {
+
+/// The dry run: architectures on the CPU with random weights (no weights file is read), the memory estimate per
+/// rank for `world_size` processes, the data summary.
+std::string dry_run_report(TrainingModule& module, const RunConfig& config, const RunData& data, int world_size,
+                           const std::string& config_name, const std::string& note) {
+  module.configure_model_for_dry_run(torch::kCPU);
+  const MemoryEstimate estimate = estimate_memory(module, config.trainer, world_size);
+  return zerodiff::str(note, "dry run: config OK (", config_name, ")\n", estimate.report(config.trainer),
+                       "data: ", data.summary(), "\n");
+}
+
+}  // namespace
+
+RunOutcome run(const RunConfig& config, const RunOptions& options) {
+  if (options.dry_run_world_size > 1 && config.trainer.strategy == "single") {
+    throw ConfigError(zerodiff::str("--world-size ", options.dry_run_world_size,
+                                    " with trainer.strategy single: single runs in one process; choose ddp, zero1, "
+                                    "zero2, zero3 or gemini to estimate a multi-process run"));
+  }
+  ZD_CHECK(options.dry_run || options.dry_run_world_size == 0,
+           "run: dry_run_world_size applies to a dry run only (a run's processes come from torchrun or SLURM)");
+  // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
+  const auto launch = dist::LaunchEnv::from_environment();
+  log::init({.level = log::parse_level(config.log_level), .rank = launch.rank});
+  ZD_LOG_INFO(build_info());
+  // The run's attention policy, for its duration (models built with `automatic` defer to it).
+  const nn::AttentionPolicyScope attention(nn::parse_attention_backend(config.attention));
+  if (nn::attention_policy() == nn::AttentionBackend::automatic && !nn::cpu_kernel_preferred()) {
+    ZD_LOG_INFO("attention: auto runs SDPA for CPU tensors on this machine (our CPU kernel measured slower than SDPA "
+                "without AVX-512)");
+  }
   auto module = make_module(config);
-  Trainer trainer(config.trainer);
+  TrainerConfig trainer_config = config.trainer;
+  std::string note;
+  if (options.dry_run && trainer_config.accelerator == "cuda" && !torch::cuda::is_available()) {
+    note = "dry run: trainer.accelerator is cuda but this machine has no CUDA device; estimating anyway\n";
+    trainer_config.accelerator = "cpu";
+  }
+  Trainer trainer(trainer_config);
   RunData data = make_run_data(config, trainer.rank(), trainer.world_size());
   ZD_LOG_INFO("task ", config.task, ": ", data.summary(), ", device ", trainer.device().str());
-  return trainer.fit(*module, *data.train_loader, data.validation_loader.get(), resume);
+  RunOutcome out;
+  out.rank = trainer.rank();
+  if (options.dry_run) {
+    const int world_size = options.dry_run_world_size > 0 ? options.dry_run_world_size : trainer.world_size();
+    out.dry_run_report = dry_run_report(*module, config, data, world_size, options.config_name, note);
+    return out;
+  }
+  out.fit = trainer.fit(*module, *data.train_loader, data.validation_loader.get(), options.resume);
+  return out;
+}
+
+FitResult run(const RunConfig& config, const std::string& resume) {
+  RunOptions options;
+  options.resume = resume;
+  return run(config, options).fit;
 }
 
 }  // namespace zerodiff::train

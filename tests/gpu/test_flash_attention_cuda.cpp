@@ -326,11 +326,6 @@ TEST(FlashAttentionCuda, BuiltWithoutCudaThrowsClearly) {
 
 namespace {
 namespace znn = zerodiff::nn;
-
-struct PolicyGuard {
-  znn::AttentionBackend saved = znn::attention_policy();
-  ~PolicyGuard() { znn::set_attention_policy(saved); }
-};
 }  // namespace
 
 // The self-check that guards `auto` passes for every dtype and Stable Diffusion head dim (its figures printed).
@@ -347,8 +342,7 @@ TEST(FlashAttentionCuda, SelfCheckPasses) {
 
 TEST(FlashAttentionCuda, FrontDoorPicksOurKernelForHalfPrecisionOnly) {
   ZD_REQUIRE_CUDA_KERNELS();
-  PolicyGuard guard;
-  znn::set_attention_policy(znn::AttentionBackend::automatic);
+  const znn::AttentionPolicyScope policy(znn::AttentionBackend::automatic);
   using B = znn::AttentionBackend;
   const at::Tensor q = torch::randn({2, 3, 20, 40}, kCuda), k = torch::randn({2, 3, 77, 40}, kCuda);
   const at::Tensor v = torch::randn({2, 3, 77, 40}, kCuda);
@@ -389,7 +383,7 @@ TEST(FlashAttentionCuda, FrontDoorPicksOurKernelForHalfPrecisionOnly) {
 // gives the float32 reference's output and gradients within the half-precision tolerance.
 TEST(FlashAttentionCuda, FrontDoorMatchesTheReferenceWithGradients) {
   ZD_REQUIRE_CUDA_KERNELS();
-  PolicyGuard guard;
+  const znn::AttentionPolicyScope policy(znn::AttentionBackend::automatic);
   torch::manual_seed(0);
   for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
     const auto make_in = [dtype](int64_t n) {

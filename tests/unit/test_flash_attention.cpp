@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -264,27 +265,28 @@ TEST(FlashAttention, ErrorsNameTheTensor) {
 namespace {
 namespace znn = zerodiff::nn;
 
-// Restores the process-wide policy when a test ends.
-struct PolicyGuard {
-  znn::AttentionBackend saved = znn::attention_policy();
-  ~PolicyGuard() { znn::set_attention_policy(saved); }
-};
 }  // namespace
 
 TEST(AttentionFrontDoor, AutoRunsOurKernelWhereItCanAndSdpaElsewhere) {
-  PolicyGuard guard;
-  znn::set_attention_policy(znn::AttentionBackend::automatic);
+  std::optional<znn::AttentionPolicyScope> policy(std::in_place, znn::AttentionBackend::automatic);
   const auto q = torch::randn({2, 3, 20, 40}), k = torch::randn({2, 3, 77, 40}), v = torch::randn({2, 3, 77, 40});
   const auto run = [&](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, znn::AttentionOptions o = {}) {
     return znn::resolve_attention_backend(a, b, c, o);
   };
   using B = znn::AttentionBackend;
-  EXPECT_EQ(run(q, k, v), B::zerodiff);
-  EXPECT_EQ(run(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16)), B::zerodiff);
+  // Ours where it supports the call, on the CPUs where it is the faster one (AVX-512); SDPA elsewhere.
+  const std::string target = zerodiff::kernels::flash_attention_simd_target();
+  EXPECT_EQ(znn::cpu_kernel_preferred(), target.rfind("AVX3", 0) == 0) << target;
+  const B ours = znn::cpu_kernel_preferred() ? B::zerodiff : B::sdpa;
+  EXPECT_EQ(run(q, k, v), ours);
+  EXPECT_EQ(run(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16)), ours);
   EXPECT_EQ(run(q.to(torch::kHalf), k.to(torch::kHalf), v.to(torch::kHalf)), B::sdpa);  // no fp16 kernel
   znn::AttentionOptions upcast;
   upcast.upcast = true;
-  EXPECT_EQ(run(q.to(torch::kHalf), k.to(torch::kHalf), v.to(torch::kHalf), upcast), B::zerodiff);  // in fp32
+  EXPECT_EQ(run(q.to(torch::kHalf), k.to(torch::kHalf), v.to(torch::kHalf), upcast), ours);  // in fp32
+  znn::AttentionOptions explicit_ours;  // an explicit backend runs our kernel on any CPU
+  explicit_ours.backend = B::zerodiff;
+  EXPECT_EQ(run(q, k, v, explicit_ours), B::zerodiff);
   EXPECT_EQ(run(q.to(torch::kDouble), k.to(torch::kDouble), v.to(torch::kDouble)), B::sdpa);
   znn::AttentionOptions causal;
   causal.causal = true;
@@ -293,8 +295,9 @@ TEST(AttentionFrontDoor, AutoRunsOurKernelWhereItCanAndSdpaElsewhere) {
   masked.mask = torch::ones({20, 77}, torch::kBool);
   EXPECT_EQ(run(q, k, v, masked), B::sdpa);
   // The run's policy applies to models built with `automatic`; an explicit backend wins.
-  znn::set_attention_policy(B::sdpa);
-  EXPECT_EQ(run(q, k, v), B::sdpa);
+  policy.emplace(B::math);  // (the previous scope ends first, restoring the policy it found)
+  EXPECT_EQ(run(q, k, v), B::math);
+  EXPECT_EQ(run(q, k, v, explicit_ours), B::zerodiff);
   znn::AttentionOptions explicit_math;
   explicit_math.backend = B::math;
   EXPECT_EQ(run(q, k, v, explicit_math), B::math);
@@ -313,7 +316,7 @@ TEST(AttentionFrontDoor, AutoRunsOurKernelWhereItCanAndSdpaElsewhere) {
 }
 
 TEST(AttentionFrontDoor, EveryBackendMatchesTheReferenceWithGradients) {
-  PolicyGuard guard;
+  const znn::AttentionPolicyScope policy(znn::AttentionBackend::automatic);
   torch::manual_seed(0);
   // Non-contiguous q/k/v as the models pass them: [B, N, H, D] projections transposed to [B, H, N, D].
   const auto make = [](int64_t n) { return torch::randn({2, n, 4, 40}).transpose(1, 2).requires_grad_(true); };

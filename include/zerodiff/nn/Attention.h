@@ -17,7 +17,8 @@ namespace zerodiff::nn {
 
 /// Which implementation computes attention.
 enum class AttentionBackend {
-  automatic,  ///< the run's policy (set_attention_policy; by default: zerodiff where it supports the call, else sdpa)
+  automatic,  ///< the run's policy (AttentionPolicyScope; by default: zerodiff where it supports the call and, on the
+              ///< CPU, where it is the faster one (cpu_kernel_preferred), else sdpa)
   zerodiff,   ///< our fused kernels (kernels/FlashAttention.h): CPU float32 / bfloat16, CUDA float16 / bfloat16
               ///< (compute capability >= 8.0); head dim <= 256, no mask, not causal, no dropout
   sdpa,       ///< at::scaled_dot_product_attention (what diffusers' AttnProcessor2_0 calls)
@@ -29,11 +30,28 @@ AttentionBackend parse_attention_backend(std::string_view name);
 /// "auto", "zerodiff", "sdpa" or "math".
 const char* attention_backend_name(AttentionBackend backend);
 
-/// The process-wide policy that AttentionBackend::automatic defers to (the run config's top-level `attention`
-/// key sets it). Default: automatic. Models built with an explicit backend ignore it. Not thread-safe against
-/// concurrent attention calls: set it before training starts.
-void set_attention_policy(AttentionBackend policy);
+/// The process-wide policy that AttentionBackend::automatic defers to. Default: automatic. Models built with an
+/// explicit backend ignore it. It is set in one place only, AttentionPolicyScope (train::run for the run config's
+/// top-level `attention` key, zerodiff-sample for its --attention flag).
 AttentionBackend attention_policy();
+
+/// Sets attention_policy() for its lifetime and restores the previous policy when it ends. Not thread-safe against
+/// concurrent attention calls: create it before the models run.
+class AttentionPolicyScope {
+ public:
+  explicit AttentionPolicyScope(AttentionBackend policy);
+  ~AttentionPolicyScope();
+  AttentionPolicyScope(const AttentionPolicyScope&) = delete;
+  AttentionPolicyScope& operator=(const AttentionPolicyScope&) = delete;
+
+ private:
+  AttentionBackend saved_;
+};
+
+/// Whether an automatic policy runs our CPU kernel on this machine (where it supports the call): only on the SIMD
+/// targets where it was measured faster than ATen's SDPA, AVX-512 (AVX3*: 1.8-2.2x); on AVX2-only CPUs it measured
+/// 0.79-1.03x, so `auto` runs SDPA there (docs/performance.md). An explicit `zerodiff` backend runs it anywhere.
+bool cpu_kernel_preferred();
 
 /// Options of zerodiff::nn::attention.
 struct AttentionOptions {

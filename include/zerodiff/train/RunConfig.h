@@ -35,10 +35,11 @@ struct RunConfig {
     v.choice("log_level", log_level, {"trace", "debug", "info", "warn", "error", "off"},
              "Log level (ZERODIFF_LOG_LEVEL overrides)");
     v.choice("attention", attention, {"auto", "sdpa", "math"},
-             "Attention backend of every model: auto (our fused kernels where they support the call: CPU float32 / "
-             "bfloat16, CUDA float16 / bfloat16 on compute capability >= 8.0 once its self-check passed, head dim "
-             "<= 256, no mask, so UNet and small-VAE attention; SDPA otherwise, e.g. CLIP's causal attention), sdpa "
-             "(ATen's scaled_dot_product_attention), math (reference). The log says which ran");
+             "Attention backend of every model: auto (our fused kernels where they support the call and are the "
+             "faster one: CPU float32 / bfloat16 on AVX-512 CPUs (SDPA measured faster on AVX2-only ones), CUDA "
+             "float16 / bfloat16 on compute capability >= 8.0 once its self-check passed; head dim <= 256, no mask, "
+             "so UNet and small-VAE attention; SDPA otherwise, e.g. CLIP's causal attention), sdpa (ATen's "
+             "scaled_dot_product_attention), math (reference). The log says which ran");
     v.required("trainer", trainer, "Training loop settings");
     v.required("data", data, "Dataset and loader");
     v("text_to_image", text_to_image, "Latent diffusion model (task text_to_image)");
@@ -104,7 +105,37 @@ struct MemoryEstimate {
 /// states (the mixed precisions keep fp32 master weights too).
 MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trainer, int world_size = 1);
 
-/// A whole run as zerodiff-train does it: module, trainer, data, fit (resume: "", "latest" or a path).
+/// What a run does beyond its config: zerodiff-train's flags.
+struct RunOptions {
+  /// "" (start fresh), "latest" (the newest complete checkpoint in trainer.output_dir) or a checkpoint folder.
+  std::string resume;
+  /// Build the module (architectures only: no weights are read) and the data loader, estimate memory per rank and
+  /// report it; train nothing, write nothing.
+  bool dry_run = false;
+  /// Dry run: the processes to estimate for (0 = this launch's world size). > 1 with trainer.strategy single is a
+  /// ConfigError (single runs in one process).
+  int dry_run_world_size = 0;
+  /// Names the config in the dry run's report ("dry run: config OK (<config_name>)").
+  std::string config_name;
+};
+
+/// What a run did.
+struct RunOutcome {
+  int rank = 0;                ///< this process's rank (rank 0 reports)
+  FitResult fit;               ///< the training run (default-constructed for a dry run)
+  std::string dry_run_report;  ///< dry run: the report, ending in a newline ("dry run: config OK ...", the component
+                               ///< table, the memory per rank, the chunk layout, the data); empty otherwise
+};
+
+/// The whole run of `config`, the one path every binary takes (zerodiff-train only parses its arguments and calls
+/// this): logging at config.log_level as this launch's rank, config.attention as the attention policy for the run's
+/// duration (nn::AttentionPolicyScope), the module, the trainer (the device: trainer.accelerator; a dry run asked for
+/// cuda on a machine without CUDA estimates on the CPU and says so), the data, then fit or the dry run's estimate.
+/// Throws ConfigError for options that contradict the config, and what building the module, the data or the run
+/// throws (zerodiff::Error and LibTorch's c10::Error).
+RunOutcome run(const RunConfig& config, const RunOptions& options);
+
+/// run(config, {.resume = resume}).fit.
 FitResult run(const RunConfig& config, const std::string& resume = "");
 
 }  // namespace zerodiff::train
