@@ -186,7 +186,11 @@ AttentionPolicyScope::AttentionPolicyScope(AttentionBackend policy) : saved_(g_p
 AttentionPolicyScope::~AttentionPolicyScope() { g_policy.store(saved_); }
 
 bool cpu_kernel_preferred() {
-  static const bool preferred = std::string_view(kernels::flash_attention_simd_target()).rfind("AVX3", 0) == 0;
+  // Highway's 512-bit x86 targets: AVX3, AVX3_DL, AVX3_ZEN4, AVX3_SPR, and AVX10_2 in newer releases.
+  static const bool preferred = [] {
+    const std::string_view target = kernels::flash_attention_simd_target();
+    return target.rfind("AVX3", 0) == 0 || target.rfind("AVX10", 0) == 0;
+  }();
   return preferred;
 }
 

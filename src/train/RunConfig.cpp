@@ -193,22 +193,21 @@ std::string dry_run_report(TrainingModule& module, const RunConfig& config, cons
 
 RunOutcome run(const RunConfig& config, const RunOptions& options) {
   if (options.dry_run_world_size > 1 && config.trainer.strategy == "single") {
-    throw ConfigError(zerodiff::str("--world-size ", options.dry_run_world_size,
-                                    " with trainer.strategy single: single runs in one process; choose ddp, zero1, "
-                                    "zero2, zero3 or gemini to estimate a multi-process run"));
+    throw ConfigError(zerodiff::str("a dry run for ", options.dry_run_world_size,
+                                    " processes (--world-size) with trainer.strategy single: single runs in one "
+                                    "process; choose ddp, zero1, zero2, zero3 or gemini to estimate a multi-process "
+                                    "run"));
   }
   ZD_CHECK(options.dry_run || options.dry_run_world_size == 0,
            "run: dry_run_world_size applies to a dry run only (a run's processes come from torchrun or SLURM)");
-  // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
-  const auto launch = dist::LaunchEnv::from_environment();
-  log::init({.level = log::parse_level(config.log_level), .rank = launch.rank});
+  if (options.configure_logging) {
+    // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
+    const auto launch = dist::LaunchEnv::from_environment();
+    log::init({.level = log::parse_level(config.log_level), .rank = launch.rank});
+  }
   ZD_LOG_INFO(build_info());
   // The run's attention policy, for its duration (models built with `automatic` defer to it).
   const nn::AttentionPolicyScope attention(nn::parse_attention_backend(config.attention));
-  if (nn::attention_policy() == nn::AttentionBackend::automatic && !nn::cpu_kernel_preferred()) {
-    ZD_LOG_INFO("attention: auto runs SDPA for CPU tensors on this machine (our CPU kernel measured slower than SDPA "
-                "without AVX-512)");
-  }
   auto module = make_module(config);
   TrainerConfig trainer_config = config.trainer;
   std::string note;
@@ -219,6 +218,10 @@ RunOutcome run(const RunConfig& config, const RunOptions& options) {
   Trainer trainer(trainer_config);
   RunData data = make_run_data(config, trainer.rank(), trainer.world_size());
   ZD_LOG_INFO("task ", config.task, ": ", data.summary(), ", device ", trainer.device().str());
+  if (trainer.device().is_cpu() && nn::attention_policy() == nn::AttentionBackend::automatic &&
+      !nn::cpu_kernel_preferred()) {
+    ZD_LOG_INFO("attention: auto runs SDPA on this CPU (our CPU kernel measured slower than SDPA without AVX-512)");
+  }
   RunOutcome out;
   out.rank = trainer.rank();
   if (options.dry_run) {

@@ -35,8 +35,9 @@ const char* attention_backend_name(AttentionBackend backend);
 /// top-level `attention` key, zerodiff-sample for its --attention flag).
 AttentionBackend attention_policy();
 
-/// Sets attention_policy() for its lifetime and restores the previous policy when it ends. Not thread-safe against
-/// concurrent attention calls: create it before the models run.
+/// Sets attention_policy() for its lifetime and restores the previous policy when it ends. Scopes must nest (end in
+/// the reverse order of their creation, on one thread). Not thread-safe against concurrent attention calls: create
+/// it before the models run.
 class AttentionPolicyScope {
  public:
   explicit AttentionPolicyScope(AttentionBackend policy);
@@ -49,8 +50,9 @@ class AttentionPolicyScope {
 };
 
 /// Whether an automatic policy runs our CPU kernel on this machine (where it supports the call): only on the SIMD
-/// targets where it was measured faster than ATen's SDPA, AVX-512 (AVX3*: 1.8-2.2x); on AVX2-only CPUs it measured
-/// 0.79-1.03x, so `auto` runs SDPA there (docs/performance.md). An explicit `zerodiff` backend runs it anywhere.
+/// targets where it was measured faster than ATen's SDPA, AVX-512 (Highway's AVX3* and AVX10* targets: 1.8-2.2x); on
+/// AVX2-only CPUs it measured 0.79-1.03x, so `auto` runs SDPA there (docs/performance.md). An explicit `zerodiff`
+/// backend (AttentionOptions::backend, the models' attention_backend option) runs it on any CPU.
 bool cpu_kernel_preferred();
 
 /// Options of zerodiff::nn::attention.
@@ -72,8 +74,8 @@ struct AttentionOptions {
 ///   in q's dtype. Differentiable. Any strides.
 /// Backend `automatic` resolves through attention_policy(); an automatic policy runs our kernel where it supports
 /// the call and SDPA otherwise:
-///   * CPU: float32 or bfloat16 (bfloat16/float16 with `upcast` are computed in float32), D == Dv <= 256, Nk >= 1,
-///     no mask, not causal, no dropout.
+///   * CPU: on the CPUs where it is the faster one (cpu_kernel_preferred()), float32 or bfloat16 (bfloat16/float16
+///     with `upcast` are computed in float32), D == Dv <= 256, Nk >= 1, no mask, not causal, no dropout.
 ///   * CUDA: a build with CUDA kernels, compute capability >= 8.0, float16 or bfloat16 without `upcast` (the kernel
 ///     accumulates in float32 but rounds P and dS to the input precision, so an explicit float32 request goes to
 ///     SDPA), D == Dv <= 256, Nk >= 1, no mask, not causal, no dropout — and the kernel's self-check passed.

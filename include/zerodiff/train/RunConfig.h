@@ -117,18 +117,23 @@ struct RunOptions {
   int dry_run_world_size = 0;
   /// Names the config in the dry run's report ("dry run: config OK (<config_name>)").
   std::string config_name;
+  /// Set up process-wide logging from config.log_level as this launch's rank (log::init, which replaces the
+  /// current logger and its sinks, log::Capture's included). false: keep the caller's logging.
+  bool configure_logging = true;
 };
 
 /// What a run did.
 struct RunOutcome {
   int rank = 0;                ///< this process's rank (rank 0 reports)
   FitResult fit;               ///< the training run (default-constructed for a dry run)
-  std::string dry_run_report;  ///< dry run: the report, ending in a newline ("dry run: config OK ...", the component
-                               ///< table, the memory per rank, the chunk layout, the data); empty otherwise
+  std::string dry_run_report;  ///< dry run: the report, ending in a newline (a note when cuda was asked for on a
+                               ///< machine without CUDA, "dry run: config OK ...", the component table, the memory
+                               ///< per rank, the chunk layout, the data); empty otherwise
 };
 
 /// The whole run of `config`, the one path every binary takes (zerodiff-train only parses its arguments and calls
-/// this): logging at config.log_level as this launch's rank, config.attention as the attention policy for the run's
+/// this): logging at config.log_level as this launch's rank (unless options.configure_logging is false; it stays
+/// set after the run), config.attention as the attention policy for the run's
 /// duration (nn::AttentionPolicyScope), the module, the trainer (the device: trainer.accelerator; a dry run asked for
 /// cuda on a machine without CUDA estimates on the CPU and says so), the data, then fit or the dry run's estimate.
 /// Throws ConfigError for options that contradict the config, and what building the module, the data or the run
