@@ -162,6 +162,21 @@ TEST_P(UNetParity, MathAttentionBackendMatchesSdpa) {
   EXPECT_TRUE(parity_close(GetParam() + " out (math attention)", out, ref.at("out")));
 }
 
+// Our CPU flash-attention kernel inside the model, requested explicitly: `auto` picks it only on AVX-512 CPUs, so
+// on AVX2-only machines this is the test that still runs it through the UNet.
+TEST_P(UNetParity, OurAttentionKernelMatchesDiffusers) {
+  torch::NoGradGuard no_grad;
+  nlohmann::json config = zio::read_config_json(model_dir());
+  zm::UNet2DConditionOptions options = zm::UNet2DConditionOptions::from_json(config);
+  options.attention_backend(zerodiff::nn::AttentionBackend::zerodiff);
+  zm::UNet2DConditionModel unet(options);
+  zio::load_state_dict(*unet, zio::load_weights(model_dir()));
+  unet->eval();
+  const zio::TensorMap ref = io();
+  const at::Tensor out = unet->forward(ref.at("sample"), ref.at("timestep"), ref.at("encoder_hidden_states"));
+  EXPECT_TRUE(parity_close(GetParam() + " out (our attention kernel)", out, ref.at("out")));
+}
+
 INSTANTIATE_TEST_SUITE_P(Tiny, UNetParity, ::testing::Values("unet_sd1_tiny", "unet_sd2_tiny"));
 
 // ------------------------------------------------------------------ config errors
