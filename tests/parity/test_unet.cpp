@@ -30,6 +30,17 @@ class UNetParity : public ::testing::TestWithParam<std::string> {
  protected:
   std::string model_dir() const { return parity_dir() + "/" + GetParam(); }
   zio::TensorMap io() const { return zio::load_safetensors(parity_dir() + "/" + GetParam() + "_io.safetensors"); }
+  /// The model's output on the fixture's inputs ([B, 4, H, W]) with every attention on `backend`.
+  at::Tensor out_with(zerodiff::nn::AttentionBackend backend) const {
+    torch::NoGradGuard no_grad;
+    zm::UNet2DConditionOptions options = zm::UNet2DConditionOptions::from_json(zio::read_config_json(model_dir()));
+    options.attention_backend(backend);
+    zm::UNet2DConditionModel unet(options);
+    zio::load_state_dict(*unet, zio::load_weights(model_dir()));
+    unet->eval();
+    const zio::TensorMap ref = io();
+    return unet->forward(ref.at("sample"), ref.at("timestep"), ref.at("encoder_hidden_states"));
+  }
 };
 
 TEST_P(UNetParity, ForwardMatchesDiffusers) {
@@ -150,31 +161,15 @@ TEST_P(UNetParity, OddSizesUseExplicitUpsampleSizes) {
 }
 
 TEST_P(UNetParity, MathAttentionBackendMatchesSdpa) {
-  torch::NoGradGuard no_grad;
-  nlohmann::json config = zio::read_config_json(model_dir());
-  zm::UNet2DConditionOptions options = zm::UNet2DConditionOptions::from_json(config);
-  options.attention_backend(zerodiff::nn::AttentionBackend::math);
-  zm::UNet2DConditionModel unet(options);
-  zio::load_state_dict(*unet, zio::load_weights(model_dir()));
-  unet->eval();
-  const zio::TensorMap ref = io();
-  const at::Tensor out = unet->forward(ref.at("sample"), ref.at("timestep"), ref.at("encoder_hidden_states"));
-  EXPECT_TRUE(parity_close(GetParam() + " out (math attention)", out, ref.at("out")));
+  EXPECT_TRUE(parity_close(GetParam() + " out (math attention)", out_with(zerodiff::nn::AttentionBackend::math),
+                           io().at("out")));
 }
 
 // Our CPU flash-attention kernel inside the model, requested explicitly: `auto` picks it only on AVX-512 CPUs, so
 // on AVX2-only machines this is the test that still runs it through the UNet.
 TEST_P(UNetParity, OurAttentionKernelMatchesDiffusers) {
-  torch::NoGradGuard no_grad;
-  nlohmann::json config = zio::read_config_json(model_dir());
-  zm::UNet2DConditionOptions options = zm::UNet2DConditionOptions::from_json(config);
-  options.attention_backend(zerodiff::nn::AttentionBackend::zerodiff);
-  zm::UNet2DConditionModel unet(options);
-  zio::load_state_dict(*unet, zio::load_weights(model_dir()));
-  unet->eval();
-  const zio::TensorMap ref = io();
-  const at::Tensor out = unet->forward(ref.at("sample"), ref.at("timestep"), ref.at("encoder_hidden_states"));
-  EXPECT_TRUE(parity_close(GetParam() + " out (our attention kernel)", out, ref.at("out")));
+  EXPECT_TRUE(parity_close(GetParam() + " out (our attention kernel)",
+                           out_with(zerodiff::nn::AttentionBackend::zerodiff), io().at("out")));
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, UNetParity, ::testing::Values("unet_sd1_tiny", "unet_sd2_tiny"));
