@@ -17,7 +17,8 @@
 //   auto cfg = config::load_file<TrainConfig>("configs/demo/train.yaml", {"optimizer.lr=3e-4"});
 //
 // Supported field types: bool, int, int64_t, double, float, std::string, std::optional<T> of those,
-// std::vector of scalars, nested structs with `visit`, and std::vector of such structs.
+// std::vector of scalars, nested structs with `visit`, std::vector of such structs, and modes: an enum with a
+// name table (core/Enum.h) reads as one of its names ("key 'trainer.strategy' must be one of single, ddp, ...").
 //
 // Errors are ConfigError with exact, user-facing texts (tests assert them):
 //   train.yaml:3:5: unknown key 'optimizer.lerning_rate'; did you mean 'lr'?
@@ -36,6 +37,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "zerodiff/core/Enum.h"
 #include "zerodiff/core/Error.h"
 
 namespace zerodiff::config {
@@ -115,6 +117,10 @@ class Reader {
         item.finish();
         value.push_back(std::move(element));
       }
+    } else if constexpr (std::is_enum_v<T>) {
+      std::string text(name_of(value));
+      choice(key, text, enum_choices<T>(), {}, required);
+      if (auto parsed = lookup_enum<T>(text)) value = *parsed;
     } else {
       read(key, value, required);
     }
@@ -255,6 +261,9 @@ class Documenter {
       Documenter child(join(key) + "[]");
       item.visit(child);
       keys_.insert(keys_.end(), child.keys_.begin(), child.keys_.end());
+    } else if constexpr (std::is_enum_v<T>) {
+      std::string text(name_of(value));
+      choice(key, text, enum_choices<T>(), doc, required);
     } else if constexpr (detail::is_vector<T>::value) {
       std::string def = "[";
       for (size_t i = 0; i < value.size(); ++i) def += (i ? ", " : "") + text(static_cast<typename T::value_type>(value[i]));

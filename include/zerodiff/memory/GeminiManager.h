@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "zerodiff/core/Enum.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/memory/ChunkManager.h"
@@ -50,6 +51,13 @@ class BudgetError : public Error {
  public:
   using Error::Error;
 };
+
+/// Gemini's placement policies (the file comment describes each). Names as in trainer.gemini.placement_policy.
+enum class PlacementPolicyKind { automatic, fixed_fractions };
+inline constexpr EnumName<PlacementPolicyKind> kPlacementPolicyNames[] = {{PlacementPolicyKind::automatic, "auto"},
+                                                                          {PlacementPolicyKind::fixed_fractions, "static"}};
+/// PlacementPolicyKind's name table (core/Enum.h).
+constexpr std::span<const EnumName<PlacementPolicyKind>> enum_names(PlacementPolicyKind) { return kPlacementPolicyNames; }
 
 enum class Tier { device, host, disk };
 const char* tier_name(Tier t);

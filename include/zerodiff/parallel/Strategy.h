@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "zerodiff/core/Enum.h"
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/io/Safetensors.h"
 #include "zerodiff/memory/ChunkManager.h"
@@ -45,6 +46,15 @@
 #include "zerodiff/parallel/UnitHooks.h"
 
 namespace zerodiff::parallel {
+
+/// The parallel strategies (the file comment describes each; gemini is zero3 with memory::GeminiManager placing
+/// its chunks and optimizer states). Names as in trainer.strategy.
+enum class StrategyKind { single, ddp, zero1, zero2, zero3, gemini };
+inline constexpr EnumName<StrategyKind> kStrategyNames[] = {
+    {StrategyKind::single, "single"}, {StrategyKind::ddp, "ddp"},     {StrategyKind::zero1, "zero1"},
+    {StrategyKind::zero2, "zero2"},   {StrategyKind::zero3, "zero3"}, {StrategyKind::gemini, "gemini"}};
+/// StrategyKind's name table (core/Enum.h).
+constexpr std::span<const EnumName<StrategyKind>> enum_names(StrategyKind) { return kStrategyNames; }
 
 /// AdamW hyper-parameters shared by every group (each group has its own lr).
 struct AdamWSettings {
