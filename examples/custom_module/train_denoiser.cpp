@@ -57,10 +57,10 @@ int main(int argc, char** argv) {
     zt::TrainerConfig config;
     config.output_dir = argv[1];
     config.max_steps = argc > 2 ? std::stoll(argv[2]) : 200;
-    config.accelerator = "cpu";
+    config.accelerator = zerodiff::train::Accelerator::cpu;
     config.log_every = std::max<int64_t>(1, config.max_steps / 4);
     config.optimizer.lr = 2e-3;
-    config.lr_schedule.type = "cosine";
+    config.lr_schedule.type = zerodiff::optim::LRScheduleType::cosine;
     config.ema.enabled = true;
     config.ema.decay = 0.99;
 

@@ -26,6 +26,7 @@
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/nn/Attention.h"
+#include "zerodiff/train/Modes.h"
 
 namespace {
 
@@ -61,13 +62,16 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "Images per prompt")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--clip-skip", clip_skip, "Text-encoder layers to skip from the end (diffusers' clip_skip)");
   app.add_option("--eta", eta, "DDIM eta (0 = deterministic)")->capture_default_str();
-  app.add_option("--device", device, "auto | cpu | cuda")->capture_default_str();
+  app.add_option("--device", device, zerodiff::enum_list<zerodiff::train::Accelerator>(" | "))
+      ->capture_default_str()
+      ->check(CLI::IsMember(zerodiff::enum_choices<zerodiff::train::Accelerator>()));
   std::string attention = "auto";
   app.add_option("--attention", attention,
                  "Attention backend of every model, as the run config's `attention`: auto (ours where it supports "
                  "the call and is the faster one, SDPA elsewhere), sdpa, math (the reference); the log says which ran")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "sdpa", "math"}));
+      ->check(CLI::IsMember(zerodiff::names_of(std::span<const zerodiff::nn::AttentionBackend>(
+          zerodiff::nn::kAttentionPolicies))));
   app.add_flag("--separate", separate, "Write FILE-<i>.png per image instead of one grid");
   app.add_option("--out", out, "Output PNG file");
   CLI11_PARSE(app, argc, argv);
@@ -85,11 +89,13 @@ int main(int argc, char** argv) {
              negatives.size(), " times for ", prompts.size(), " prompts; give it once or once per prompt");
     if (negatives.size() == 1 && prompts.size() > 1) negatives.assign(prompts.size(), negatives.front());
 
-    const zerodiff::nn::AttentionPolicyScope attention_policy(zerodiff::nn::parse_attention_backend(attention));
+    const zerodiff::nn::AttentionPolicyScope attention_policy(
+        zerodiff::parse_enum<zerodiff::nn::AttentionBackend>(attention, "--attention"));
     zerodiff::models::Txt2ImgPipeline pipe = zerodiff::models::Txt2ImgPipeline::from_pretrained(model);
-    const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
-    ZD_CHECK(device == "auto" || device == "cpu" || device == "cuda", "--device must be auto, cpu or cuda, got '",
-             device, "'");
+    using zerodiff::train::Accelerator;
+    const Accelerator accelerator = zerodiff::parse_enum<Accelerator>(device, "--device");
+    const bool cuda = accelerator == Accelerator::cuda ||
+                      (accelerator == Accelerator::automatic && torch::cuda::is_available());
     if (cuda) {
       ZD_CHECK(torch::cuda::is_available(), "--device cuda: no CUDA device is available");
       pipe.unet()->to(torch::kCUDA);

@@ -12,6 +12,14 @@
 #include <set>
 #include <sstream>
 
+namespace zerodiff {
+
+void throw_unknown_enum_name(std::string_view what, std::string_view text, const std::string& choices) {
+  throw ConfigError(str(what, " must be one of ", choices, "; got '", text, "'"));
+}
+
+}  // namespace zerodiff
+
 namespace zerodiff::config {
 namespace detail {
 
@@ -296,15 +304,18 @@ void Reader::choice(std::string_view key, std::string& value, const std::vector<
     if (required) note_missing(key);
     return;
   }
-  if (std::find(choices.begin(), choices.end(), parsed) == choices.end()) {
-    std::string list;
-    for (size_t i = 0; i < choices.size(); ++i) list += (i ? ", " : "") + choices[i];
-    std::string message = str("must be one of ", list, "; got '", parsed, "'");
-    const std::string guess = closest_match(parsed, choices);
-    if (!guess.empty()) message += str(" (did you mean '", guess, "'?)");
-    fail_value(key, message);
-  }
+  check_choice(key, parsed, choices);
   value = std::move(parsed);
+}
+
+void Reader::check_choice(std::string_view key, const std::string& value, const std::vector<std::string>& choices) {
+  if (std::find(choices.begin(), choices.end(), value) != choices.end()) return;
+  std::string list;
+  for (size_t i = 0; i < choices.size(); ++i) list += (i ? ", " : "") + choices[i];
+  std::string message = str("must be one of ", list, "; got '", value, "'");
+  const std::string guess = closest_match(value, choices);
+  if (!guess.empty()) message += str(" (did you mean '", guess, "'?)");
+  fail_value(key, message);
 }
 
 void Reader::finish() {

@@ -65,26 +65,13 @@ void ensure_init() {
 Level parse_level(std::string_view text) {
   std::string s(text);
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (s == "trace") return Level::trace;
-  if (s == "debug") return Level::debug;
-  if (s == "info") return Level::info;
-  if (s == "warn" || s == "warning") return Level::warn;
-  if (s == "error") return Level::error;
-  if (s == "off") return Level::off;
-  throw ConfigError(str("unknown log level '", text, "' (expected trace, debug, info, warn, error or off)"));
+  if (auto level = lookup_enum<Level>(s)) return *level;
+  std::string expected = enum_list<Level>();
+  expected.replace(expected.rfind(", "), 2, " or ");
+  throw ConfigError(str("unknown log level '", text, "' (expected ", expected, ")"));
 }
 
-std::string_view level_name(Level level) {
-  switch (level) {
-    case Level::trace: return "trace";
-    case Level::debug: return "debug";
-    case Level::info: return "info";
-    case Level::warn: return "warn";
-    case Level::error: return "error";
-    case Level::off: return "off";
-  }
-  return "info";
-}
+std::string_view level_name(Level level) { return name_of(level); }
 
 void init(const LogOptions& options) {
   Level level = options.level;

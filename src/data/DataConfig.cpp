@@ -9,20 +9,19 @@
 namespace zerodiff::data {
 
 std::shared_ptr<const Dataset> make_dataset(const DataConfig& config) {
-  if (config.dataset == "synthetic") {
-    return std::make_shared<SyntheticShapesDataset>(SyntheticShapesOptions{
-        config.synthetic_size,
-        config.synthetic_image_size > 0 ? config.synthetic_image_size : config.resolution,
-        static_cast<uint64_t>(config.seed)});
+  switch (config.dataset) {
+    case DatasetKind::synthetic:
+      return std::make_shared<SyntheticShapesDataset>(SyntheticShapesOptions{
+          config.synthetic_size, config.synthetic_image_size > 0 ? config.synthetic_image_size : config.resolution,
+          static_cast<uint64_t>(config.seed)});
+    case DatasetKind::captions:
+      return std::make_shared<CaptionFolderDataset>(
+          CaptionFolderOptions{config.path, config.caption_extension, config.max_image_pixels});
+    case DatasetKind::imagefolder:
+      return std::make_shared<ImageFolderDataset>(
+          ImageFolderOptions{config.path, config.caption_column, config.max_image_pixels});
   }
-  if (config.dataset == "captions") {
-    return std::make_shared<CaptionFolderDataset>(
-        CaptionFolderOptions{config.path, config.caption_extension, config.max_image_pixels});
-  }
-  ZD_CHECK(config.dataset == "imagefolder", "unknown dataset type '", config.dataset,
-           "' (expected imagefolder, captions or synthetic)");
-  return std::make_shared<ImageFolderDataset>(
-      ImageFolderOptions{config.path, config.caption_column, config.max_image_pixels});
+  ZD_THROW("make_dataset: invalid DatasetKind ", static_cast<int>(config.dataset));
 }
 
 DataLoaderOptions make_loader_options(const DataConfig& config, int rank, int world_size) {

@@ -10,13 +10,11 @@
 namespace zerodiff::data {
 namespace {
 
-constexpr const char* kShapes[] = {"circle", "square", "triangle"};
-
 // Point-in-shape at (x, y) (pixel units, y down).
 bool inside(const ShapeSpec& s, double x, double y) {
   const double dx = x - s.cx, dy = y - s.cy;
-  if (s.shape == "circle") return dx * dx + dy * dy <= s.radius * s.radius;
-  if (s.shape == "square") return std::abs(dx) <= s.radius && std::abs(dy) <= s.radius;
+  if (s.shape == Shape::circle) return dx * dx + dy * dy <= s.radius * s.radius;
+  if (s.shape == Shape::square) return std::abs(dx) <= s.radius && std::abs(dy) <= s.radius;
   // Upward equilateral triangle with circumradius r: apex (0, -r), base at y = r / 2.
   const double r = s.radius;
   if (dy > r / 2) return false;
@@ -50,7 +48,7 @@ ShapeSpec SyntheticShapesDataset::spec(int64_t index) const {
   Rng rng = Rng::for_sample(options_.seed, /*epoch=*/-1, index);
   const int n_colors = static_cast<int>(colors().size());
   ShapeSpec s;
-  s.shape = kShapes[rng.uniform_int(0, 2)];
+  s.shape = static_cast<Shape>(rng.uniform_int(0, 2));  // circle, square, triangle
   s.color = static_cast<int>(rng.uniform_int(0, n_colors - 1));
   s.background = static_cast<int>(rng.uniform_int(0, n_colors - 2));
   if (s.background >= s.color) ++s.background;

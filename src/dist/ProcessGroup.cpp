@@ -178,7 +178,8 @@ void Work::wait() {
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
-  std::string name = "none";
+  std::string name = "none";  // backend name, for logs
+  bool nccl = false;          // NCCL needs CUDA tensors
 };
 
 ProcessGroup::~ProcessGroup() = default;
@@ -222,6 +223,7 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const LaunchEnv& env, c10::De
     if (device.is_cuda()) {
       pg->impl_->backend = detail::make_nccl_backend(pg->impl_->store, env.rank, env.world_size, options.timeout);
       pg->impl_->name = "nccl";
+      pg->impl_->nccl = true;
     } else {
       auto gloo = c10d::ProcessGroupGloo::Options::create(options.timeout);
       if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
@@ -298,7 +300,7 @@ std::string describe(const char* op, const at::Tensor& t, int rank, int size, co
 
 Work ProcessGroup::all_reduce(at::Tensor& tensor, const std::string& tag, ReduceOp op, bool async) {
   if (size_ == 1) return Work();
-  if (impl_->name == "nccl" && !tensor.is_cuda()) {
+  if (impl_->nccl && !tensor.is_cuda()) {
     // NCCL moves device memory only: small host tensors (metrics, flags) go through the device.
     at::Tensor staged = tensor.to(device_);
     all_reduce(staged, tag, op, /*async=*/false);
@@ -350,7 +352,7 @@ Work ProcessGroup::reduce_scatter(at::Tensor& output, const at::Tensor& input, c
 
 void ProcessGroup::broadcast(at::Tensor& tensor, int root, const std::string& tag) {
   if (size_ == 1) return;
-  if (impl_->name == "nccl" && !tensor.is_cuda()) {
+  if (impl_->nccl && !tensor.is_cuda()) {
     at::Tensor staged = tensor.to(device_);
     broadcast(staged, root, tag);
     tensor.copy_(staged);

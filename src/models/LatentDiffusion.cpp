@@ -20,9 +20,9 @@ DiffusionLossOutput diffusion_loss(UNet2DConditionModel& unet, const NoiseSchedu
   ZD_CHECK(latents.dim() == 4, "diffusion_loss: latents must be [B, C, h, w], got ", latents.sizes());
   ZD_CHECK(encoder_hidden_states.size(0) == latents.size(0), "diffusion_loss: ", latents.size(0),
            " latents but ", encoder_hidden_states.size(0), " text embeddings");
-  const auto& p = options.prediction_type;
-  ZD_CHECK(p == "epsilon" || p == "v_prediction", "diffusion_loss: prediction_type must be epsilon or v_prediction, got '",
-           p, "'");
+  const PredictionType p = options.prediction_type;
+  ZD_CHECK(p == PredictionType::epsilon || p == PredictionType::v_prediction,
+           "diffusion_loss: prediction_type must be epsilon or v_prediction, got '", p, "'");
   const int64_t B = latents.size(0);
   const auto cpu_f32 = at::TensorOptions().dtype(at::kFloat);
   // Draw on the CPU generator (device independent, resumable), then move.
@@ -35,7 +35,7 @@ DiffusionLossOutput diffusion_loss(UNet2DConditionModel& unet, const NoiseSchedu
   noise = noise.to(latents.device(), latents.scalar_type());
   const at::Tensor t_dev = timesteps.to(latents.device());
   const at::Tensor noisy = scheduler.add_noise(latents, noise, t_dev);
-  const at::Tensor target = p == "epsilon" ? noise : scheduler.get_velocity(latents, noise, t_dev);
+  const at::Tensor target = p == PredictionType::epsilon ? noise : scheduler.get_velocity(latents, noise, t_dev);
   const at::Tensor pred = unet->forward(noisy, t_dev, encoder_hidden_states);
   at::Tensor loss;
   if (!options.snr_gamma) {
@@ -43,7 +43,7 @@ DiffusionLossOutput diffusion_loss(UNet2DConditionModel& unet, const NoiseSchedu
   } else {
     const at::Tensor snr = compute_snr(scheduler.alphas_cumprod(), timesteps).to(latents.device());
     at::Tensor weights = at::minimum(snr, at::full_like(snr, *options.snr_gamma));
-    weights = p == "epsilon" ? weights / snr : weights / (snr + 1);
+    weights = p == PredictionType::epsilon ? weights / snr : weights / (snr + 1);
     // SNR = 0 (the last timestep of a zero-terminal-SNR schedule) gives 0/0 for epsilon: weight 1 there, as
     // diffusers' newer training scripts do.
     weights = at::where(snr == 0, at::ones_like(weights), weights);

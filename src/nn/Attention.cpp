@@ -159,26 +159,10 @@ void log_first_use(AttentionBackend backend, const at::Tensor& q, const at::Tens
 }  // namespace
 
 AttentionBackend parse_attention_backend(std::string_view name) {
-  if (name == "auto") return AttentionBackend::automatic;
-  if (name == "zerodiff") return AttentionBackend::zerodiff;
-  if (name == "sdpa") return AttentionBackend::sdpa;
-  if (name == "math") return AttentionBackend::math;
-  throw ConfigError(zerodiff::str("attention backend must be one of auto, zerodiff, sdpa, math; got '", name, "'"));
+  return parse_enum<AttentionBackend>(name, "attention backend");
 }
 
-const char* attention_backend_name(AttentionBackend backend) {
-  switch (backend) {
-    case AttentionBackend::automatic:
-      return "auto";
-    case AttentionBackend::zerodiff:
-      return "zerodiff";
-    case AttentionBackend::sdpa:
-      return "sdpa";
-    case AttentionBackend::math:
-      return "math";
-  }
-  return "?";
-}
+const char* attention_backend_name(AttentionBackend backend) { return name_of(backend).data(); }
 
 AttentionBackend attention_policy() { return g_policy.load(); }
 

@@ -8,10 +8,7 @@
 namespace zerodiff::optim {
 
 LRScheduleType parse_lr_schedule(const std::string& name) {
-  if (name == "constant") return LRScheduleType::constant;
-  if (name == "linear") return LRScheduleType::linear;
-  if (name == "cosine") return LRScheduleType::cosine;
-  throw ConfigError(zerodiff::str("unknown lr schedule '", name, "' (expected constant, linear or cosine)"));
+  return parse_enum<LRScheduleType>(name, "lr schedule");
 }
 
 double LRSchedule::lr_at(int64_t step) const {

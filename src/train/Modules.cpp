@@ -144,9 +144,9 @@ void TextToImageModule::configure_model(const torch::Device& device) {
                                 : models::SchedulerConfig::from_json(read_json_path(c.scheduler, "scheduler"));
     export_scheduler_ = sched;
   }
-  if (!c.prediction_type.empty()) {
-    sched.prediction_type = c.prediction_type;
-    export_scheduler_->prediction_type = c.prediction_type;
+  if (c.prediction_type) {
+    sched.prediction_type = *c.prediction_type;
+    export_scheduler_->prediction_type = *c.prediction_type;
   }
   scheduler_ = models::NoiseScheduler::create(sched);
   loss_options_.prediction_type = sched.prediction_type;
@@ -210,7 +210,7 @@ at::Tensor TextToImageModule::posterior_parameters(const at::Tensor& images, con
   torch::NoGradGuard no_grad;
   // Known trap: SD's VAE overflows in float16. Unless asked otherwise, it runs in float32 inside mixed steps.
   std::optional<nn::AutocastScope> fp32;
-  if (config_.vae_precision == "fp32") fp32.emplace(ctx.device.type(), std::nullopt);
+  if (config_.vae_precision == VaePrecision::fp32) fp32.emplace(ctx.device.type(), std::nullopt);
   return vae_->encode(images.to(ctx.device)).parameters();
 }
 
@@ -323,7 +323,7 @@ StepOutput AutoencoderModule::training_step(const data::Batch& batch, StepContex
 
 StepOutput AutoencoderModule::loss(const at::Tensor& x, const at::Tensor& rec,
                                    const models::DiagonalGaussianDistribution& posterior) const {
-  const at::Tensor rec_loss = config_.reconstruction == "l1" ? torch::l1_loss(rec, x) : torch::mse_loss(rec, x);
+  const at::Tensor rec_loss = config_.reconstruction == ReconstructionLoss::l1 ? torch::l1_loss(rec, x) : torch::mse_loss(rec, x);
   const double pixels = static_cast<double>(x.size(1) * x.size(2) * x.size(3));
   const at::Tensor kl = posterior.kl().mean() / pixels;
   return {rec_loss + config_.kl_weight * kl, {{"rec", rec_loss.item<double>()}, {"kl", kl.item<double>() * pixels}}};

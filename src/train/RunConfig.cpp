@@ -24,7 +24,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 }
 
 std::unique_ptr<TrainingModule> make_module(const RunConfig& config) {
-  if (config.task == "autoencoder") return std::make_unique<AutoencoderModule>(config.autoencoder);
+  if (config.task == Task::autoencoder) return std::make_unique<AutoencoderModule>(config.autoencoder);
   return std::make_unique<TextToImageModule>(config.text_to_image);
 }
 
@@ -70,11 +70,13 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
     e.trainable += c.trainable;
   }
   // (gemini holds what zero3 holds, placed between the device, host memory and disk)
-  const bool chunked = trainer.strategy == "zero3" || trainer.strategy == "gemini";
-  const std::string strategy = trainer.strategy == "zero1" || trainer.strategy == "zero2" ? trainer.strategy
-                               : chunked                                                   ? std::string("zero3")
-                                                                                           : std::string("ddp");
-  const auto f = parallel::zero_memory_formula(strategy, e.trainable, world_size);
+  using parallel::StrategyKind;
+  const bool chunked = trainer.strategy == StrategyKind::zero3 || trainer.strategy == StrategyKind::gemini;
+  const StrategyKind formula = trainer.strategy == StrategyKind::zero1 || trainer.strategy == StrategyKind::zero2
+                                   ? trainer.strategy
+                               : chunked ? StrategyKind::zero3
+                                         : StrategyKind::ddp;
+  const auto f = parallel::zero_memory_formula(std::string(name_of(formula)), e.trainable, world_size);
   e.gradients = static_cast<double>(f.gradients);
   e.optimizer = static_cast<double>(f.optimizer_states);
   e.master = static_cast<double>(f.master_weights);
@@ -121,7 +123,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
                                                                   static_cast<double>(e.trainable + padding)
          << " %); each rank keeps 1/" << world_size << " of every chunk; during a step it also holds the gathered "
             "chunks of about three units";
-      if (trainer.strategy == "gemini") {
+      if (trainer.strategy == StrategyKind::gemini) {
         os << "; gemini places the shards and optimizer states between the device (budget "
            << (trainer.gemini.device_budget_mb > 0 ? std::to_string(static_cast<int64_t>(trainer.gemini.device_budget_mb)) + " MiB"
                                                    : std::string("its free memory"))
@@ -130,7 +132,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       e.chunk_layout = os.str();
     }
   }
-  if (trainer.precision == "bf16-true") {  // trained weights, gradients, master and AdamW states in 2 bytes
+  if (trainer.precision == Precision::bf16_true) {  // trained weights, gradients, master and AdamW states in 2 bytes
     e.weights -= trained_weights / 2;
     e.gradients /= 2;
     e.optimizer /= 2;
@@ -156,17 +158,17 @@ std::string MemoryEstimate::report(const TrainerConfig& trainer) const {
   }
   os << std::left << std::setw(16) << "total" << std::right << std::setw(16) << parameters << std::setw(16) << trainable
      << "\n";
-  os << "memory per rank (strategy " << trainer.strategy << " on " << world_size << " process"
-     << (world_size > 1 ? "es" : "") << ", precision " << trainer.precision << ", AdamW"
+  os << "memory per rank (strategy " << name_of(trainer.strategy) << " on " << world_size << " process"
+     << (world_size > 1 ? "es" : "") << ", precision " << name_of(trainer.precision) << ", AdamW"
      << (trainer.ema.enabled ? ", EMA" : "") << "): weights " << gib(weights) << " + gradients " << gib(gradients)
      << " + optimizer states " << gib(optimizer);
-  if (master > 0) os << (trainer.precision == "bf16-true" ? " + bf16 master shard " : " + fp32 master shard ") << gib(master);
+  if (master > 0) os << (trainer.precision == Precision::bf16_true ? " + bf16 master shard " : " + fp32 master shard ") << gib(master);
   if (trainer.ema.enabled) os << " + EMA " << gib(ema);
   os << " = " << gib(total()) << ", plus activations (not estimated)\n";
   if (!chunk_layout.empty()) {
     os << "chunk layout: " << chunk_layout << "\n";
   } else {
-    os << "chunk layout: none (" << trainer.strategy
+    os << "chunk layout: none (" << name_of(trainer.strategy)
        << " keeps every parameter whole on each rank; parameters are sharded in chunks by zero3)\n";
   }
   return os.str();
@@ -192,7 +194,7 @@ std::string dry_run_report(TrainingModule& module, const RunConfig& config, cons
 }  // namespace
 
 RunOutcome run(const RunConfig& config, const RunOptions& options) {
-  if (options.dry_run_world_size > 1 && config.trainer.strategy == "single") {
+  if (options.dry_run_world_size > 1 && config.trainer.strategy == parallel::StrategyKind::single) {
     throw ConfigError(zerodiff::str("a dry run for ", options.dry_run_world_size,
                                     " processes (--world-size) with trainer.strategy single: single runs in one "
                                     "process; choose ddp, zero1, zero2, zero3 or gemini to estimate a multi-process "
@@ -203,17 +205,17 @@ RunOutcome run(const RunConfig& config, const RunOptions& options) {
   if (options.configure_logging) {
     // torchrun / SLURM: every process logs as its rank (only rank 0 below warn).
     const auto launch = dist::LaunchEnv::from_environment();
-    log::init({.level = log::parse_level(config.log_level), .rank = launch.rank});
+    log::init({.level = config.log_level, .rank = launch.rank});
   }
   ZD_LOG_INFO(build_info());
   // The run's attention policy, for its duration (models built with `automatic` defer to it).
-  const nn::AttentionPolicyScope attention(nn::parse_attention_backend(config.attention));
+  const nn::AttentionPolicyScope attention(config.attention);
   auto module = make_module(config);
   TrainerConfig trainer_config = config.trainer;
   std::string note;
-  if (options.dry_run && trainer_config.accelerator == "cuda" && !torch::cuda::is_available()) {
+  if (options.dry_run && trainer_config.accelerator == Accelerator::cuda && !torch::cuda::is_available()) {
     note = "dry run: trainer.accelerator is cuda but this machine has no CUDA device; estimating anyway\n";
-    trainer_config.accelerator = "cpu";
+    trainer_config.accelerator = Accelerator::cpu;
   }
   Trainer trainer(trainer_config);
   RunData data = make_run_data(config, trainer.rank(), trainer.world_size());

@@ -85,11 +85,12 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
   // implementation auto: HybridAdam wherever it applies (one fused, multi-threaded pass per tensor instead of
   // torch::optim::AdamW's dozen ATen ops: 0.28 vs 2.3 Gparam/s on the CPU box, docs/performance.md); torch under
   // bf16-true, which has no float32 master weights for HybridAdam to update.
-  if (config_.optimizer.implementation == "auto") {
+  if (config_.optimizer.implementation == AdamImplementation::automatic) {
     optimizer_auto_ = true;
-    config_.optimizer.implementation = config_.precision == "bf16-true" ? "torch" : "hybrid_adam";
+    config_.optimizer.implementation =
+        config_.precision == Precision::bf16_true ? AdamImplementation::torch : AdamImplementation::hybrid_adam;
   }
-  if (config_.precision == "bf16-true" && config_.optimizer.implementation == "hybrid_adam") {
+  if (config_.precision == Precision::bf16_true && config_.optimizer.implementation == AdamImplementation::hybrid_adam) {
     throw ConfigError(
         "trainer.optimizer.implementation hybrid_adam updates float32 master weights; trainer.precision bf16-true "
         "has none (bfloat16 weights and AdamW states): use implementation torch, or precision bf16-mixed");
@@ -100,17 +101,17 @@ Trainer::Trainer(TrainerConfig config, std::shared_ptr<dist::ProcessGroup> group
   } else {
     env_ = dist::LaunchEnv::from_environment();
   }
-  if (config_.strategy == "single" && env_.world_size > 1) {
+  if (config_.strategy == parallel::StrategyKind::single && env_.world_size > 1) {
     throw Error(zerodiff::str("trainer.strategy is single but this run has ", env_.world_size, " processes (", env_.source,
                               "); use trainer.strategy=ddp, zero1, zero2 or zero3"));
   }
   const bool cuda = torch::cuda::is_available();
   // One device per process: LOCAL_RANK modulo the visible devices (with per-task GPU binding each task sees one).
   const int local = group_ || !cuda ? 0 : env_.local_rank % std::max<int>(1, static_cast<int>(torch::cuda::device_count()));
-  if (config_.accelerator == "cuda") {
+  if (config_.accelerator == Accelerator::cuda) {
     ZD_CHECK(cuda, "trainer.accelerator is cuda but no CUDA device is available");
     device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local));
-  } else if (config_.accelerator == "auto" && cuda) {
+  } else if (config_.accelerator == Accelerator::automatic && cuda) {
     device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local));
   }
 #if ZERODIFF_WITH_CUDA
@@ -182,7 +183,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   torch::manual_seed(c.seed);
   agreed("building the model", [&] { module.configure_model(device_); });
   std::vector<ParameterGroup> groups = module.parameter_groups();
-  if (c.precision == "bf16-true") {
+  if (c.precision == Precision::bf16_true) {
     // Lightning's bf16-true: the trained weights themselves are bfloat16 (no fp32 master), so are their gradients
     // and AdamW states. Frozen parts keep their dtype; autocast to bfloat16 joins the two.
     torch::NoGradGuard no_grad;
@@ -216,17 +217,17 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     bool all_float32 = true;
     for (const auto& g : groups)
       for (const auto& np : g.params) all_float32 = all_float32 && np.second.scalar_type() == at::kFloat;
-    options.hybrid_adam = c.optimizer.implementation == "hybrid_adam" &&
-                          (all_float32 || !optimizer_auto_ || c.precision == "bf16-true");
-    options.master_dtype = c.precision == "bf16-true" ? at::kBFloat16 : at::kFloat;
-    options.placement.policy = c.gemini.placement_policy;
+    options.hybrid_adam = c.optimizer.implementation == AdamImplementation::hybrid_adam &&
+                          (all_float32 || !optimizer_auto_ || c.precision == Precision::bf16_true);
+    options.master_dtype = master_dtype(c.precision);
+    options.placement.policy = std::string(name_of(c.gemini.placement_policy));
     options.placement.device_budget_bytes = static_cast<int64_t>(c.gemini.device_budget_mb * 1024 * 1024);
     options.placement.offload_optim_frac = c.gemini.offload_optim_frac;
     options.placement.offload_param_frac = c.gemini.offload_param_frac;
     options.placement.disk = !c.gemini.offload_dir.empty();
     options.offload_dir = c.gemini.offload_dir;
     options.ema = c.ema.enabled;  // zero3 / gemini keep it sharded like their master weights; others ignore it
-    strategy_ = parallel::make_strategy(c.strategy, group_, options);
+    strategy_ = parallel::make_strategy(std::string(name_of(c.strategy)), group_, options);
   }
   parallel::Strategy& strategy = *strategy_;
   // zero3 gathers parameters unit by unit: the module's units (it calls the hooks itself), or the whole model
@@ -265,7 +266,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     ZD_LOG_INFO("strategy ", strategy.name(), " on ", world, " processes; global batch ", loader.options().batch_size,
                 " x ", world, " x ", c.gradient_accumulation_steps);
   }
-  optim::LRSchedule schedule{optim::parse_lr_schedule(c.lr_schedule.type), c.optimizer.lr, c.lr_schedule.warmup_steps,
+  optim::LRSchedule schedule{c.lr_schedule.type, c.optimizer.lr, c.lr_schedule.warmup_steps,
                              c.max_steps, c.lr_schedule.min_lr_ratio};
   // EMA of the trained weights (diffusers' EMAModel): train::EMA over whole parameters, or under zero3 / gemini
   // the strategy's sharded EMA (an fp32 shard beside each master shard, no gather per step) fed the same decay
@@ -302,12 +303,9 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     for (const auto& [name, p] : ema_params) out[name] = whole.at(p.unsafeGetTensorImpl());
     return out;
   };
-  const at::ScalarType compute_dtype =
-      c.precision == "16-mixed"                                   ? at::kHalf
-      : c.precision == "bf16-mixed" || c.precision == "bf16-true" ? at::kBFloat16
-                                                                   : at::kFloat;
+  const at::ScalarType compute_dtype = train::compute_dtype(c.precision);
   std::optional<optim::GradScaler> scaler;
-  if (c.precision == "16-mixed") {
+  if (c.precision == Precision::fp16_mixed) {
     scaler.emplace(optim::GradScalerOptions{c.grad_scaler.init_scale, c.grad_scaler.growth_factor,
                                             c.grad_scaler.backoff_factor, c.grad_scaler.growth_interval});
   }

@@ -507,10 +507,10 @@ int scenario_resume(const std::string& strategy_name) {
     zerodiff::train::TrainerConfig c;
     c.output_dir = (root / name).string();
     c.max_steps = 6;
-    c.accelerator = "cpu";
-    c.strategy = strategy_name;
+    c.accelerator = zerodiff::train::Accelerator::cpu;
+    c.strategy = zerodiff::parse_enum<zerodiff::parallel::StrategyKind>(strategy_name, "strategy");
     c.optimizer.lr = 1e-2;
-    c.lr_schedule.type = "cosine";
+    c.lr_schedule.type = zerodiff::optim::LRScheduleType::cosine;
     c.ema.enabled = true;  // (zero3 / gemini: sharded, restored from the whole "ema" file)
     c.ema.decay = 0.9;
     c.gradient_accumulation_steps = 2;
@@ -633,17 +633,17 @@ int scenario_ema_trainer() {
     zerodiff::train::TrainerConfig c;
     c.output_dir = (root / strategy).string();
     c.max_steps = 6;
-    c.accelerator = "cpu";
-    c.strategy = strategy;
+    c.accelerator = zerodiff::train::Accelerator::cpu;
+    c.strategy = zerodiff::parse_enum<zerodiff::parallel::StrategyKind>(strategy, "strategy");
     c.optimizer.lr = 1e-2;
-    c.lr_schedule.type = "cosine";
+    c.lr_schedule.type = zerodiff::optim::LRScheduleType::cosine;
     c.ema.enabled = true;
     c.ema.decay = 0.9;
     c.max_grad_norm = 0;
     c.gradient_accumulation_steps = 2;
     c.zero3_chunk_size_mb = 0.001;  // several chunks
     if (strategy == "gemini") {
-      c.gemini.placement_policy = "static";
+      c.gemini.placement_policy = zerodiff::memory::PlacementPolicyKind::fixed_fractions;
       c.gemini.offload_optim_frac = 1;
       c.gemini.offload_dir = (root / "offload").string();
     }

@@ -31,7 +31,7 @@ TEST(NonFiniteLoss, With16MixedTheStepIsSkippedAndTheScaleBacksOff) {
   torch::set_num_threads(1);
   const std::string dir = fresh("fp16");
   auto c = config(dir, 4);
-  c.precision = "16-mixed";
+  c.precision = zerodiff::train::Precision::fp16_mixed;
   c.gradient_accumulation_steps = 1;
   c.checkpoint_every = 1;
   c.keep_last = 0;
@@ -66,7 +66,7 @@ TEST(NonFiniteLoss, RepeatedBadStepsStopTheRunKeepingTheLastGoodCheckpoint) {
   torch::set_num_threads(1);
   const std::string dir = fresh("fp16_broken");
   auto c = config(dir, 10);
-  c.precision = "16-mixed";
+  c.precision = zerodiff::train::Precision::fp16_mixed;
   c.gradient_accumulation_steps = 1;
   c.checkpoint_every = 2;
   c.keep_last = 0;

@@ -212,11 +212,11 @@ TEST(DataSyntheticShapesDataset, DeterministicWithExactCaptions) {
     EXPECT_TRUE(at::equal(s.image, same.get(i, rng).image));
     differs += other.get(i, rng).caption != s.caption;
     const ShapeSpec spec = ds.spec(i);
-    shapes.insert(spec.shape);
+    shapes.insert(std::string(zerodiff::name_of(spec.shape)));
     EXPECT_NE(spec.color, spec.background);
     const auto& fg = SyntheticShapesDataset::colors()[static_cast<size_t>(spec.color)];
     const auto& bg = SyntheticShapesDataset::colors()[static_cast<size_t>(spec.background)];
-    EXPECT_EQ(s.caption, std::string("a ") + fg.name + " " + spec.shape + " on a " + bg.name + " background");
+    EXPECT_EQ(s.caption, std::string("a ") + fg.name + " " + std::string(zerodiff::name_of(spec.shape)) + " on a " + bg.name + " background");
     // A point a quarter radius below the centre lies inside all three shapes; the far corner is background.
     const auto cy = static_cast<int64_t>(spec.cy + spec.radius * 0.25), cx = static_cast<int64_t>(spec.cx);
     for (int c = 0; c < 3; ++c) EXPECT_EQ(s.image[c][cy][cx].item<int>(), fg.rgb[static_cast<size_t>(c)]) << i;
@@ -227,7 +227,7 @@ TEST(DataSyntheticShapesDataset, DeterministicWithExactCaptions) {
   }
   EXPECT_EQ(shapes, (std::set<std::string>{"circle", "square", "triangle"}));
   EXPECT_GT(differs, 25);
-  EXPECT_EQ(SyntheticShapesDataset::caption(ShapeSpec{"circle", 0, 2, 0, 0, 1}), "a red circle on a blue background");
+  EXPECT_EQ(SyntheticShapesDataset::caption(ShapeSpec{zerodiff::data::Shape::circle, 0, 2, 0, 0, 1}), "a red circle on a blue background");
 }
 
 TEST(DataSubsetDataset, ValidationSplitIsDeterministicDisjointAndComplete) {

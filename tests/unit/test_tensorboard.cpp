@@ -80,7 +80,7 @@ TEST(TensorBoard, EventFilesReadBackInTensorBoard) {
   zt::TrainerConfig c;
   c.output_dir = out + "/run";
   c.max_steps = 4;
-  c.accelerator = "cpu";
+  c.accelerator = zerodiff::train::Accelerator::cpu;
   c.log_every = 2;
   c.optimizer.lr = 1e-2;
   c.sample_every = 2;
@@ -124,7 +124,7 @@ TEST(TensorBoard, ResumeReplacesTheStepsAfterTheCheckpoint) {
   zt::TrainerConfig c;
   c.output_dir = out;
   c.max_steps = 4;
-  c.accelerator = "cpu";
+  c.accelerator = zerodiff::train::Accelerator::cpu;
   c.log_every = 1;
   c.checkpoint_every = 2;
   c.keep_last = 0;

@@ -253,14 +253,14 @@ TEST(Trainer, HybridAdamTrainsLikeTorchAdamW) {
     ToyModule m;
     zd::DataLoader loader(shapes(), loader_options(2));
     auto c = config(a, 8);
-    c.optimizer.implementation = "torch";
+    c.optimizer.implementation = zerodiff::train::AdamImplementation::torch;
     zt::Trainer(c).fit(m, loader);
   }
   {
     ToyModule m;
     zd::DataLoader loader(shapes(), loader_options(2));
     auto c = config(b, 8);
-    c.optimizer.implementation = "hybrid_adam";
+    c.optimizer.implementation = zerodiff::train::AdamImplementation::hybrid_adam;
     zt::Trainer(c).fit(m, loader, "", /*stop_at_step=*/4);
     ToyModule m2;
     zd::DataLoader loader2(shapes(), loader_options(2));
@@ -332,25 +332,25 @@ TEST(Trainer, BadResumeFailsBeforeWritingAnything) {
 // implementation auto (the default) resolves to hybrid_adam, and to torch under bf16-true.
 TEST(Trainer, OptimizerAutoPicksHybridAdamUnlessBf16True) {
   auto c = config("/tmp/unused", 1);
-  EXPECT_EQ(c.optimizer.implementation, "auto");
-  EXPECT_EQ(zt::Trainer(c).config().optimizer.implementation, "hybrid_adam");
-  c.precision = "bf16-true";
-  EXPECT_EQ(zt::Trainer(c).config().optimizer.implementation, "torch");
-  c.optimizer.implementation = "torch";
-  c.precision = "32-true";
-  EXPECT_EQ(zt::Trainer(c).config().optimizer.implementation, "torch");
+  EXPECT_EQ(zerodiff::name_of(c.optimizer.implementation), "auto");
+  EXPECT_EQ(zerodiff::name_of(zt::Trainer(c).config().optimizer.implementation), "hybrid_adam");
+  c.precision = zerodiff::train::Precision::bf16_true;
+  EXPECT_EQ(zerodiff::name_of(zt::Trainer(c).config().optimizer.implementation), "torch");
+  c.optimizer.implementation = zerodiff::train::AdamImplementation::torch;
+  c.precision = zerodiff::train::Precision::fp32;
+  EXPECT_EQ(zerodiff::name_of(zt::Trainer(c).config().optimizer.implementation), "torch");
 }
 
 TEST(Trainer, UnsupportedModesFailLoudly) {
   auto c = config("/tmp/unused", 1);
-  c.precision = "bf16-true";  // has no fp32 master weights for HybridAdam to update
-  c.optimizer.implementation = "hybrid_adam";
+  c.precision = zerodiff::train::Precision::bf16_true;  // has no fp32 master weights for HybridAdam to update
+  c.optimizer.implementation = zerodiff::train::AdamImplementation::hybrid_adam;
   EXPECT_THROW(zt::Trainer{c}, zerodiff::ConfigError);
-  c.optimizer.implementation = "torch";
-  c.precision = "32-true";
-  c.strategy = "gemini";  // config() turns the EMA on: zero3 and gemini keep it sharded (tests below)
+  c.optimizer.implementation = zerodiff::train::AdamImplementation::torch;
+  c.precision = zerodiff::train::Precision::fp32;
+  c.strategy = zerodiff::parallel::StrategyKind::gemini;  // config() turns the EMA on: zero3 and gemini keep it sharded (tests below)
   EXPECT_NO_THROW(zt::Trainer{c});
-  c.strategy = "zero3";
+  c.strategy = zerodiff::parallel::StrategyKind::zero3;
   EXPECT_NO_THROW(zt::Trainer{c});
 }
 
@@ -366,12 +366,12 @@ namespace {
 zt::TrainerConfig ema_config(const std::string& dir, const std::string& strategy, int64_t steps,
                              const std::string& gemini_tier = "") {
   auto c = config(dir, steps);
-  c.strategy = strategy;
+  c.strategy = zerodiff::parse_enum<zerodiff::parallel::StrategyKind>(strategy, "strategy");
   c.max_grad_norm = 0;
   c.zero3_chunk_size_mb = 0.001;
   c.checkpoint_every = 3;
   if (strategy == "gemini") {
-    c.gemini.placement_policy = "static";
+    c.gemini.placement_policy = zerodiff::memory::PlacementPolicyKind::fixed_fractions;
     c.gemini.offload_optim_frac = 1;
     c.gemini.offload_param_frac = 0.5;
     if (gemini_tier == "disk") c.gemini.offload_dir = dir + "/offload";

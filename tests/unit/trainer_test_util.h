@@ -65,10 +65,10 @@ inline zt::TrainerConfig config(const std::string& dir, int64_t steps) {
   zt::TrainerConfig c;
   c.output_dir = dir;
   c.max_steps = steps;
-  c.accelerator = "cpu";
+  c.accelerator = zerodiff::train::Accelerator::cpu;
   c.log_every = 2;
   c.optimizer.lr = 1e-2;
-  c.lr_schedule.type = "cosine";
+  c.lr_schedule.type = zerodiff::optim::LRScheduleType::cosine;
   c.lr_schedule.warmup_steps = 2;
   c.ema.enabled = true;
   c.ema.decay = 0.9;

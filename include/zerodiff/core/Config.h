@@ -60,6 +60,10 @@ template <class T>
 struct is_optional : std::false_type {};
 template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
+template <class T>
+struct is_optional_enum : std::false_type {};
+template <class T>
+struct is_optional_enum<std::optional<T>> : std::is_enum<T> {};
 struct Source;  // shared parse state: file name, overrides (pimpl over yaml-cpp)
 struct NodeRef;  // a YAML node plus its key path
 }  // namespace detail
@@ -86,6 +90,14 @@ class Reader {
   /// String key restricted to `choices`; throws "key 'a.b' must be one of x, y, z; got 'w'".
   void choice(std::string_view key, std::string& value, const std::vector<std::string>& choices,
               std::string_view doc = {}, bool required = false);
+  /// Mode key restricted to some of its enum's values (their names from the enum's table, core/Enum.h).
+  template <NamedEnum E>
+  void choice(std::string_view key, E& value, std::span<const E> allowed, std::string_view doc = {},
+              bool required = false) {
+    std::string text(name_of(value));
+    choice(key, text, names_of(allowed), doc, required);
+    if (auto parsed = lookup_enum<E>(text)) value = *parsed;
+  }
   /// Semantic check after reading: throws "<loc>: key '<path>' <message>" when !ok.
   template <class... Args>
   void check(bool ok, std::string_view key, const Args&... message) {
@@ -121,6 +133,17 @@ class Reader {
       std::string text(name_of(value));
       choice(key, text, enum_choices<T>(), {}, required);
       if (auto parsed = lookup_enum<T>(text)) value = *parsed;
+    } else if constexpr (detail::is_optional_enum<T>::value) {
+      using E = typename T::value_type;
+      std::optional<std::string> text;
+      if (value) text = std::string(name_of(*value));
+      read(key, text, required);
+      if (!text || text->empty()) {  // null or "": none
+        value.reset();
+        return;
+      }
+      check_choice(key, *text, enum_choices<E>());
+      value = lookup_enum<E>(*text);
     } else {
       read(key, value, required);
     }
@@ -132,6 +155,8 @@ class Reader {
   std::optional<Reader> child_map(std::string_view key, bool required);
   std::optional<std::vector<Reader>> child_list(std::string_view key, bool required);
   [[noreturn]] void fail_value(std::string_view key, const std::string& message);
+  /// Throws "key '<path>' must be one of a, b; got 'w' (did you mean 'v'?)" unless `value` is in `choices`.
+  void check_choice(std::string_view key, const std::string& value, const std::vector<std::string>& choices);
 
   void read(std::string_view key, bool& value, bool required);
   void read(std::string_view key, int& value, bool required);
@@ -220,6 +245,12 @@ class Documenter {
   void required(std::string_view key, T& value, std::string_view doc = {}) {
     add(key, value, doc, true);
   }
+  template <NamedEnum E>
+  void choice(std::string_view key, E& value, std::span<const E> allowed, std::string_view doc = {},
+              bool required = false) {
+    std::string text(name_of(value));
+    choice(key, text, names_of(allowed), doc, required);
+  }
   void choice(std::string_view key, std::string& value, const std::vector<std::string>& choices,
               std::string_view doc = {}, bool required = false) {
     std::string type = "one of ";
@@ -264,6 +295,11 @@ class Documenter {
     } else if constexpr (std::is_enum_v<T>) {
       std::string text(name_of(value));
       choice(key, text, enum_choices<T>(), doc, required);
+    } else if constexpr (detail::is_optional_enum<T>::value) {
+      std::string type = "one of ";
+      for (const auto& name : enum_choices<typename T::value_type>()) type += (type.size() > 7 ? " | " : "") + name;
+      keys_.push_back({join(key), type + " or null", value ? std::string(name_of(*value)) : "null", required,
+                       std::string(doc)});
     } else if constexpr (detail::is_vector<T>::value) {
       std::string def = "[";
       for (size_t i = 0; i < value.size(); ++i) def += (i ? ", " : "") + text(static_cast<typename T::value_type>(value[i]));

@@ -11,7 +11,7 @@
 //
 // The same table serves the config reader (config::Reader reads an enum field by it and rejects other words with
 // "must be one of single, ddp, ...", config::Documenter lists it in docs/configuration.md), error messages
-// (enum_list), logs (name_of) and the command-line flags of the binaries (parse_enum). Lower layers take the enum
+// (enum_list), logs (name_of; zerodiff::str prints a named enum by its name) and the command-line flags of the binaries (parse_enum). Lower layers take the enum
 // and never compare mode strings. A table may list extra spellings after a value's first name (aliases: accepted
 // when parsing, never printed).
 #pragma once
@@ -22,8 +22,6 @@
 #include <string_view>
 #include <type_traits>
 #include <vector>
-
-#include "zerodiff/core/Error.h"
 
 namespace zerodiff {
 
@@ -71,6 +69,14 @@ std::vector<std::string> enum_choices() {
   return out;
 }
 
+/// The names of `values`, in their order.
+template <NamedEnum E>
+std::vector<std::string> names_of(std::span<const E> values) {
+  std::vector<std::string> out;
+  for (E value : values) out.emplace_back(name_of(value));
+  return out;
+}
+
 /// enum_choices joined by `separator`: "single, ddp, zero1, zero2, zero3, gemini".
 template <NamedEnum E>
 std::string enum_list(std::string_view separator = ", ") {
@@ -79,12 +85,15 @@ std::string enum_list(std::string_view separator = ", ") {
   return out;
 }
 
+/// Throws ConfigError "<what> must be one of <choices>; got '<text>'" (parse_enum's error; src/core/Config.cpp).
+[[noreturn]] void throw_unknown_enum_name(std::string_view what, std::string_view text, const std::string& choices);
+
 /// The value named `text`; throws ConfigError "<what> must be one of a, b, c; got 'text'" for any other word.
 /// `what` names the option at fault as the caller knows it ("--attention", "strategy").
 template <NamedEnum E>
 E parse_enum(std::string_view text, std::string_view what) {
   if (auto value = lookup_enum<E>(text)) return *value;
-  throw ConfigError(str(what, " must be one of ", enum_list<E>(), "; got '", text, "'"));
+  throw_unknown_enum_name(what, text, enum_list<E>());
 }
 
 }  // namespace zerodiff

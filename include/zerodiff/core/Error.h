@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "zerodiff/core/Enum.h"
+
 namespace zerodiff {
 
 /// Base class of every error zerodiff throws. `what()` is the user-facing message;
@@ -56,7 +58,11 @@ namespace detail {
 
 template <class T>
 void append_one(std::ostringstream& os, const T& value) {
-  os << value;
+  if constexpr (NamedEnum<T>) {
+    os << name_of(value);  // a mode prints as its name (core/Enum.h)
+  } else {
+    os << value;
+  }
 }
 template <class T>
 void append_one(std::ostringstream& os, const std::vector<T>& values) {

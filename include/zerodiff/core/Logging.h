@@ -17,6 +17,12 @@
 namespace zerodiff::log {
 
 enum class Level { trace = 0, debug, info, warn, error, off };
+/// Level's name table (core/Enum.h); "warning" is an alias of warn.
+inline constexpr EnumName<Level> kLevelNames[] = {{Level::trace, "trace"}, {Level::debug, "debug"},
+                                                  {Level::info, "info"},   {Level::warn, "warn"},
+                                                  {Level::error, "error"}, {Level::off, "off"},
+                                                  {Level::warn, "warning"}};
+constexpr std::span<const EnumName<Level>> enum_names(Level) { return kLevelNames; }
 
 /// Parses "trace", "debug", "info", "warn"/"warning", "error", "off" (case-insensitive).
 /// Throws ConfigError naming the bad value and the accepted ones.

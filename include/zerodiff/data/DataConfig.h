@@ -17,14 +17,22 @@
 #include <memory>
 #include <string>
 
+#include "zerodiff/core/Enum.h"
 #include "zerodiff/data/DataLoader.h"
 #include "zerodiff/data/Dataset.h"
 #include "zerodiff/data/ImageDecoder.h"
 
 namespace zerodiff::data {
 
+/// Which dataset a run reads (data.dataset; DataConfig documents each).
+enum class DatasetKind { imagefolder, captions, synthetic };
+inline constexpr EnumName<DatasetKind> kDatasetNames[] = {{DatasetKind::imagefolder, "imagefolder"},
+                                                          {DatasetKind::captions, "captions"},
+                                                          {DatasetKind::synthetic, "synthetic"}};
+constexpr std::span<const EnumName<DatasetKind>> enum_names(DatasetKind) { return kDatasetNames; }
+
 struct DataConfig {
-  std::string dataset = "imagefolder";
+  DatasetKind dataset = DatasetKind::imagefolder;
   std::string path;
   std::string caption_column = "text";
   std::string caption_extension = ".txt";
@@ -47,9 +55,9 @@ struct DataConfig {
 
   template <class V>
   void visit(V& v) {
-    v.choice("dataset", dataset, {"imagefolder", "captions", "synthetic"},
-             "imagefolder: <path>/metadata.jsonl or metadata.csv; captions: image + caption sidecar files; "
-             "synthetic: coloured shapes generated from the seed");
+    v("dataset", dataset,
+      "imagefolder: <path>/metadata.jsonl or metadata.csv; captions: image + caption sidecar files; "
+      "synthetic: coloured shapes generated from the seed");
     v("path", path, "dataset folder (imagefolder, captions)");
     v("caption_column", caption_column, "metadata key/column of the caption(s) (imagefolder)");
     v("caption_extension", caption_extension, "extension of the caption files (captions)");
@@ -70,7 +78,7 @@ struct DataConfig {
     v("max_image_pixels", max_image_pixels, "largest image (width x height) decoded; bigger ones are skipped");
     v("validation_split", validation_split,
       "fraction of the samples held out for validation (same split every run; 0 = no validation)");
-    v.check(dataset == "synthetic" || !path.empty(), "path", "is required for dataset '", dataset, "'");
+    v.check(dataset == DatasetKind::synthetic || !path.empty(), "path", "is required for dataset '", dataset, "'");
     v.check(!caption_column.empty(), "caption_column", "must not be empty");
     v.check(synthetic_size >= 1, "synthetic_size", "must be >= 1, got ", synthetic_size);
     v.check(synthetic_image_size == 0 || synthetic_image_size >= 8, "synthetic_image_size",

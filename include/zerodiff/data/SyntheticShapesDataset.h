@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "zerodiff/core/Enum.h"
 #include "zerodiff/data/Dataset.h"
 
 namespace zerodiff::data {
@@ -21,9 +22,15 @@ struct SyntheticShapesOptions {
   uint64_t seed = 0;         ///< dataset seed (independent of the loader seed)
 };
 
+/// The shapes drawn; their names are the caption's words.
+enum class Shape { circle, square, triangle };
+inline constexpr EnumName<Shape> kShapeNames[] = {
+    {Shape::circle, "circle"}, {Shape::square, "square"}, {Shape::triangle, "triangle"}};
+constexpr std::span<const EnumName<Shape>> enum_names(Shape) { return kShapeNames; }
+
 /// The parameters of one synthetic sample (what get() draws).
 struct ShapeSpec {
-  std::string shape;        ///< "circle", "square" or "triangle"
+  Shape shape = Shape::circle;
   int color = 0;            ///< index into SyntheticShapesDataset::colors()
   int background = 0;       ///< index into colors(), != color
   double cx = 0, cy = 0;    ///< centre in pixels (x right, y down)

@@ -16,7 +16,7 @@
 namespace zerodiff::models {
 
 struct DiffusionLossOptions {
-  std::string prediction_type = "epsilon";  ///< epsilon | v_prediction (the scheduler's, unless overridden)
+  PredictionType prediction_type = PredictionType::epsilon;  ///< epsilon or v_prediction (the scheduler's, unless overridden)
   double noise_offset = 0.0;                 ///< noise += offset * N(0, 1) of shape [B, C, 1, 1]
   std::optional<double> snr_gamma;           ///< min-SNR-gamma weighting when set (5.0 is the paper's)
 };

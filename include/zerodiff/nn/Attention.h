@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include "zerodiff/core/Enum.h"
+
 namespace zerodiff::nn {
 
 /// Which implementation computes attention.
@@ -24,6 +26,16 @@ enum class AttentionBackend {
   sdpa,       ///< at::scaled_dot_product_attention (what diffusers' AttnProcessor2_0 calls)
   math,       ///< attention_math: matmul, softmax, matmul in plain ATen ops
 };
+/// AttentionBackend's name table (core/Enum.h): the run config's `attention`, zerodiff-sample's --attention, logs.
+inline constexpr EnumName<AttentionBackend> kAttentionBackendNames[] = {{AttentionBackend::automatic, "auto"},
+                                                                        {AttentionBackend::zerodiff, "zerodiff"},
+                                                                        {AttentionBackend::sdpa, "sdpa"},
+                                                                        {AttentionBackend::math, "math"}};
+constexpr std::span<const EnumName<AttentionBackend>> enum_names(AttentionBackend) { return kAttentionBackendNames; }
+/// The backends a whole run or pipeline may take as its policy (the run config's `attention`, zerodiff-sample's
+/// --attention): every one but zerodiff, which our kernels cannot serve for every call (CLIP's causal attention).
+inline constexpr AttentionBackend kAttentionPolicies[] = {AttentionBackend::automatic, AttentionBackend::sdpa,
+                                                          AttentionBackend::math};
 
 /// Parses "auto", "zerodiff", "sdpa" or "math"; throws zerodiff::ConfigError naming the bad value otherwise.
 AttentionBackend parse_attention_backend(std::string_view name);

@@ -7,9 +7,15 @@
 #include <cstdint>
 #include <string>
 
+#include "zerodiff/core/Enum.h"
+
 namespace zerodiff::optim {
 
 enum class LRScheduleType { constant, linear, cosine };
+/// LRScheduleType's name table (core/Enum.h): trainer.lr_schedule.type.
+inline constexpr EnumName<LRScheduleType> kLRScheduleNames[] = {
+    {LRScheduleType::constant, "constant"}, {LRScheduleType::linear, "linear"}, {LRScheduleType::cosine, "cosine"}};
+constexpr std::span<const EnumName<LRScheduleType>> enum_names(LRScheduleType) { return kLRScheduleNames; }
 
 /// Parses "constant", "linear", "cosine" (ConfigError otherwise, naming the value).
 LRScheduleType parse_lr_schedule(const std::string& name);

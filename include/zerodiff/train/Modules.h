@@ -21,6 +21,20 @@
 
 namespace zerodiff::train {
 
+/// Where the VAE encode of a mixed-precision step runs (text_to_image.vae_precision).
+enum class VaePrecision { fp32, autocast };
+inline constexpr EnumName<VaePrecision> kVaePrecisionNames[] = {{VaePrecision::fp32, "fp32"},
+                                                                {VaePrecision::autocast, "autocast"}};
+constexpr std::span<const EnumName<VaePrecision>> enum_names(VaePrecision) { return kVaePrecisionNames; }
+
+/// The autoencoder's reconstruction loss (autoencoder.reconstruction).
+enum class ReconstructionLoss { l1, mse };
+inline constexpr EnumName<ReconstructionLoss> kReconstructionLossNames[] = {{ReconstructionLoss::l1, "l1"},
+                                                                            {ReconstructionLoss::mse, "mse"}};
+constexpr std::span<const EnumName<ReconstructionLoss>> enum_names(ReconstructionLoss) {
+  return kReconstructionLossNames;
+}
+
 struct TextToImageConfig {
   std::string pretrained;    ///< a diffusers Stable Diffusion folder (all components); or the fields below
   std::string unet;          ///< folder with config.json (+ weights to fine-tune) or a config.json (from scratch)
@@ -31,9 +45,9 @@ struct TextToImageConfig {
   bool train_text_encoder = false;
   std::optional<double> text_encoder_lr;  ///< peak lr of the text encoder; none = trainer.optimizer.lr
   bool cache_latents = false;   ///< encode each training image once; reuse its posterior every epoch
-  std::string vae_precision = "fp32";  ///< fp32 | autocast: the VAE encode inside a mixed-precision step
+  VaePrecision vae_precision = VaePrecision::fp32;  ///< the VAE encode inside a mixed-precision step
   bool gradient_checkpointing = false;  ///< recompute the UNet's resnet / transformer activations in backward
-  std::string prediction_type;  ///< "" = the scheduler's; epsilon | v_prediction
+  std::optional<models::PredictionType> prediction_type;  ///< none = the scheduler's
   double noise_offset = 0.0;
   double snr_gamma = 0.0;       ///< min-SNR-gamma weighting; 0 = off
   std::optional<int64_t> clip_skip;
@@ -52,8 +66,8 @@ struct TextToImageConfig {
     v("train_text_encoder", train_text_encoder, "Train the text encoder with the UNet");
     v("text_encoder_lr", text_encoder_lr,
       "Peak learning rate of the text encoder (its own AdamW group, same schedule); empty = trainer.optimizer.lr");
-    v.choice("vae_precision", vae_precision, {"fp32", "autocast"},
-             "VAE encode under 16-mixed / bf16-mixed: fp32 (default; SD's VAE overflows in float16) or autocast");
+    v("vae_precision", vae_precision,
+      "VAE encode under 16-mixed / bf16-mixed: fp32 (default; SD's VAE overflows in float16) or autocast");
     v("gradient_checkpointing", gradient_checkpointing,
       "Activation checkpointing of the UNet (every resnet and transformer of its blocks is recomputed in "
       "backward): less activation memory for more compute; the gradients are unchanged");
@@ -61,7 +75,7 @@ struct TextToImageConfig {
       "Encode each training image once and reuse its VAE posterior (a fresh latent sample every step); needs "
       "deterministic images (data.random_flip false; data.center_crop true unless synthetic); CPU memory: "
       "2 x latent size per sample");
-    v("prediction_type", prediction_type, "epsilon or v_prediction; empty = the scheduler's");
+    v("prediction_type", prediction_type, "epsilon or v_prediction; empty or null = the scheduler's");
     v("noise_offset", noise_offset, "Offset noise strength (0 = off)");
     v("snr_gamma", snr_gamma, "Min-SNR-gamma loss weighting (0 = off; 5 is the paper's)");
     v("clip_skip", clip_skip, "Text encoder layers skipped from the end");
@@ -73,8 +87,8 @@ struct TextToImageConfig {
     v.check(!text_encoder_lr || train_text_encoder, "text_encoder_lr", "needs train_text_encoder: true");
     v.check(noise_offset >= 0, "noise_offset", "must be >= 0, got ", noise_offset);
     v.check(snr_gamma >= 0, "snr_gamma", "must be >= 0, got ", snr_gamma);
-    v.check(prediction_type.empty() || prediction_type == "epsilon" || prediction_type == "v_prediction",
-            "prediction_type", "must be epsilon or v_prediction, got '", prediction_type, "'");
+    v.check(prediction_type != models::PredictionType::sample, "prediction_type",
+            "must be epsilon or v_prediction, got 'sample' (training a sample-predicting model is not supported)");
     v.check(sample_steps >= 1, "sample_steps", "must be >= 1, got ", sample_steps);
   }
 };
@@ -128,13 +142,13 @@ class TextToImageModule : public TrainingModule {
 
 struct AutoencoderConfig {
   std::string vae;                     ///< folder (config.json + weights) or config.json (from scratch)
-  std::string reconstruction = "l1";   ///< l1 | mse
+  ReconstructionLoss reconstruction = ReconstructionLoss::l1;
   double kl_weight = 1e-6;
   int64_t sample_images = 8;           ///< reconstructions shown in the sample grid
   template <class V>
   void visit(V& v) {
     v("vae", vae, "VAE folder (config.json + weights) or config.json to train from scratch");
-    v.choice("reconstruction", reconstruction, {"l1", "mse"}, "Reconstruction loss");
+    v("reconstruction", reconstruction, "Reconstruction loss");
     v("kl_weight", kl_weight, "Weight of the KL term (per-pixel normalised)");
     v("sample_images", sample_images, "Images reconstructed in the sample grid");
     v.check(kl_weight >= 0, "kl_weight", "must be >= 0, got ", kl_weight);

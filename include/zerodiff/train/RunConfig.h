@@ -14,16 +14,18 @@
 #include <string>
 #include <vector>
 
+#include "zerodiff/core/Logging.h"
 #include "zerodiff/data/DataConfig.h"
+#include "zerodiff/nn/Attention.h"
 #include "zerodiff/train/Modules.h"
 #include "zerodiff/train/Trainer.h"
 
 namespace zerodiff::train {
 
 struct RunConfig {
-  std::string task = "text_to_image";
-  std::string log_level = "info";
-  std::string attention = "auto";
+  Task task = Task::text_to_image;
+  log::Level log_level = log::Level::info;
+  nn::AttentionBackend attention = nn::AttentionBackend::automatic;
   TrainerConfig trainer;
   data::DataConfig data;
   TextToImageConfig text_to_image;
@@ -31,10 +33,9 @@ struct RunConfig {
 
   template <class V>
   void visit(V& v) {
-    v.choice("task", task, {"text_to_image", "autoencoder"}, "What to train");
-    v.choice("log_level", log_level, {"trace", "debug", "info", "warn", "error", "off"},
-             "Log level (ZERODIFF_LOG_LEVEL overrides)");
-    v.choice("attention", attention, {"auto", "sdpa", "math"},
+    v("task", task, "What to train");
+    v("log_level", log_level, "Log level (ZERODIFF_LOG_LEVEL overrides)");
+    v.choice("attention", attention, std::span<const nn::AttentionBackend>(nn::kAttentionPolicies),
              "Attention backend of every model: auto (our fused kernels where they support the call and are the "
              "faster one: CPU float32 / bfloat16 on AVX-512 CPUs (SDPA measured faster on AVX2-only ones), CUDA "
              "float16 / bfloat16 on compute capability >= 8.0 once its self-check passed; head dim <= 256, no mask, "
@@ -45,10 +46,10 @@ struct RunConfig {
     v("text_to_image", text_to_image, "Latent diffusion model (task text_to_image)");
     v("autoencoder", autoencoder, "VAE (task autoencoder)");
     // Cross-section checks (reported at the key that enables the feature).
-    const bool cached = task == "text_to_image" && text_to_image.cache_latents;
+    const bool cached = task == Task::text_to_image && text_to_image.cache_latents;
     v.check(!cached || !data.random_flip, "text_to_image.cache_latents",
             "needs data.random_flip: false (a flipped image has other latents)");
-    v.check(!cached || data.center_crop || data.dataset == "synthetic", "text_to_image.cache_latents",
+    v.check(!cached || data.center_crop || data.dataset == data::DatasetKind::synthetic, "text_to_image.cache_latents",
             "needs data.center_crop: true (a random crop has other latents)");
     v.check(trainer.val_every == 0 || data.validation_split > 0, "trainer.val_every",
             "needs a validation set: set data.validation_split");

@@ -14,7 +14,9 @@
 
 #include "zerodiff/data/DataLoader.h"
 #include "zerodiff/dist/ProcessGroup.h"
+#include "zerodiff/optim/LRSchedule.h"
 #include "zerodiff/parallel/Strategy.h"
+#include "zerodiff/train/Modes.h"
 #include "zerodiff/train/TrainingModule.h"
 
 namespace zerodiff::train {
@@ -24,15 +26,15 @@ struct OptimizerConfig {
   std::vector<double> betas{0.9, 0.999};
   double eps = 1e-8;
   double weight_decay = 1e-2;
-  std::string implementation = "auto";  ///< auto | torch | hybrid_adam (auto: resolved by the Trainer)
+  AdamImplementation implementation = AdamImplementation::automatic;  ///< auto: resolved by the Trainer
   template <class V>
   void visit(V& v) {
     v("lr", lr, "Peak learning rate of AdamW");
-    v.choice("implementation", implementation, {"auto", "torch", "hybrid_adam"},
-             "AdamW implementation: torch (torch::optim::AdamW, one ATen op per update term and tensor) or hybrid_adam "
-             "(zerodiff's SIMD, multi-threaded CPU kernel; ATen's fused kernel on CUDA); the same update within float "
-             "rounding, the same checkpoint state. auto (default): hybrid_adam, except torch under precision "
-             "bf16-true (no float32 master weights); 8x less optimizer time on the CPU (docs/performance.md)");
+    v("implementation", implementation,
+      "AdamW implementation: torch (torch::optim::AdamW, one ATen op per update term and tensor) or hybrid_adam "
+      "(zerodiff's SIMD, multi-threaded CPU kernel; ATen's fused kernel on CUDA); the same update within float "
+      "rounding, the same checkpoint state. auto (default): hybrid_adam, except torch under precision "
+      "bf16-true (no float32 master weights); 8x less optimizer time on the CPU (docs/performance.md)");
     v("betas", betas, "AdamW (beta1, beta2)");
     v("eps", eps, "AdamW epsilon");
     v("weight_decay", weight_decay, "Decoupled weight decay (AdamW)");
@@ -45,12 +47,12 @@ struct OptimizerConfig {
 };
 
 struct LRScheduleConfig {
-  std::string type = "constant";
+  optim::LRScheduleType type = optim::LRScheduleType::constant;
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
   template <class V>
   void visit(V& v) {
-    v.choice("type", type, {"constant", "linear", "cosine"}, "Schedule after warmup");
+    v("type", type, "Schedule after warmup");
     v("warmup_steps", warmup_steps, "Linear warmup from 0 over these optimizer steps");
     v("min_lr_ratio", min_lr_ratio, "Floor of linear/cosine decay, as a fraction of lr");
     v.check(warmup_steps >= 0, "warmup_steps", "must be >= 0, got ", warmup_steps);
@@ -111,17 +113,17 @@ struct GradScalerConfig {
 
 /// trainer.gemini: where gemini keeps parameter shards and optimizer states (memory::GeminiManager).
 struct GeminiConfig {
-  std::string placement_policy = "auto";
+  memory::PlacementPolicyKind placement_policy = memory::PlacementPolicyKind::automatic;
   double device_budget_mb = 0;
   double offload_optim_frac = 0;
   double offload_param_frac = 0;
   std::string offload_dir;
   template <class V>
   void visit(V& v) {
-    v.choice("placement_policy", placement_policy, {"auto", "static"},
-             "auto: after a warm-up step, optimizer states go to the device as far as the budget allows next to the "
-             "step's measured peak, and parameter shards stay on the device while they fit (the one used furthest "
-             "in the future is evicted to host memory); static: the fractions below");
+    v("placement_policy", placement_policy,
+      "auto: after a warm-up step, optimizer states go to the device as far as the budget allows next to the "
+      "step's measured peak, and parameter shards stay on the device while they fit (the one used furthest "
+      "in the future is evicted to host memory); static: the fractions below");
     v("device_budget_mb", device_budget_mb,
       "Device memory (MiB) gemini may use for model data plus the measured non-model peak (0 = the device's free "
       "memory at start-up; on a CPU run, available host memory)");
@@ -146,9 +148,9 @@ struct TrainerConfig {
   int64_t gradient_accumulation_steps = 1;
   int64_t seed = 0;
   double max_grad_norm = 1.0;             ///< 0 = no clipping (the norm is still logged)
-  std::string accelerator = "auto";       ///< auto | cpu | cuda
-  std::string precision = "32-true";      ///< 32-true | 16-mixed | bf16-mixed | bf16-true
-  std::string strategy = "single";        ///< single | ddp | zero1 | zero2 | zero3 | gemini
+  Accelerator accelerator = Accelerator::automatic;
+  Precision precision = Precision::fp32;
+  parallel::StrategyKind strategy = parallel::StrategyKind::single;
   double bucket_size_mb = 25;             ///< gradient bucket size (ddp, zero1, zero2)
   double dist_timeout_s = 1800;           ///< rendezvous and collective timeout
   double zero3_chunk_size_mb = 0;         ///< zero3 chunk size (0 = search for least padding)
@@ -175,18 +177,18 @@ struct TrainerConfig {
     v("gradient_accumulation_steps", gradient_accumulation_steps, "Micro-batches per optimizer step");
     v("seed", seed, "Seed of the run's generator (timesteps, noise) and of model initialisation");
     v("max_grad_norm", max_grad_norm, "Clip gradients to this global L2 norm (0 = off)");
-    v.choice("accelerator", accelerator, {"auto", "cpu", "cuda"}, "Device");
-    v.choice("precision", precision, {"32-true", "16-mixed", "bf16-mixed", "bf16-true"},
-             "Numeric precision (Lightning's names): 32-true; 16-mixed / bf16-mixed = fp32 master weights with "
-             "autocast to float16 / bfloat16 (16-mixed adds dynamic loss scaling); bf16-true = the trained weights, their "
-             "gradients and AdamW states in bfloat16 (no fp32 copy: half the memory, updates smaller than bfloat16's "
-             "resolution are lost), frozen parts unchanged");
-    v.choice("strategy", strategy, {"single", "ddp", "zero1", "zero2", "zero3", "gemini"},
-             "Parallel strategy: single (one process), ddp (replicated, gradients all-reduced during backward), zero1 "
-             "(optimizer states and fp32 master weights sharded), zero2 (zero1 + gradients reduce-scattered into "
-             "shards), zero3 (zero2 + parameters sharded in chunks, gathered per unit while it runs), gemini (zero3 with "
-             "chunks and optimizer states placed between device, host memory and disk under a device budget: "
-             "trainer.gemini). Multi-process runs: docs/distributed.md");
+    v("accelerator", accelerator, "Device");
+    v("precision", precision,
+      "Numeric precision (Lightning's names): 32-true; 16-mixed / bf16-mixed = fp32 master weights with "
+      "autocast to float16 / bfloat16 (16-mixed adds dynamic loss scaling); bf16-true = the trained weights, their "
+      "gradients and AdamW states in bfloat16 (no fp32 copy: half the memory, updates smaller than bfloat16's "
+      "resolution are lost), frozen parts unchanged");
+    v("strategy", strategy,
+      "Parallel strategy: single (one process), ddp (replicated, gradients all-reduced during backward), zero1 "
+      "(optimizer states and fp32 master weights sharded), zero2 (zero1 + gradients reduce-scattered into "
+      "shards), zero3 (zero2 + parameters sharded in chunks, gathered per unit while it runs), gemini (zero3 with "
+      "chunks and optimizer states placed between device, host memory and disk under a device budget: "
+      "trainer.gemini). Multi-process runs: docs/distributed.md");
     v("bucket_size_mb", bucket_size_mb,
       "Gradient bucket size in MiB of fp32 (ddp/zero1/zero2): each bucket is sent as soon as backward has produced "
       "it; a resumed zero1/zero2 run needs the same value");

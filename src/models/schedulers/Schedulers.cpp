@@ -103,7 +103,14 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
   get(j, "beta_end", c.beta_end);
   get(j, "beta_schedule", c.beta_schedule);
   get(j, "trained_betas", c.trained_betas);
-  get(j, "prediction_type", c.prediction_type);
+  {
+    std::string prediction(name_of(c.prediction_type));
+    get(j, "prediction_type", prediction);
+    const auto parsed = lookup_enum<PredictionType>(prediction);
+    ZD_CHECK_T(ConfigError, parsed.has_value(), "scheduler config: prediction_type '", prediction, "' is not one of ",
+               enum_list<PredictionType>());
+    c.prediction_type = *parsed;
+  }
   get(j, "variance_type", c.variance_type);
   get(j, "clip_sample", c.clip_sample);
   get(j, "clip_sample_range", c.clip_sample_range);
@@ -131,7 +138,7 @@ nlohmann::json SchedulerConfig::to_json() const {
                       {"beta_end", beta_end},
                       {"beta_schedule", beta_schedule},
                       {"trained_betas", nullptr},
-                      {"prediction_type", prediction_type},
+                      {"prediction_type", std::string(name_of(prediction_type))},
                       {"steps_offset", steps_offset},
                       {"timestep_spacing", timestep_spacing},
                       {"rescale_betas_zero_snr", rescale_betas_zero_snr}};
@@ -227,11 +234,6 @@ NoiseScheduler::NoiseScheduler(SchedulerConfig config) : config_(std::move(confi
   if (config_.thresholding) {
     throw NotImplementedError("scheduler config: thresholding=true (dynamic thresholding) is not supported");
   }
-  const auto& p = config_.prediction_type;
-  if (p != "epsilon" && p != "v_prediction" && p != "sample") {
-    throw ConfigError(zerodiff::str("scheduler config: prediction_type '", p,
-                                    "' is not one of epsilon, v_prediction, sample"));
-  }
   betas_ = make_betas(config_);
   alphas_cumprod_ = at::cumprod(1.0 - betas_, 0);
   timesteps_ = at::arange(config_.num_train_timesteps - 1, -1, -1, at::TensorOptions().dtype(at::kLong));
@@ -279,9 +281,11 @@ at::Tensor NoiseScheduler::draw_noise(const at::Tensor& like, const SchedulerSte
 at::Tensor NoiseScheduler::predict_original(const at::Tensor& model_output, const at::Tensor& sample,
                                             float alpha_prod_t) const {
   const float beta_prod_t = 1.0f - alpha_prod_t;
-  const auto& p = config_.prediction_type;
-  if (p == "epsilon") return (sample - std::pow(beta_prod_t, 0.5f) * model_output) / std::pow(alpha_prod_t, 0.5f);
-  if (p == "sample") return model_output;
+  const PredictionType p = config_.prediction_type;
+  if (p == PredictionType::epsilon) {
+    return (sample - std::pow(beta_prod_t, 0.5f) * model_output) / std::pow(alpha_prod_t, 0.5f);
+  }
+  if (p == PredictionType::sample) return model_output;
   return std::pow(alpha_prod_t, 0.5f) * sample - std::pow(beta_prod_t, 0.5f) * model_output;  // v_prediction
 }
 
@@ -367,11 +371,11 @@ SchedulerStepOutput DDIMScheduler::step(const at::Tensor& model_output, double t
   const float beta_prod_t = 1.0f - alpha_prod_t;
 
   at::Tensor x0, eps;
-  const auto& p = config_.prediction_type;
-  if (p == "epsilon") {
+  const PredictionType p = config_.prediction_type;
+  if (p == PredictionType::epsilon) {
     x0 = (sample - std::pow(beta_prod_t, 0.5f) * model_output) / std::pow(alpha_prod_t, 0.5f);
     eps = model_output;
-  } else if (p == "sample") {
+  } else if (p == PredictionType::sample) {
     x0 = model_output;
     eps = (sample - std::pow(alpha_prod_t, 0.5f) * x0) / std::pow(beta_prod_t, 0.5f);
   } else {
@@ -516,10 +520,10 @@ SchedulerStepOutput EulerDiscreteScheduler::step(const at::Tensor& model_output,
   const float sigma = at_index(sigmas_, *step_index_);
   const float sigma_hat = sigma;  // s_churn = 0: gamma = 0
   at::Tensor x0;
-  const auto& p = config_.prediction_type;
-  if (p == "epsilon") {
+  const PredictionType p = config_.prediction_type;
+  if (p == PredictionType::epsilon) {
     x0 = x - sigma_hat * model_output;
-  } else if (p == "v_prediction") {
+  } else if (p == PredictionType::v_prediction) {
     x0 = model_output * (-sigma / std::pow(sigma * sigma + 1.0f, 0.5f)) + (x / (sigma * sigma + 1.0f));
   } else {
     x0 = model_output;

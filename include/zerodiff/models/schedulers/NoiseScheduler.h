@@ -14,7 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "zerodiff/core/Enum.h"
+
 namespace zerodiff::models {
+
+/// What the denoiser predicts (diffusers' prediction_type): the noise, the velocity v = alpha_t * noise -
+/// sigma_t * x0 (Salimans & Ho 2022), or x0 itself.
+enum class PredictionType { epsilon, v_prediction, sample };
+inline constexpr EnumName<PredictionType> kPredictionTypeNames[] = {{PredictionType::epsilon, "epsilon"},
+                                                                    {PredictionType::v_prediction, "v_prediction"},
+                                                                    {PredictionType::sample, "sample"}};
+constexpr std::span<const EnumName<PredictionType>> enum_names(PredictionType) { return kPredictionTypeNames; }
 
 /// Every scheduler_config.json field zerodiff's schedulers read. Defaults are DDPM's; `defaults_for`
 /// gives each class's own defaults. Values outside the supported set throw from the constructors.
@@ -25,7 +35,7 @@ struct SchedulerConfig {
   double beta_end = 0.02;
   std::string beta_schedule = "linear";       ///< linear | scaled_linear | squaredcos_cap_v2
   std::vector<double> trained_betas;          ///< overrides beta_schedule when non-empty
-  std::string prediction_type = "epsilon";    ///< epsilon | v_prediction | sample
+  PredictionType prediction_type = PredictionType::epsilon;
   std::string variance_type = "fixed_small";  ///< DDPM: fixed_small | fixed_small_log | fixed_large | fixed_large_log
   bool clip_sample = true;                    ///< DDPM/DDIM: clamp the predicted x0
   double clip_sample_range = 1.0;
