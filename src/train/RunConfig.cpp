@@ -3,6 +3,7 @@
 #include "zerodiff/memory/ChunkManager.h"
 #include "zerodiff/nn/Attention.h"
 #include "zerodiff/parallel/Strategy.h"
+#include "zerodiff/train/StrategySetup.h"
 
 #include <torch/cuda.h>
 
@@ -70,12 +71,14 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
     e.trainable += c.trainable;
   }
   // (gemini holds what zero3 holds, placed between the device, host memory and disk)
+  // What the run would build (the same function fit uses, so the estimate follows the run).
+  const StrategySetup setup = strategy_setup(trainer, module.parameter_groups(), /*optimizer_auto=*/false);
+  const parallel::StrategyOptions& options = setup.options;
   using parallel::StrategyKind;
-  const bool chunked = trainer.strategy == StrategyKind::zero3 || trainer.strategy == StrategyKind::gemini;
-  const StrategyKind formula = trainer.strategy == StrategyKind::zero1 || trainer.strategy == StrategyKind::zero2
-                                   ? trainer.strategy
-                               : chunked ? StrategyKind::zero3
-                                         : StrategyKind::ddp;
+  const bool chunked = setup.kind == StrategyKind::zero3 || setup.kind == StrategyKind::gemini;
+  const StrategyKind formula = setup.kind == StrategyKind::zero1 || setup.kind == StrategyKind::zero2 ? setup.kind
+                               : chunked                                                              ? StrategyKind::zero3
+                                                                                                      : StrategyKind::ddp;
   const auto f = parallel::zero_memory_formula(std::string(name_of(formula)), e.trainable, world_size);
   e.gradients = static_cast<double>(f.gradients);
   e.optimizer = static_cast<double>(f.optimizer_states);
@@ -85,7 +88,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
   double trained_weights = static_cast<double>(f.parameters);  // the part of e.weights that is trained
   // EMA: a whole fp32 copy of the trained weights (train::EMA), or under zero3 / gemini an fp32 shard beside each
   // master shard: 4 bytes per trained element (padding included) / world size.
-  e.ema = trainer.ema.enabled ? static_cast<double>(chunked ? (e.trainable + world_size - 1) / world_size : e.trainable) * 4
+  e.ema = options.ema ? static_cast<double>(chunked ? (e.trainable + world_size - 1) / world_size : e.trainable) * 4
                               : 0;
   if (chunked) {
     // The chunk layout zero3 would build: trainable parameters unit by unit, packed greedily.
@@ -103,7 +106,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       }
     }
     if (!numels.empty()) {
-      const int64_t requested = static_cast<int64_t>(trainer.zero3_chunk_size_mb * 1024 * 1024 / 4);
+      const int64_t requested = options.chunk_numel;
       const int64_t n = world_size;
       const int64_t chunk = requested > 0 ? (requested + n - 1) / n * n
                                           : memory::search_chunk_numel(numels, world_size, int64_t{32} << 20, int64_t{1} << 20);
@@ -115,7 +118,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       trained_weights = static_cast<double>(padded.parameters);
       e.gradients = static_cast<double>(padded.gradients);
       e.optimizer = static_cast<double>(padded.optimizer_states);
-      if (trainer.ema.enabled) e.ema = static_cast<double>(padded.parameters);  // an fp32 shard per rank
+      if (options.ema) e.ema = static_cast<double>(padded.parameters);  // an fp32 shard per rank
       std::ostringstream os;
       os << std::fixed << std::setprecision(1) << chunks << " chunks of " << chunk << " elements ("
          << static_cast<double>(chunk) * 4 / (1024.0 * 1024) << " MiB fp32) over " << units.size() << " units, padding "
@@ -123,16 +126,17 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
                                                                   static_cast<double>(e.trainable + padding)
          << " %); each rank keeps 1/" << world_size << " of every chunk; during a step it also holds the gathered "
             "chunks of about three units";
-      if (trainer.strategy == StrategyKind::gemini) {
+      if (setup.kind == StrategyKind::gemini) {
+        const int64_t budget_mib = options.placement.device_budget_bytes / (1024 * 1024);
         os << "; gemini places the shards and optimizer states between the device (budget "
-           << (trainer.gemini.device_budget_mb > 0 ? std::to_string(static_cast<int64_t>(trainer.gemini.device_budget_mb)) + " MiB"
-                                                   : std::string("its free memory"))
-           << "), host memory" << (trainer.gemini.offload_dir.empty() ? "" : " and disk");
+           << (options.placement.device_budget_bytes > 0 ? std::to_string(budget_mib) + " MiB"
+                                                         : std::string("its free memory"))
+           << "), host memory" << (options.placement.disk ? " and disk" : "");
       }
       e.chunk_layout = os.str();
     }
   }
-  if (trainer.precision == Precision::bf16_true) {  // trained weights, gradients, master and AdamW states in 2 bytes
+  if (options.master_dtype == at::kBFloat16) {  // bf16-true: trained weights, gradients, master and AdamW states in 2 bytes
     e.weights -= trained_weights / 2;
     e.gradients /= 2;
     e.optimizer /= 2;

@@ -9,72 +9,29 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <iomanip>
-#include <set>
-#include <sstream>
 
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/io/AtomicFile.h"
 #include "zerodiff/io/Checkpoint.h"
 #include "zerodiff/io/Diffusers.h"
-#include "zerodiff/io/TensorBoardWriter.h"
 #include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/nn/Autocast.h"
 #include "zerodiff/optim/GradScaler.h"
 #include "zerodiff/optim/LRSchedule.h"
-#include "zerodiff/train/EMA.h"
+#include "zerodiff/train/EmaKeeper.h"
+#include "zerodiff/train/MetricsSink.h"
+#include "zerodiff/train/StrategySetup.h"
+#include "zerodiff/train/TrainingState.h"
 
 namespace fs = std::filesystem;
 
 namespace zerodiff::train {
-
-// ------------------------------------------------------------------ TrainingModule defaults
-
-std::vector<std::pair<std::string, at::Tensor>> TrainingModule::trainable_parameters() {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  std::set<const void*> seen;  // a tied (shared) tensor is listed once, under its first name
-  for (auto& p : model().named_parameters(true)) {
-    if (p.value().requires_grad() && seen.insert(p.value().unsafeGetTensorImpl()).second) out.emplace_back(p.key(), p.value());
-  }
-  return out;
-}
-
-void TrainingModule::export_to(const std::string& dir) {
-  fs::create_directories(dir);
-  io::save_safetensors((fs::path(dir) / "model.safetensors").string(), io::state_dict(model()));
-}
-
-// ------------------------------------------------------------------ helpers
-
-namespace {
-
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  std::ostringstream os;
-  if (s >= 3600) os << s / 3600 << "h";
-  os << std::setw(s >= 3600 ? 2 : 1) << std::setfill('0') << (s % 3600) / 60 << "m" << std::setw(2) << s % 60 << "s";
-  return os.str();
-}
-
-// Resident set size of this process in MiB (/proc/self/statm), 0 when unavailable.
-double rss_mib() {
-  std::ifstream statm("/proc/self/statm");
-  long pages_total = 0, pages_resident = 0;
-  if (!(statm >> pages_total >> pages_resident)) return 0;
-  return static_cast<double>(pages_resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
-}
-
-}  // namespace
 
 uint64_t validation_seed(int64_t seed) { return static_cast<uint64_t>(seed) ^ 0x76616c5f6c6f7373ull; }  // "val_loss"
 
@@ -137,173 +94,325 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, const s
   return fit(module, loader, nullptr, resume, stop_at_step);
 }
 
+namespace {
+
+// --resume: "" (fresh; refuses a folder that already holds checkpoints), "latest" (the newest, or fresh when none)
+// or a checkpoint folder. Read before anything is written, agreed by every rank.
+std::optional<io::Checkpoint> read_resume_checkpoint(dist::ProcessGroup& pg, const io::CheckpointManager& checkpoints,
+                                                     const std::string& resume, const std::string& output_dir) {
+  std::optional<io::Checkpoint> ckpt;
+  agreed(pg, "reading the checkpoint", [&] {
+    if (resume == "latest") {
+      if (auto latest = checkpoints.latest()) ckpt = io::CheckpointManager::load(*latest, pg.rank(), pg.size());
+    } else if (!resume.empty()) {
+      ckpt = io::CheckpointManager::load(resume, pg.rank(), pg.size());
+    } else if (auto existing = checkpoints.latest()) {
+      throw Error(zerodiff::str(output_dir, " already holds checkpoints of an earlier run (newest: ", *existing,
+                                "); resume it with --resume latest, or choose another trainer.output_dir"));
+    }
+  });
+  return ckpt;
+}
+
+// Lightning's bf16-true: the trained weights themselves are bfloat16 (no fp32 master), so are their gradients and
+// AdamW states. Frozen parts keep their dtype; autocast to bfloat16 joins the two.
+void cast_trained_to_bfloat16(const std::vector<ParameterGroup>& groups) {
+  torch::NoGradGuard no_grad;
+  int64_t cast = 0;
+  for (const auto& g : groups) {
+    for (const auto& [name, p] : g.params) {
+      if (p.scalar_type() == at::kBFloat16) continue;
+      at::Tensor t = p;
+      t.set_data(p.detach().to(at::kBFloat16));
+      ++cast;
+    }
+  }
+  ZD_LOG_INFO("precision bf16-true: ", cast, " trained tensors in bfloat16 (weights, gradients and AdamW states)");
+}
+
+// The module's AdamW groups as the strategy takes them (peak lr: the group's, else trainer.optimizer.lr).
+std::vector<parallel::ParamGroupSpec> param_group_specs(const std::vector<ParameterGroup>& groups, double base_lr) {
+  std::vector<parallel::ParamGroupSpec> specs;
+  for (const auto& g : groups) {
+    ZD_CHECK(!g.lr || *g.lr > 0, "parameter group '", g.name, "': learning rate must be > 0, got ", g.lr.value_or(0));
+    specs.push_back(parallel::ParamGroupSpec{g.name, g.params, g.lr.value_or(base_lr)});
+    if (groups.size() > 1) {
+      ZD_LOG_INFO("parameter group '", g.name, "': ", g.params.size(), " tensors, peak lr ", specs.back().lr);
+    }
+  }
+  return specs;
+}
+
+// zero3 gathers parameters unit by unit: the module's units (it calls the hooks itself), or the whole model as one
+// unit that fit brackets around each forward. The module never keeps hooks that die with fit's strategy.
+class UnitBracket {
+ public:
+  UnitBracket(TrainingModule& module, parallel::Strategy& strategy) : module_(module) {
+    std::vector<parallel::UnitSpec> units = module.sharding_units();
+    if (units.empty()) {
+      parallel::UnitSpec all{"model", {}};
+      for (auto& p : module.model().named_parameters(true)) all.params.emplace_back(p.key(), p.value());
+      units.push_back(std::move(all));
+      whole_model_ = strategy.unit_hooks();
+    }
+    strategy.set_units(std::move(units));
+  }
+  ~UnitBracket() { module_.set_unit_hooks(nullptr); }
+  UnitBracket(const UnitBracket&) = delete;
+  UnitBracket& operator=(const UnitBracket&) = delete;
+  // After strategy.setup(): the module calls the hooks per unit, or fit brackets the whole model.
+  void attach(parallel::Strategy& strategy) {
+    if (!whole_model_) module_.set_unit_hooks(strategy.unit_hooks());
+  }
+  // Runs `forward` (the module's step) between the whole-model unit's hooks when there is one.
+  template <class F>
+  auto around(F&& forward) {
+    if (whole_model_) whole_model_->pre_forward(0);
+    auto out = forward();
+    if (whole_model_) whole_model_->post_forward(0, outputs_of(out));
+    return out;
+  }
+
+ private:
+  static std::vector<at::Tensor> outputs_of(const StepOutput& out) { return {out.loss}; }
+  static std::vector<at::Tensor> outputs_of(const std::optional<StepOutput>&) { return {}; }
+  TrainingModule& module_;
+  parallel::UnitHooks* whole_model_ = nullptr;
+};
+
+// One optimizer step's worth of figures.
+struct StepOutcome {
+  double loss = 0;                     // mean over micro-batches and ranks
+  std::map<std::string, double> logs;  // the module's figures, likewise
+  double grad_norm = NAN;              // before clipping; NaN when the step was skipped
+  bool skipped = false;                // inf/NaN gradients under loss scaling: nothing applied
+  int64_t images = 0;                  // this rank's samples
+};
+
+// Sums `value` and each of `figures` over all ranks, divided by `divisor`: every rank gets the same figures.
+void mean_over_ranks(dist::ProcessGroup& pg, double& value, std::map<std::string, double>& figures, double divisor) {
+  std::vector<double> flat{value};
+  for (auto& [k, v] : figures) flat.push_back(v);
+  at::Tensor t = at::tensor(flat, at::kDouble);
+  pg.all_reduce(t, "metrics");
+  t.div_(divisor);
+  value = t[0].item<double>();
+  size_t i = 1;
+  for (auto& [k, v] : figures) v = t[static_cast<int64_t>(i++)].item<double>();
+}
+
+// The body of one optimizer step: micro-batches (forward in the compute dtype, backward with the strategy's
+// gradient communication), the agreed non-finite checks, unscaling, clipping, AdamW, the EMA's decay.
+class StepRunner {
+ public:
+  StepRunner(const TrainerConfig& c, TrainingModule& module, data::DataLoader& loader, parallel::Strategy& strategy,
+             dist::ProcessGroup& pg, UnitBracket& bracket, optim::GradScaler* scaler, EmaKeeper* ema,
+             torch::Device device)
+      : c_(c), module_(module), loader_(loader), strategy_(strategy), pg_(pg), bracket_(bracket), scaler_(scaler),
+        ema_(ema), device_(device) {}
+
+  // Optimizer step number step + 1 (the learning rates are set).
+  StepOutcome run(int64_t step, StepContext& ctx) {
+    StepOutcome r;
+    double bad_loss = 0;  // a non-finite loss of this step (without loss scaling), 0 if none
+    const auto accum = static_cast<double>(c_.gradient_accumulation_steps);
+    strategy_.zero_grad();
+    for (int64_t micro = 0; micro < c_.gradient_accumulation_steps; ++micro) {
+      const data::Batch batch = next_batch();
+      ctx.global_step = step;
+      StepOutput out;
+      {
+        nn::AutocastScope autocast(device_.type(), compute_dtype(c_.precision));
+        out = bracket_.around([&] { return module_.training_step(batch, ctx); });
+      }
+      ZD_CHECK(out.loss.defined() && out.loss.numel() == 1, "training_step must return a scalar loss");
+      const at::Tensor loss = out.loss.to(at::kFloat) / accum;
+      const bool last_micro = micro + 1 == c_.gradient_accumulation_steps;
+      strategy_.begin_backward(last_micro);
+      (scaler_ ? scaler_->scale(loss) : loss).backward();
+      strategy_.end_backward(last_micro);
+      const double value = out.loss.to(at::kDouble).item<double>();
+      // With loss scaling an overflow is expected now and then: the scaler skips that step. Otherwise stop (after
+      // the step's micro-batches, on every rank at once).
+      if (!scaler_ && !std::isfinite(value) && std::isfinite(bad_loss)) bad_loss = value;
+      r.loss += value;  // summed here, divided by the micro-batches below (as logged before)
+      for (auto& [k, v] : out.logs) r.logs[k] += v / accum;
+      r.images += batch.size();
+    }
+    if (pg_.any_true(!std::isfinite(bad_loss), "loss_check")) {
+      throw Error(zerodiff::str("non-finite loss ", std::isfinite(bad_loss) ? std::string("on another rank") : zerodiff::str(bad_loss),
+                                " at step ", step, " (the last good checkpoint is kept; lower the learning rate or check the data)"));
+    }
+    // The overflow decision is agreed by all ranks: one rank's inf skips the step everywhere (torch.amp: parameters,
+    // optimizer state and EMA untouched, the scale backs off).
+    r.skipped = scaler_ && pg_.any_true(scaler_->unscale(strategy_.gradient_tensors()), "found_inf");
+    if (r.skipped) {
+      ZD_LOG_WARN("step ", step + 1, ": inf/NaN gradients at loss scale ", scaler_->get_scale(),
+                  "; step skipped, scale ", scaler_->get_scale() * c_.grad_scaler.backoff_factor);
+    } else {
+      r.grad_norm = strategy_.clip_grad_norm(c_.max_grad_norm > 0 ? c_.max_grad_norm
+                                                                  : std::numeric_limits<double>::infinity());
+      ZD_CHECK(std::isfinite(r.grad_norm), "non-finite gradient norm at step ", step,
+               " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
+      if (ema_) ema_->before_step(step + 1);
+      strategy_.step();
+      if (ema_) ema_->after_step(step + 1);
+    }
+    if (scaler_) scaler_->update(r.skipped);
+    // The logged loss and figures are means over all ranks' micro-batches.
+    if (pg_.size() > 1) mean_over_ranks(pg_, r.loss, r.logs, static_cast<double>(pg_.size()));
+    r.loss /= accum;
+    return r;
+  }
+
+ private:
+  data::Batch next_batch() {
+    for (int tries = 0; tries < 2; ++tries) {
+      if (auto b = loader_.next()) return std::move(*b);
+    }
+    throw Error("the data loader yields no batches");
+  }
+
+  const TrainerConfig& c_;
+  TrainingModule& module_;
+  data::DataLoader& loader_;
+  parallel::Strategy& strategy_;
+  dist::ProcessGroup& pg_;
+  UnitBracket& bracket_;
+  optim::GradScaler* scaler_;
+  EmaKeeper* ema_;
+  torch::Device device_;
+};
+
+// The mean of each validation figure over the first val_batches batches (all ranks' shards), with a generator
+// seeded the same way each time (comparable figures, training RNG untouched). nullopt when the module has no
+// validation_step (it says so once) or there was nothing to validate.
+std::optional<std::map<std::string, double>> run_validation(const TrainerConfig& c, TrainingModule& module,
+                                                            data::DataLoader& validation, dist::ProcessGroup& pg,
+                                                            UnitBracket& bracket, torch::Device device, int64_t step,
+                                                            MetricsSink& metrics) {
+  torch::NoGradGuard no_grad;
+  StepContext vctx;
+  vctx.device = device;
+  vctx.global_step = step;
+  vctx.generator = at::make_generator<at::CPUGeneratorImpl>(validation_seed(c.seed));
+  const int64_t batches = c.val_batches > 0 ? std::min(c.val_batches, validation.batches_per_epoch())
+                                            : validation.batches_per_epoch();
+  std::map<std::string, double> sums;
+  double samples = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t b = 0; b < batches; ++b) {
+    const data::Batch batch = validation.build_batch(/*epoch=*/0, b);
+    std::optional<StepOutput> out;
+    {
+      nn::AutocastScope autocast(device.type(), compute_dtype(c.precision));
+      out = bracket.around([&] { return module.validation_step(batch, vctx); });
+    }
+    if (!out) {
+      ZD_LOG_WARN("the training module has no validation_step: validation skipped");
+      return std::nullopt;
+    }
+    ZD_CHECK(out->loss.defined() && out->loss.numel() == 1, "validation_step must return a scalar loss");
+    const double n = static_cast<double>(batch.size());
+    sums["loss"] += out->loss.to(at::kDouble).item<double>() * n;
+    for (auto& [k, v] : out->logs) sums[k] += v * n;
+    samples += n;
+  }
+  // Each rank validated its shard of the validation set: sum over ranks (every rank has the same figures).
+  if (pg.size() > 1) mean_over_ranks(pg, samples, sums, 1.0);
+  if (samples == 0) return std::map<std::string, double>{};
+  for (auto& [k, v] : sums) v /= samples;
+  metrics.log_validation(step, sums, static_cast<int64_t>(samples),
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return sums;
+}
+
+// A grid of module.sample(prompts) as output_dir/samples/<name> (and in TensorBoard). Sampling needs the whole
+// model: rank 0 alone when every rank holds it, all ranks together under zero3.
+void write_sample_grid(const TrainerConfig& c, TrainingModule& module, parallel::Strategy& strategy, bool is_rank0,
+                       MetricsSink& metrics, const std::string& name, int64_t step) {
+  if (c.sample_prompts.empty()) return;
+  if (!is_rank0 && strategy.replicated_parameters()) return;
+  std::optional<at::Tensor> images;
+  with_full_parameters(strategy, false, [&] {
+    if (is_rank0) images = module.sample(c.sample_prompts, c.sample_seed);
+  });
+  if (!images || !is_rank0) return;
+  const fs::path dir = fs::path(c.output_dir) / "samples";
+  ZD_CHECK(images->dim() == 4 && images->size(1) == 3, "sample(): expected images [N, 3, H, W], got ", images->sizes());
+  const at::Tensor grid = models::make_image_grid(images->detach().to(torch::kCPU, torch::kFloat), 4);
+  const std::string png = models::encode_png(grid);
+  fs::create_directories(dir);
+  io::write_file_atomic((dir / name).string(), png);
+  metrics.add_sample_grid(png, grid.size(1), grid.size(2), step);
+  ZD_LOG_INFO("sample grid ", (dir / name).string());
+}
+
+// module.export_to(dir), complete or absent (a re-run replaces it in one rename): rank 0 writes the whole model
+// (every rank holds it whole meanwhile); the others wait for it and fail with rank 0's error.
+void export_final_model(TrainingModule& module, parallel::Strategy& strategy, dist::ProcessGroup& pg,
+                        const std::string& dir) {
+  std::string error;
+  with_full_parameters(strategy, false, [&] {
+    if (pg.rank() != 0) return;
+    try {
+      io::write_directory_atomic(dir, [&](const std::string& temp) { module.export_to(temp); });
+    } catch (const std::exception& e) {
+      if (pg.size() == 1) throw;
+      error = e.what();
+    }
+  });
+  if (!pg.all_true(error.empty(), "export")) {
+    throw IoError(error.empty() ? zerodiff::str(dir, ": rank 0 failed to export") : error);
+  }
+}
+
+}  // namespace
+
 FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::DataLoader* validation,
                        const std::string& resume, int64_t stop_at_step) {
   const TrainerConfig& c = config_;
-  const fs::path out_dir(c.output_dir);
-  io::CheckpointManager checkpoints((out_dir / "checkpoints").string(), c.keep_last);
-
   const int rank = env_.rank, world = env_.world_size;
   const bool is_rank0 = rank == 0;
   ZD_CHECK(loader.options().rank == rank && loader.options().world_size == world, "the data loader is set up for rank ",
            loader.options().rank, " of ", loader.options().world_size, " but this process is rank ", rank, " of ", world,
            " (make_run_data(config, trainer.rank(), trainer.world_size()))");
   dist::ProcessGroup& pg = process_group();
-  // Work that can fail on one rank only (a missing shard file, a bad weights file on one node) is agreed on:
-  // every rank stops with an error instead of the others waiting for it until the timeout.
-  auto agreed = [&](const char* what, const std::function<void()>& fn) {
-    std::exception_ptr failure;
-    try {
-      fn();
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    if (!pg.all_true(failure == nullptr, "agree")) {
-      if (failure) std::rethrow_exception(failure);
-      throw Error(zerodiff::str("another rank failed while ", what, " (see its error); stopping"));
-    }
-  };
+  io::CheckpointManager checkpoints((fs::path(c.output_dir) / "checkpoints").string(), c.keep_last);
+  std::optional<io::Checkpoint> ckpt = read_resume_checkpoint(pg, checkpoints, resume, c.output_dir);
 
-  // Resolve and read the checkpoint first: a bad --resume fails before anything is written.
-  std::optional<io::Checkpoint> ckpt;
-  agreed("reading the checkpoint", [&] {
-    if (resume == "latest") {
-      if (auto latest = checkpoints.latest()) ckpt = io::CheckpointManager::load(*latest, rank, world);
-    } else if (!resume.empty()) {
-      ckpt = io::CheckpointManager::load(resume, rank, world);
-    }
-    if (resume.empty()) {
-      if (auto existing = checkpoints.latest()) {
-        throw Error(zerodiff::str(c.output_dir, " already holds checkpoints of an earlier run (newest: ", *existing,
-                                  "); resume it with --resume latest, or choose another trainer.output_dir"));
-      }
-    }
-  });
-
+  // The model, its AdamW groups and the strategy that shards them.
   torch::manual_seed(c.seed);
-  agreed("building the model", [&] { module.configure_model(device_); });
-  std::vector<ParameterGroup> groups = module.parameter_groups();
-  if (c.precision == Precision::bf16_true) {
-    // Lightning's bf16-true: the trained weights themselves are bfloat16 (no fp32 master), so are their gradients
-    // and AdamW states. Frozen parts keep their dtype; autocast to bfloat16 joins the two.
-    torch::NoGradGuard no_grad;
-    int64_t cast = 0;
-    for (auto& g : groups) {
-      for (auto& [name, p] : g.params) {
-        if (p.scalar_type() == at::kBFloat16) continue;
-        at::Tensor t = p;
-        t.set_data(p.detach().to(at::kBFloat16));
-        ++cast;
-      }
-    }
-    ZD_LOG_INFO("precision bf16-true: ", cast, " trained tensors in bfloat16 (weights, gradients and AdamW states)");
-  }
-  groups = module.parameter_groups();
-  std::vector<parallel::ParamGroupSpec> specs;
-  std::vector<std::optional<double>> group_peak_lr;  // none: trainer.optimizer.lr
-  for (const auto& g : groups) {
-    ZD_CHECK(!g.lr || *g.lr > 0, "parameter group '", g.name, "': learning rate must be > 0, got ", g.lr.value_or(0));
-    const double peak = g.lr.value_or(c.optimizer.lr);
-    specs.push_back(parallel::ParamGroupSpec{g.name, g.params, peak});
-    group_peak_lr.push_back(g.lr);
-    if (groups.size() > 1) ZD_LOG_INFO("parameter group '", g.name, "': ", g.params.size(), " tensors, peak lr ", peak);
-  }
-  {
-    parallel::StrategyOptions options;
-    options.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(c.bucket_size_mb * 1024 * 1024 / 4));
-    options.chunk_numel = static_cast<int64_t>(c.zero3_chunk_size_mb * 1024 * 1024 / 4);
-    options.keep_gathered_numel = static_cast<int64_t>(c.zero3_keep_gathered_below_mb * 1024 * 1024 / 4);
-    // auto: HybridAdam updates float32 parameters only; a module training other dtypes gets torch's AdamW.
-    bool all_float32 = true;
-    for (const auto& g : groups)
-      for (const auto& np : g.params) all_float32 = all_float32 && np.second.scalar_type() == at::kFloat;
-    options.hybrid_adam = c.optimizer.implementation == AdamImplementation::hybrid_adam &&
-                          (all_float32 || !optimizer_auto_ || c.precision == Precision::bf16_true);
-    options.master_dtype = master_dtype(c.precision);
-    options.placement.policy = std::string(name_of(c.gemini.placement_policy));
-    options.placement.device_budget_bytes = static_cast<int64_t>(c.gemini.device_budget_mb * 1024 * 1024);
-    options.placement.offload_optim_frac = c.gemini.offload_optim_frac;
-    options.placement.offload_param_frac = c.gemini.offload_param_frac;
-    options.placement.disk = !c.gemini.offload_dir.empty();
-    options.offload_dir = c.gemini.offload_dir;
-    options.ema = c.ema.enabled;  // zero3 / gemini keep it sharded like their master weights; others ignore it
-    strategy_ = parallel::make_strategy(std::string(name_of(c.strategy)), group_, options);
-  }
+  agreed(pg, "building the model", [&] { module.configure_model(device_); });
+  if (c.precision == Precision::bf16_true) cast_trained_to_bfloat16(module.parameter_groups());
+  const std::vector<ParameterGroup> groups = module.parameter_groups();
+  const StrategySetup setup = strategy_setup(c, groups, optimizer_auto_);
+  strategy_ = parallel::make_strategy(std::string(name_of(setup.kind)), group_, setup.options);
   parallel::Strategy& strategy = *strategy_;
-  // zero3 gathers parameters unit by unit: the module's units (it calls the hooks itself), or the whole model
-  // as one unit that the Trainer brackets around each step.
-  std::vector<parallel::UnitSpec> units = module.sharding_units();
-  const bool whole_model_unit = units.empty();
-  if (whole_model_unit) {
-    parallel::UnitSpec all{"model", {}};
-    for (auto& p : module.model().named_parameters(true)) all.params.emplace_back(p.key(), p.value());
-    units.push_back(std::move(all));
-  }
-  strategy.set_units(std::move(units));
+  UnitBracket bracket(module, strategy);
   {
     std::vector<at::Tensor> replicated;  // rank 0's parameters and buffers become everyone's
     for (auto& p : module.model().parameters(true)) replicated.push_back(p);
     for (auto& b : module.model().buffers(true)) replicated.push_back(b);
-    strategy.setup(specs, replicated,
+    strategy.setup(param_group_specs(groups, c.optimizer.lr), replicated,
                    parallel::AdamWSettings{c.optimizer.betas[0], c.optimizer.betas[1], c.optimizer.eps,
                                            c.optimizer.weight_decay});
   }
-  parallel::UnitHooks* bracket = whole_model_unit ? strategy.unit_hooks() : nullptr;
-  struct HooksGuard {  // the module never keeps hooks that die with this fit's strategy
-    TrainingModule& m;
-    ~HooksGuard() { m.set_unit_hooks(nullptr); }
-  } hooks_guard{module};
-  if (!whole_model_unit) module.set_unit_hooks(strategy.unit_hooks());
-  const bool sharded_params = !strategy.replicated_parameters();
-  // With zero3, whole parameters exist only between gather_full_parameters and release_full_parameters.
-  auto with_full_parameters = [&](bool write_back, const std::function<void()>& fn) {
-    if (!sharded_params) return fn();
-    strategy.gather_full_parameters();
-    fn();
-    strategy.release_full_parameters(write_back);
-  };
+  bracket.attach(strategy);
   if (world > 1) {
     ZD_LOG_INFO("strategy ", strategy.name(), " on ", world, " processes; global batch ", loader.options().batch_size,
                 " x ", world, " x ", c.gradient_accumulation_steps);
   }
-  optim::LRSchedule schedule{c.lr_schedule.type, c.optimizer.lr, c.lr_schedule.warmup_steps,
-                             c.max_steps, c.lr_schedule.min_lr_ratio};
-  // EMA of the trained weights (diffusers' EMAModel): train::EMA over whole parameters, or under zero3 / gemini
-  // the strategy's sharded EMA (an fp32 shard beside each master shard, no gather per step) fed the same decay
-  // schedule. Both checkpoint the same "ema" file: whole fp32 tensors by parameter name.
-  const EMAOptions ema_options{c.ema.decay,     c.ema.min_decay, c.ema.update_after_step,
-                               c.ema.use_warmup, c.ema.inv_gamma, c.ema.power};
-  std::optional<EMA> ema;
-  const bool sharded_ema = c.ema.enabled && strategy.sharded_ema();
-  if (c.ema.enabled) check_ema_options(ema_options);
-  // sharded: the names train::EMA would use (trainable parameters, a tied tensor under each of its names)
-  std::vector<std::pair<std::string, at::Tensor>> ema_params;
-  if (sharded_ema) {
-    std::set<const void*> chunked;
-    for (const auto& [_, p] : strategy.chunks()->params()) chunked.insert(p.unsafeGetTensorImpl());
-    for (const auto& p : module.model().named_parameters(true)) {
-      if (!p.value().requires_grad()) continue;
-      if (!chunked.count(p.value().unsafeGetTensorImpl())) {
-        throw NotImplementedError(zerodiff::str(
-            "trainer.ema with strategy ", c.strategy, ": parameter '", p.key(),
-            "' requires a gradient but is in none of the module's parameter groups, so it is not sharded; the sharded "
-            "EMA covers the trained parameters only (set requires_grad false on it, or add it to a group)"));
-      }
-      ema_params.emplace_back(p.key(), p.value());
-    }
-  } else if (c.ema.enabled) {
-    ema.emplace(module.model(), ema_options);
+
+  // The rest of the run's state, restored from the checkpoint when resuming.
+  const optim::LRSchedule schedule{c.lr_schedule.type, c.optimizer.lr, c.lr_schedule.warmup_steps, c.max_steps,
+                                   c.lr_schedule.min_lr_ratio};
+  std::unique_ptr<EmaKeeper> ema;
+  if (c.ema.enabled) {
+    ema = make_ema_keeper(EMAOptions{c.ema.decay, c.ema.min_decay, c.ema.update_after_step, c.ema.use_warmup,
+                                     c.ema.inv_gamma, c.ema.power},
+                          module.model(), strategy, is_rank0);
   }
-  // The "ema" checkpoint file of the sharded EMA (rank 0's; collective: every rank calls it).
-  auto gather_sharded_ema = [&] {
-    std::map<const void*, at::Tensor> whole;
-    for (auto& [p, t] : strategy.gather_ema()) whole.emplace(p.unsafeGetTensorImpl(), std::move(t));
-    io::TensorMap out;
-    if (!is_rank0) return out;
-    for (const auto& [name, p] : ema_params) out[name] = whole.at(p.unsafeGetTensorImpl());
-    return out;
-  };
-  const at::ScalarType compute_dtype = train::compute_dtype(c.precision);
   std::optional<optim::GradScaler> scaler;
   if (c.precision == Precision::fp16_mixed) {
     scaler.emplace(optim::GradScalerOptions{c.grad_scaler.init_scale, c.grad_scaler.growth_factor,
@@ -314,295 +423,41 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   // Rank 0 draws what a single-process run draws; other ranks draw their own streams (seeded from seed and rank).
   ctx.generator = at::make_generator<at::CPUGeneratorImpl>(
       rank == 0 ? static_cast<uint64_t>(c.seed) : static_cast<uint64_t>(c.seed) * 1000003ull + static_cast<uint64_t>(rank));
+  TrainingState state({module, strategy, pg, ema.get(), ctx.generator, scaler ? &*scaler : nullptr, loader, c.seed});
   int64_t step = 0;
-
+  std::string last_ckpt;
   if (ckpt) {
-    const std::string& where = ckpt->path;
-    auto need = [&](const char* name) -> const io::TensorMap& {
-      auto it = ckpt->tensors.find(name);
-      if (it == ckpt->tensors.end()) throw IoError(zerodiff::str(where, ": no ", name, ".safetensors"));
-      return it->second;
-    };
-    with_full_parameters(/*write_back=*/true, [&] {
-      agreed("loading the checkpoint's model", [&] {
-        io::load_state_dict(module.model(), need("model"), /*strict=*/true, where + "/model.safetensors");
-      });
-    });
-    // Each rank restores its own files (optimizer shard, generators): agreed, so one bad file stops every rank.
-    agreed("restoring the checkpoint", [&] {
-      strategy.load_optimizer_state(need("optimizer"), where + "/optimizer" +
-                                                           (strategy.sharded() && world > 1 ? zerodiff::str(".rank-", rank, "-of-", world) : "") +
-                                                           ".safetensors");
-      if (ema) ema->load(need("ema"));
-      if (sharded_ema) {
-        const io::TensorMap& saved = need("ema");
-        std::vector<std::pair<at::Tensor, at::Tensor>> whole;
-        for (const auto& [name, p] : ema_params) {
-          auto it = saved.find(name);
-          if (it == saved.end()) {
-            throw IoError(zerodiff::str(where, "/ema.safetensors: no EMA weight for parameter '", name, "'"));
-          }
-          whole.emplace_back(p, it->second);
-        }
-        strategy.load_ema(whole, where + "/ema.safetensors");
-      }
-      const auto& rng = need("rng");
-      if (!rng.count("generator") || !rng.count("torch_default")) {
-        throw IoError(zerodiff::str(where, "/rng.safetensors: missing generator states"));
-      }
-      ctx.generator.set_state(rng.at("generator"));
-      at::Generator default_gen = at::detail::getDefaultCPUGenerator();
-      default_gen.set_state(rng.at("torch_default"));
-      if (ckpt->tensors.count("module")) module.load_extra_state(ckpt->tensors.at("module"));
-      if (scaler) {
-        if (ckpt->tensors.count("scaler")) {
-          const auto& saved = ckpt->tensors.at("scaler");
-          scaler->load_state(std::map<std::string, at::Tensor>(saved.begin(), saved.end()));
-        } else {
-          ZD_LOG_WARN(where, ": no loss-scaler state (saved with another precision); starting at scale ",
-                      scaler->get_scale());
-        }
-      }
-      if (!ckpt->state.contains("loader")) throw IoError(zerodiff::str(where, ": trainer_state.json has no 'loader'"));
-      loader.load_state(data::LoaderState::from_json(ckpt->state["loader"]));
-    });
-    step = ckpt->step;
-    ZD_LOG_INFO("resumed from ", where, " at step ", step);
+    step = state.restore(*ckpt);
+    last_ckpt = ckpt->path;
+    ZD_LOG_INFO("resumed from ", ckpt->path, " at step ", step);
+    ckpt.reset();  // everything is copied; release the mapped checkpoint files
   }
   const int64_t resumed_step = step;
-  const std::string resumed_path = ckpt ? ckpt->path : std::string();
-  ckpt.reset();  // everything is copied; release the mapped checkpoint files
-
-  if (is_rank0) fs::create_directories(out_dir);
-  // Logs, metrics, TensorBoard, samples and the export are rank 0's; every rank trains and checkpoints.
-  // metrics.jsonl continues exactly: a fresh run starts it anew; a resume keeps the lines up to its step.
-  const fs::path metrics_path = out_dir / "metrics.jsonl";
-  if (is_rank0) {
-    std::string kept;
-    if (resumed_step > 0 && fs::exists(metrics_path)) {
-      std::ifstream in(metrics_path);
-      std::string line;
-      while (std::getline(in, line)) {
-        try {
-          if (nlohmann::json::parse(line).value("step", int64_t{0}) <= resumed_step) kept += line + "\n";
-        } catch (const nlohmann::json::exception&) {
-          // a line cut by the interruption: dropped
-        }
-      }
+  MetricsSink metrics(c.output_dir, is_rank0, c.tensorboard, resumed_step);
+  StepRunner runner(c, module, loader, strategy, pg, bracket, scaler ? &*scaler : nullptr, ema.get(), device_);
+  FitResult result;
+  auto validate = [&] {
+    if (!validation) return;
+    if (auto means = run_validation(c, module, *validation, pg, bracket, device_, step, metrics)) {
+      if (!means->empty()) result.validation = *means;
+    } else {
+      validation = nullptr;  // no validation_step: skipped from now on
     }
-    io::write_file_atomic(metrics_path.string(), kept);
-  }
-  std::ofstream metrics;
-  if (is_rank0) metrics.open(metrics_path, std::ios::app);
-  // TensorBoard continues like metrics.jsonl: a fresh run starts the folder anew; a resume writes a new file
-  // that begins with SessionLog START at the resumed step, so TensorBoard drops the older files' later points.
-  std::optional<io::TensorBoardWriter> tensorboard;
-  if (c.tensorboard && is_rank0) {
-    const fs::path tb_dir = out_dir / "tensorboard";
-    if (resumed_step == 0) {
-      std::error_code ec;
-      for (const auto& entry : fs::directory_iterator(tb_dir, ec)) {
-        if (entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0) fs::remove(entry.path(), ec);
-      }
-    }
-    tensorboard.emplace(tb_dir.string());
-    if (resumed_step > 0) tensorboard->add_session_start(resumed_step + 1);
-  }
-  const bool tty = ::isatty(STDERR_FILENO) && log::enabled(log::Level::info);
-  const auto t0 = std::chrono::steady_clock::now();
-  const int64_t start_step = step;
-  double last_loss = 0;
-  int64_t images_seen = 0;
-  std::string last_ckpt = resumed_path;
-  int64_t last_saved_step = -1;
-
-  auto next_batch = [&]() {
-    for (int tries = 0; tries < 2; ++tries) {
-      if (auto b = loader.next()) return std::move(*b);
-    }
-    throw Error("the data loader yields no batches");
   };
-  auto save_checkpoint = [&]() {
-    // Shared files come from rank 0 (every rank holds the same whole model); with several processes each rank
-    // adds its generator states and, for zero1/zero2, its optimizer shard.
-    std::map<std::string, io::TensorMap> files, rank_files;
-    auto& per_rank = world > 1 ? rank_files : files;
-    with_full_parameters(false, [&] {
-      if (!is_rank0) return;
-      io::TensorMap model;
-      // zero3: copied to host memory while gathered (a device copy would double the model on rank 0's device).
-      for (auto& [k, v] : io::state_dict(module.model())) {
-        model[k] = sharded_params ? v.detach().to(at::TensorOptions().device(at::kCPU), false, /*copy=*/true) : v;
-      }
-      files["model"] = std::move(model);
-    });
-    // (Only rank 0's shared files are written: other ranks do not copy those states to host memory.)
-    if (strategy.sharded()) {
-      per_rank["optimizer"] = strategy.optimizer_state();
-    } else if (is_rank0) {
-      files["optimizer"] = strategy.optimizer_state();
-    }
-    if (ema && is_rank0) files["ema"] = io::TensorMap(ema->shadow().begin(), ema->shadow().end());
-    if (sharded_ema) {  // gathered chunk by chunk into whole tensors: the same file as train::EMA writes
-      io::TensorMap gathered = gather_sharded_ema();
-      if (is_rank0) files["ema"] = std::move(gathered);
-    }
-    per_rank["rng"] = {{"generator", ctx.generator.get_state()},
-                       {"torch_default", at::detail::getDefaultCPUGenerator().get_state()}};
-    if (is_rank0) {
-      if (auto extra = module.extra_state(); !extra.empty()) files["module"] = io::TensorMap(extra.begin(), extra.end());
-    }
-    if (scaler && is_rank0) {
-      const auto st = scaler->state();
-      files["scaler"] = io::TensorMap(st.begin(), st.end());
-    }
-    nlohmann::json state = {{"loader", loader.state().to_json()}, {"seed", c.seed}};
-    io::RankSync sync{rank, world, [&](bool ok) { return pg.all_true(ok, "checkpoint"); }};
-    last_ckpt = checkpoints.save(step, files, state, rank_files, sync);
-    last_saved_step = step;
+  auto save = [&] {
+    last_ckpt = state.save(checkpoints, step);
     ZD_LOG_INFO("checkpoint ", last_ckpt);
   };
-  auto write_samples = [&](const std::string& name) {
-    if (c.sample_prompts.empty()) return;
-    // Sampling needs the whole model: rank 0 alone when every rank holds it, all ranks together under zero3.
-    if (!is_rank0 && !sharded_params) return;
-    std::optional<at::Tensor> images;
-    with_full_parameters(false, [&] {
-      if (is_rank0) images = module.sample(c.sample_prompts, c.sample_seed);  // whole model held: rank 0 alone
-    });
-    if (!images || !is_rank0) return;
-    const std::string path = (out_dir / "samples" / name).string();
-    ZD_CHECK(images->dim() == 4 && images->size(1) == 3, "sample(): expected images [N, 3, H, W], got ", images->sizes());
-    const at::Tensor grid = models::make_image_grid(images->detach().to(torch::kCPU, torch::kFloat), 4);
-    const std::string png = models::encode_png(grid);
-    fs::create_directories(out_dir / "samples");
-    io::write_file_atomic(path, png);
-    if (tensorboard) tensorboard->add_image_png("samples", png, grid.size(1), grid.size(2), 3, step);
-    ZD_LOG_INFO("sample grid ", path);
-  };
-  std::map<std::string, double> last_validation;
-  bool validation_supported = true;
-  auto validate = [&]() {
-    if (!validation || !validation_supported) return;
-    torch::NoGradGuard no_grad;
-    StepContext vctx;
-    vctx.device = device_;
-    vctx.global_step = step;
-    // Its own generator, seeded the same way each time: comparable figures, training RNG untouched.
-    vctx.generator = at::make_generator<at::CPUGeneratorImpl>(validation_seed(c.seed));
-    const int64_t batches = c.val_batches > 0 ? std::min(c.val_batches, validation->batches_per_epoch())
-                                              : validation->batches_per_epoch();
-    std::map<std::string, double> sums;
-    double samples = 0;
-    const auto tv = std::chrono::steady_clock::now();
-    for (int64_t b = 0; b < batches; ++b) {
-      const data::Batch batch = validation->build_batch(/*epoch=*/0, b);
-      std::optional<StepOutput> out;
-      {
-        nn::AutocastScope autocast(device_.type(), compute_dtype);
-        if (bracket) bracket->pre_forward(0);
-        out = module.validation_step(batch, vctx);
-        if (bracket) bracket->post_forward(0, {});
-      }
-      if (!out) {
-        ZD_LOG_WARN("the training module has no validation_step: validation skipped");
-        validation_supported = false;
-        return;
-      }
-      ZD_CHECK(out->loss.defined() && out->loss.numel() == 1, "validation_step must return a scalar loss");
-      const double n = static_cast<double>(batch.size());
-      sums["loss"] += out->loss.to(at::kDouble).item<double>() * n;
-      for (auto& [k, v] : out->logs) sums[k] += v * n;
-      samples += n;
-    }
-    if (world > 1) {
-      // Each rank validated its shard of the validation set: sum over ranks (every rank has the same figures).
-      std::vector<double> flat{samples};
-      for (auto& [k, v] : sums) flat.push_back(v);
-      at::Tensor t = at::tensor(flat, at::kDouble);
-      pg.all_reduce(t, "metrics");
-      samples = t[0].item<double>();
-      size_t i = 1;
-      for (auto& [k, v] : sums) v = t[static_cast<int64_t>(i++)].item<double>();
-    }
-    if (samples == 0) return;
-    last_validation.clear();
-    nlohmann::json line = {{"step", step}};
-    std::ostringstream msg;
-    msg << "validation at step " << step << ":";
-    for (auto& [k, v] : sums) {
-      last_validation[k] = v / samples;
-      line["val_" + k] = v / samples;
-      msg << " val_" << k << " " << std::setprecision(4) << v / samples;
-      if (tensorboard) tensorboard->add_scalar("val/" + k, v / samples, step);
-    }
-    msg << " (" << static_cast<int64_t>(samples) << " samples, "
-        << format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - tv).count()) << ")";
-    if (is_rank0) {
-      metrics << line.dump() << "\n" << std::flush;
-      if (tty) std::fprintf(stderr, "\n");
-    }
-    ZD_LOG_INFO(msg.str());
-  };
 
+  // The training loop.
+  const auto t0 = std::chrono::steady_clock::now();
   const int64_t last_step = stop_at_step > 0 ? std::min(stop_at_step, c.max_steps) : c.max_steps;
-  int64_t consecutive_skips = 0;
+  int64_t images_seen = 0, consecutive_skips = 0, last_saved_step = -1;
   while (step < last_step) {
-    const double lr = schedule.lr_at(step);  // of trainer.optimizer.lr; every group follows the same curve
-    for (size_t gi = 0; gi < group_peak_lr.size(); ++gi) {
-      const auto& peak = group_peak_lr[gi];
-      strategy.set_lr(gi, peak ? lr / c.optimizer.lr * *peak : lr);
-    }
-    strategy.zero_grad();
-    double loss_sum = 0;
-    double bad_loss = 0;  // a non-finite loss of this step (without loss scaling), 0 if none
-    std::map<std::string, double> logs;
-    for (int64_t micro = 0; micro < c.gradient_accumulation_steps; ++micro) {
-      data::Batch batch = next_batch();
-      ctx.global_step = step;
-      StepOutput out;
-      {
-        nn::AutocastScope autocast(device_.type(), compute_dtype);  // forward in the compute dtype (mixed modes)
-        if (bracket) bracket->pre_forward(0);
-        out = module.training_step(batch, ctx);
-        if (bracket) bracket->post_forward(0, {out.loss});
-      }
-      ZD_CHECK(out.loss.defined() && out.loss.numel() == 1, "training_step must return a scalar loss");
-      const at::Tensor loss = out.loss.to(at::kFloat) / static_cast<double>(c.gradient_accumulation_steps);
-      const bool last_micro = micro + 1 == c.gradient_accumulation_steps;
-      strategy.begin_backward(last_micro);
-      (scaler ? scaler->scale(loss) : loss).backward();
-      strategy.end_backward(last_micro);
-      const double value = out.loss.to(at::kDouble).item<double>();
-      // With loss scaling an overflow is expected now and then: the scaler skips that step. Otherwise stop
-      // (after the step's micro-batches, on every rank at once).
-      if (!scaler && !std::isfinite(value) && std::isfinite(bad_loss)) bad_loss = value;
-      loss_sum += value;
-      for (auto& [k, v] : out.logs) logs[k] += v / static_cast<double>(c.gradient_accumulation_steps);
-      images_seen += batch.size();
-    }
-    if (pg.any_true(!std::isfinite(bad_loss), "loss_check")) {
-      throw Error(zerodiff::str("non-finite loss ", std::isfinite(bad_loss) ? std::string("on another rank") : zerodiff::str(bad_loss),
-                                " at step ", step, " (the last good checkpoint is kept; lower the learning rate or check the data)"));
-    }
-    // The overflow decision is agreed by all ranks: one rank's inf skips the step everywhere.
-    const bool found_inf = scaler && pg.any_true(scaler->unscale(strategy.gradient_tensors()), "found_inf");
-    const double max_norm = c.max_grad_norm > 0 ? c.max_grad_norm : std::numeric_limits<double>::infinity();
-    double grad_norm = NAN;
-    if (found_inf) {
-      // torch.amp: the step is skipped (parameters, optimizer state and EMA untouched), the scale backs off.
-      ZD_LOG_WARN("step ", step + 1, ": inf/NaN gradients at loss scale ", scaler->get_scale(),
-                  "; step skipped, scale ", scaler->get_scale() * c.grad_scaler.backoff_factor);
-    } else {
-      grad_norm = strategy.clip_grad_norm(max_norm);
-      ZD_CHECK(std::isfinite(grad_norm), "non-finite gradient norm at step ", step,
-               " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
-      // (the sharded EMA is updated inside step(), after AdamW, with the decay train::EMA would use after it)
-      if (sharded_ema) strategy.set_ema_decay(ema_decay_at(ema_options, step + 1));
-      strategy.step();
-    }
-    if (scaler) scaler->update(found_inf);
-    consecutive_skips = found_inf ? consecutive_skips + 1 : 0;
+    const double lr = schedule.lr_at(step);  // every group follows trainer.optimizer.lr's curve, scaled
+    for (size_t g = 0; g < groups.size(); ++g) strategy.set_lr(g, groups[g].lr ? lr / c.optimizer.lr * *groups[g].lr : lr);
+    const StepOutcome out = runner.run(step, ctx);
+    consecutive_skips = out.skipped ? consecutive_skips + 1 : 0;
     if (consecutive_skips >= c.grad_scaler.max_consecutive_skips) {
       throw Error(zerodiff::str(consecutive_skips, " steps in a row (up to step ", step + 1,
                                 ") had inf/NaN gradients and were skipped; the loss scale is now ", scaler->get_scale(),
@@ -610,153 +465,42 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
                                 last_ckpt.empty() ? std::string(" (none was written yet)") : ": " + last_ckpt));
     }
     ++step;
-    if (ema && !found_inf) ema->update(module.model(), step);
-    if (world > 1) {
-      // The logged loss and figures are means over all ranks' micro-batches.
-      std::vector<double> flat{loss_sum};
-      for (auto& [k, v] : logs) flat.push_back(v);
-      at::Tensor t = at::tensor(flat, at::kDouble);
-      pg.all_reduce(t, "metrics");
-      t.div_(static_cast<double>(world));
-      loss_sum = t[0].item<double>();
-      size_t i = 1;
-      for (auto& [k, v] : logs) v = t[static_cast<int64_t>(i++)].item<double>();
-    }
-    last_loss = loss_sum / static_cast<double>(c.gradient_accumulation_steps);
-
+    images_seen += out.images;
+    result.last_loss = out.loss;
     if (step % c.log_every == 0 || step == c.max_steps) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double ips = elapsed > 0 ? static_cast<double>(images_seen * world) / elapsed : 0;  // all ranks
-      const double sps = elapsed > 0 ? static_cast<double>(step - start_step) / elapsed : 0;
-      const double eta = sps > 0 ? static_cast<double>(c.max_steps - step) / sps : NAN;
-      nlohmann::json line = {{"step", step}, {"loss", last_loss}, {"lr", lr}, {"images_per_s", ips},
-                             {"elapsed_s", elapsed}};
-      if (std::isfinite(grad_norm)) line["grad_norm"] = grad_norm;  // a skipped step has none
-      if (scaler) line["loss_scale"] = scaler->get_scale();
-      for (auto& [k, v] : logs) line[k] = v;
-      const double rss = rss_mib();
-      line["rss_mib"] = rss;
-      if (is_rank0) metrics << line.dump() << "\n" << std::flush;
-      if (tensorboard) {
-        tensorboard->add_scalar("train/loss", last_loss, step);
-        tensorboard->add_scalar("train/lr", lr, step);
-        if (std::isfinite(grad_norm)) tensorboard->add_scalar("train/grad_norm", grad_norm, step);
-        if (scaler) tensorboard->add_scalar("train/loss_scale", scaler->get_scale(), step);
-        tensorboard->add_scalar("train/images_per_s", ips, step);
-        tensorboard->add_scalar("memory/rss_mib", rss, step);
-        for (auto& [k, v] : logs) tensorboard->add_scalar("train/" + k, v, step);
-      }
-      std::ostringstream msg;
-      msg << "step " << step << "/" << c.max_steps << " loss " << std::setprecision(4) << last_loss << " lr "
-          << std::setprecision(3) << lr << " grad_norm " << std::setprecision(3) << grad_norm << " "
-          << std::setprecision(3) << sps << " it/s " << std::setprecision(3) << ips << " img/s ETA "
-          << format_duration(eta);
-      if (tty && is_rank0) {
-        const int width = 30;
-        const int filled = static_cast<int>(width * step / c.max_steps);
-        std::fprintf(stderr, "\r[%s%s] %s", std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                     msg.str().c_str());
-        if (step == c.max_steps) std::fprintf(stderr, "\n");
-        std::fflush(stderr);
-      } else {
-        ZD_LOG_INFO(msg.str());
-      }
+      metrics.log_step(StepMetrics{step, c.max_steps, out.loss, lr, out.grad_norm,
+                                   scaler ? std::optional<double>(scaler->get_scale()) : std::nullopt,
+                                   elapsed > 0 ? static_cast<double>(images_seen * world) / elapsed : 0,
+                                   elapsed > 0 ? static_cast<double>(step - resumed_step) / elapsed : 0, elapsed,
+                                   rss_mib(), out.logs});
     }
-    if (c.val_every > 0 && step % c.val_every == 0 && step < c.max_steps) validate();
-    if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0 && step < c.max_steps) save_checkpoint();
-    if (c.sample_every > 0 && step % c.sample_every == 0 && step < c.max_steps) {
-      write_samples(zerodiff::str("step-", step, ".png"));
+    if (step == c.max_steps) break;
+    if (c.val_every > 0 && step % c.val_every == 0) validate();
+    if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0) {
+      save();
+      last_saved_step = step;
+    }
+    if (c.sample_every > 0 && step % c.sample_every == 0) {
+      write_sample_grid(c, module, strategy, is_rank0, metrics, zerodiff::str("step-", step, ".png"), step);
     }
   }
-
-  if (last_saved_step != step && step != resumed_step) save_checkpoint();
-  FitResult result;
+  if (last_saved_step != step && step != resumed_step) save();
   result.steps = step;
-  result.last_loss = last_loss;
   result.last_checkpoint = last_ckpt;
-  result.validation = last_validation;
-  if (step < c.max_steps) {  // stopped early: resume later
-    if (sharded_params) strategy.gather_full_parameters();  // the module leaves fit with whole parameters
-    return result;
-  }
-  result.export_dir = (out_dir / "final").string();
-  // final/ is complete or absent (a re-run replaces it in one rename): a crash mid-export loses nothing.
-  auto export_final = [&] {
-    // Rank 0 writes the whole model (every rank holds it whole); the others wait for it to be complete.
-    std::string error;
-    with_full_parameters(false, [&] {
-      if (!is_rank0) return;
-      try {
-        io::write_directory_atomic(result.export_dir, [&](const std::string& temp) { module.export_to(temp); });
-      } catch (const std::exception& e) {
-        if (world == 1) throw;
-        error = e.what();
-      }
-    });
-    if (!pg.all_true(error.empty(), "export")) {
-      throw IoError(error.empty() ? zerodiff::str(result.export_dir, ": rank 0 failed to export") : error);
-    }
-  };
-  if (ema) {
-    // Export (and sample) with the EMA weights, then restore the raw ones.
-    const io::TensorMap raw = [&] {
-      io::TensorMap m;
-      for (auto& [k, v] : io::state_dict(module.model())) m[k] = v.clone();
-      return m;
-    }();
-    ema->copy_to(module.model());
-    // The raw weights go back even when validation, sampling or export throws (then best effort, logged, so that
-    // the first exception is the one that propagates); on success, below, with errors propagating.
-    struct RestoreRaw {
-      torch::nn::Module& model;
-      const io::TensorMap& raw;
-      bool armed = true;
-      ~RestoreRaw() {
-        if (!armed) return;
-        try {
-          io::load_state_dict(model, raw);
-        } catch (const std::exception& e) {
-          ZD_LOG_ERROR("could not put the trained weights back after the EMA export: ", e.what());
-        }
-      }
-    } restore{module.model(), raw};
-    validate();  // the end-of-run figures are those of the exported weights
-    write_samples("final.png");
-    export_final();
-    restore.armed = false;
-    io::load_state_dict(module.model(), raw);
-  } else if (sharded_ema) {
-    // The same with the sharded EMA: the parameter shards hold the EMA weights meanwhile (each rank its own part;
-    // the units and the whole-model gathers of validation, sampling and export then see them), then the trained ones.
-    strategy.use_ema_weights(true);
-    // Put the trained weights back even when validation, sampling or export throws (use_ema_weights is local to
-    // each rank: no collective in the unwinding path; best effort there, logged); on success, below.
-    struct RestoreTrained {
-      parallel::Strategy& s;
-      bool armed = true;
-      ~RestoreTrained() {
-        if (!armed) return;
-        try {
-          s.use_ema_weights(false);
-        } catch (const std::exception& e) {
-          ZD_LOG_ERROR("could not put the trained weights back after the EMA export: ", e.what());
-        }
-      }
-    } restore{strategy};
+  if (step == c.max_steps) {
+    // The end-of-run validation, samples and export use the EMA weights when there is an EMA.
+    std::optional<EmaWeightsScope> ema_weights;
+    if (ema) ema_weights.emplace(*ema);
     validate();
-    write_samples("final.png");
-    export_final();
-    restore.armed = false;
-    strategy.use_ema_weights(false);
-  } else {
-    validate();
-    write_samples("final.png");
-    export_final();
+    write_sample_grid(c, module, strategy, is_rank0, metrics, "final.png", step);
+    result.export_dir = (fs::path(c.output_dir) / "final").string();
+    export_final_model(module, strategy, pg, result.export_dir);
+    if (ema_weights) ema_weights->restore();
+    ZD_LOG_INFO("exported to ", result.export_dir);
   }
-  ZD_LOG_INFO("exported to ", result.export_dir);
-  result.validation = last_validation;
-  // zero3: the module leaves fit with whole parameters (they keep the gathered storage after the strategy goes).
-  if (sharded_params) strategy.gather_full_parameters();
+  // The module leaves fit with whole parameters (under zero3 they keep the gathered storage after the strategy goes).
+  if (!strategy.replicated_parameters()) strategy.gather_full_parameters();
   return result;
 }
 

@@ -4,6 +4,12 @@
 // Gradient accumulation, AdamW, LR schedule with warmup, global-norm clipping, EMA, metrics (JSONL + a
 // progress bar on terminals, plain lines otherwise), sample grids, atomic checkpoints keeping the last K,
 // and exact resume (same data order, RNG, LR, optimizer and EMA state: N + N steps == 2N steps bitwise).
+//
+// Trainer::fit is the loop; the parts it uses have their own headers and tests (tests/unit/test_fit_parts.cpp):
+//   StrategySetup.h  trainer config -> strategy kind and options (the dry-run estimate uses the same function)
+//   EmaKeeper.h      the EMA, whole (train::EMA) or sharded (zero3 / gemini), behind one interface
+//   TrainingState.h  the checkpoint: save() and restore() as one symmetric pair; agreed() and with_full_parameters()
+//   MetricsSink.h    metrics.jsonl, TensorBoard, the progress bar
 #pragma once
 
 #include <cstdint>
