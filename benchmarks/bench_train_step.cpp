@@ -171,8 +171,8 @@ int run(int argc, char** argv) {
       (*vae)->to(device);
       (*text_encoder)->to(device);
     }
-    auto sched_config = zm::SchedulerConfig::defaults_for("DDPMScheduler");
-    sched_config.beta_schedule = "scaled_linear";
+    auto sched_config = zm::SchedulerConfig::defaults_for(zm::SchedulerKind::ddpm);
+    sched_config.beta_schedule = zerodiff::models::BetaSchedule::scaled_linear;
     sched_config.beta_start = 0.00085;
     sched_config.beta_end = 0.012;
     sched_config.clip_sample = false;

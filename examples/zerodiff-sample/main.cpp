@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
     opts.eta = eta;
     if (clip_skip >= 0) opts.clip_skip = clip_skip;
     ZD_LOG_INFO("zerodiff-sample: ", model, ", ", prompts.size(), " prompt(s) x ", batch, ", ", steps, " steps (",
-                scheduler.empty() ? pipe.scheduler_config().class_name : scheduler, "), guidance ", guidance,
+                scheduler.empty() ? std::string(zerodiff::name_of(pipe.scheduler_config().class_name)) : scheduler, "), guidance ", guidance,
                 ", seed ", seed, cuda ? ", cuda" : ", cpu");
     const at::Tensor images = pipe.generate(opts);  // [N, 3, H, W] in [0, 1]
     const int64_t n = images.size(0);

@@ -149,21 +149,20 @@ at::Tensor repeat_per_prompt(const at::Tensor& embeds, int64_t n) {
 
 // ------------------------------------------------------------------ scheduler names
 
-std::string scheduler_class_name(const std::string& name) {
+SchedulerKind scheduler_kind(const std::string& name) {
   std::string lower = name;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (lower == "ddim" || name == "DDIMScheduler") return "DDIMScheduler";
-  if (lower == "euler" || name == "EulerDiscreteScheduler") return "EulerDiscreteScheduler";
-  if (lower == "ddpm" || name == "DDPMScheduler") return "DDPMScheduler";
+  if (auto kind = lookup_enum<SchedulerKind>(name)) return *kind;
+  if (auto kind = lookup_enum<SchedulerKind>(lower)) return *kind;
   ZD_THROW("unknown scheduler '", name,
            "' (expected ddim | euler | ddpm, or DDIMScheduler | EulerDiscreteScheduler | DDPMScheduler)");
 }
 
-SchedulerConfig convert_scheduler_config(const SchedulerConfig& config, const std::string& class_name,
+SchedulerConfig convert_scheduler_config(const SchedulerConfig& config, SchedulerKind class_name,
                                          const nlohmann::json& raw) {
   if (class_name == config.class_name) return config;
   nlohmann::json j = raw.is_object() ? raw : config.to_json();
-  j["_class_name"] = class_name;
+  j["_class_name"] = std::string(name_of(class_name));
   return SchedulerConfig::from_json(j);
 }
 
@@ -198,14 +197,14 @@ Txt2ImgPipeline Txt2ImgPipeline::from_pretrained(const std::string& dir, const s
   try {
     sched = SchedulerConfig::from_json(sched_json);
   } catch (const NotImplementedError& e) {
-    if (cls == "DDPMScheduler" || cls == "DDIMScheduler" || cls == "EulerDiscreteScheduler") throw;
+    if (lookup_enum<SchedulerKind>(cls)) throw;  // a class zerodiff implements: its config is at fault
     // diffusers users swap samplers with DDIMScheduler.from_config(pipe.scheduler.config); do the same.
     ZD_LOG_WARN(dir, ": scheduler ", cls, " is not implemented by zerodiff; using DDIMScheduler with its config");
     nlohmann::json j;
     for (auto it = sched_json.begin(); it != sched_json.end(); ++it) {
       if (it.key() != "skip_prk_steps") j[it.key()] = it.value();
     }
-    j["_class_name"] = "DDIMScheduler";
+    j["_class_name"] = std::string(name_of(SchedulerKind::ddim));
     sched_json = j;
     sched = SchedulerConfig::from_json(sched_json);
   }
@@ -239,7 +238,7 @@ void Txt2ImgPipeline::save_pretrained(const std::string& dir) const {
       {"image_encoder", null_pair},
       {"requires_safety_checker", false},
       {"safety_checker", null_pair},
-      {"scheduler", nlohmann::json::array({"diffusers", scheduler_.class_name})},
+      {"scheduler", nlohmann::json::array({"diffusers", std::string(name_of(scheduler_.class_name))})},
       {"text_encoder", nlohmann::json::array({"transformers", "CLIPTextModel"})},
       {"tokenizer", nlohmann::json::array({"transformers", "CLIPTokenizer"})},
       {"unet", nlohmann::json::array({"diffusers", "UNet2DConditionModel"})},
@@ -301,8 +300,7 @@ at::Tensor Txt2ImgPipeline::generate(const GenerateOptions& o) const {
   }
 
   // 4. Timesteps.
-  const std::string cls =
-      o.scheduler.empty() ? scheduler_.class_name : scheduler_class_name(o.scheduler);
+  const SchedulerKind cls = o.scheduler.empty() ? scheduler_.class_name : scheduler_kind(o.scheduler);
   const std::unique_ptr<NoiseScheduler> scheduler =
       NoiseScheduler::create(convert_scheduler_config(scheduler_, cls, scheduler_json_));
   scheduler->set_timesteps(o.num_inference_steps);

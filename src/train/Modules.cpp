@@ -81,8 +81,8 @@ models::CLIPTextModel load_text_encoder(const std::string& path, bool read_weigh
 }
 
 models::SchedulerConfig sd_training_scheduler() {
-  models::SchedulerConfig c = models::SchedulerConfig::defaults_for("DDPMScheduler");
-  c.beta_schedule = "scaled_linear";
+  models::SchedulerConfig c = models::SchedulerConfig::defaults_for(models::SchedulerKind::ddpm);
+  c.beta_schedule = models::BetaSchedule::scaled_linear;
   c.beta_start = 0.00085;
   c.beta_end = 0.012;
   c.steps_offset = 1;
@@ -134,7 +134,7 @@ void TextToImageModule::configure_model(const torch::Device& device) {
     text_encoder_ = pipe.text_encoder();
     tokenizer_ = pipe.tokenizer();
     export_scheduler_ = pipe.scheduler_config();
-    sched = models::convert_scheduler_config(*export_scheduler_, "DDPMScheduler");
+    sched = models::convert_scheduler_config(*export_scheduler_, models::SchedulerKind::ddpm);
   } else {
     unet_ = load_unet(c.unet, read_weights_);
     vae_ = load_vae(c.vae, /*weights_required=*/true, read_weights_);
@@ -278,7 +278,7 @@ std::optional<at::Tensor> TextToImageModule::sample(const std::vector<std::strin
   o.prompts = prompts;
   o.num_inference_steps = config_.sample_steps;
   o.guidance_scale = config_.sample_guidance_scale;
-  o.scheduler = config_.sample_scheduler;
+  o.scheduler = std::string(name_of(config_.sample_scheduler));
   o.seed = seed;
   o.clip_skip = config_.clip_skip;
   at::Tensor images = pipe.generate(o);

@@ -106,7 +106,7 @@ TEST(ShapesEndToEnd, PromptedColoursAppearAndVanishWithoutThePrompt) {
   zerodiff::models::GenerateOptions o;
   o.num_inference_steps = ldm.sample_steps;
   o.guidance_scale = ldm.sample_guidance_scale;
-  o.scheduler = ldm.sample_scheduler;
+  o.scheduler = std::string(zerodiff::name_of(ldm.sample_scheduler));
   o.seed = 1;
   o.prompts = prompts;
   const Scores prompted = score(pipe.generate(o), wanted);

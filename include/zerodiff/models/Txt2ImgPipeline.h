@@ -86,14 +86,14 @@ void write_png(const at::Tensor& image, const std::string& path);
 /// columns = 0 picks ceil(sqrt(N)); unused cells are black (0). Throws zerodiff::Error for a bad shape.
 at::Tensor make_image_grid(const at::Tensor& images, int64_t columns = 0);
 
-/// Maps a scheduler name to diffusers' class name: "ddim" | "euler" | "ddpm" (any case) or the class names
-/// themselves -> "DDIMScheduler" | "EulerDiscreteScheduler" | "DDPMScheduler". Throws zerodiff::Error otherwise.
-std::string scheduler_class_name(const std::string& name);
+/// The scheduler class a name denotes: diffusers' class names or ddim | euler | ddpm in any case
+/// (kSchedulerKindNames). Throws zerodiff::Error naming the accepted names otherwise.
+SchedulerKind scheduler_kind(const std::string& name);
 
 /// `config` as diffusers' `<Class>.from_config(config)` would build another scheduler class: the fields that
 /// `raw` (the scheduler_config.json object it was read from, or config.to_json() when null) sets are kept,
 /// the rest take the new class's defaults.
-SchedulerConfig convert_scheduler_config(const SchedulerConfig& config, const std::string& class_name,
+SchedulerConfig convert_scheduler_config(const SchedulerConfig& config, SchedulerKind class_name,
                                          const nlohmann::json& raw = nullptr);
 
 }  // namespace zerodiff::models

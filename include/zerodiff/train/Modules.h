@@ -53,7 +53,7 @@ struct TextToImageConfig {
   std::optional<int64_t> clip_skip;
   int64_t sample_steps = 25;
   double sample_guidance_scale = 7.5;
-  std::string sample_scheduler = "DDIMScheduler";
+  models::SchedulerKind sample_scheduler = models::SchedulerKind::ddim;
 
   template <class V>
   void visit(V& v) {
@@ -81,8 +81,8 @@ struct TextToImageConfig {
     v("clip_skip", clip_skip, "Text encoder layers skipped from the end");
     v("sample_steps", sample_steps, "Sampling steps of the sample grids");
     v("sample_guidance_scale", sample_guidance_scale, "Classifier-free guidance scale of the sample grids");
-    v.choice("sample_scheduler", sample_scheduler, {"DDIMScheduler", "EulerDiscreteScheduler", "DDPMScheduler"},
-             "Sampler of the sample grids");
+    v("sample_scheduler", sample_scheduler,
+      "Sampler of the sample grids");
     v.check(!text_encoder_lr || *text_encoder_lr > 0, "text_encoder_lr", "must be > 0, got ", text_encoder_lr.value_or(0));
     v.check(!text_encoder_lr || train_text_encoder, "text_encoder_lr", "needs train_text_encoder: true");
     v.check(noise_offset >= 0, "noise_offset", "must be >= 0, got ", noise_offset);

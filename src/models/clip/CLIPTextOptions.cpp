@@ -26,12 +26,11 @@ constexpr const char* kGenericKeys[] = {
 }  // namespace
 
 CLIPActivation parse_clip_activation(const std::string& name) {
-  if (name == "quick_gelu") return CLIPActivation::quick_gelu;
-  if (name == "gelu") return CLIPActivation::gelu;
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return CLIPActivation::gelu_tanh;
+  if (auto activation = lookup_enum<CLIPActivation>(name)) return *activation;
+  std::string supported;
+  for (const auto& entry : kCLIPActivationNames) supported += (supported.empty() ? "" : ", ") + std::string(entry.name);
   throw NotImplementedError(str(kClipClass, " config: key 'hidden_act' = \"", name,
-                                "\" is not supported by zerodiff (supported: quick_gelu, gelu, gelu_new, "
-                                "gelu_pytorch_tanh, gelu_fast)"));
+                                "\" is not supported by zerodiff (supported: ", supported, ")"));
 }
 
 CLIPTextOptions CLIPTextOptions::from_json(const nlohmann::json& config) {

@@ -68,21 +68,47 @@ at::Tensor expand_like(at::Tensor coef, const at::Tensor& like) {
 
 // ------------------------------------------------------------------ config
 
-SchedulerConfig SchedulerConfig::defaults_for(const std::string& class_name) {
+namespace {
+
+// A mode field of scheduler_config.json: absent or null keeps `out`; a name outside the mode's table throws
+// ConfigError "<where>: <key> '<name>' is not one of a, b, c".
+template <class E>
+void get_mode(const nlohmann::json& j, const char* key, E& out, const std::string& where) {
+  std::string name(name_of(out));
+  get(j, key, name);
+  const auto parsed = lookup_enum<E>(name);
+  ZD_CHECK_T(ConfigError, parsed.has_value(), where, ": ", key, " '", name, "' is not one of ", enum_list<E>());
+  out = *parsed;
+}
+
+}  // namespace
+
+SchedulerConfig SchedulerConfig::defaults_for(SchedulerKind kind) {
   SchedulerConfig c;
-  c.class_name = class_name;
-  if (class_name == "DDIMScheduler") {
-    c.set_alpha_to_one = true;
-    c.clip_sample = true;
-    c.timestep_spacing = "leading";
-  } else if (class_name == "EulerDiscreteScheduler") {
-    c.timestep_spacing = "linspace";
-    c.clip_sample = false;
-  } else if (class_name != "DDPMScheduler") {
-    throw NotImplementedError(zerodiff::str("scheduler '", class_name,
-                                            "' is not supported (DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler)"));
+  c.class_name = kind;
+  switch (kind) {
+    case SchedulerKind::ddim:
+      c.set_alpha_to_one = true;
+      c.clip_sample = true;
+      c.timestep_spacing = TimestepSpacing::leading;
+      break;
+    case SchedulerKind::euler_discrete:
+      c.timestep_spacing = TimestepSpacing::linspace;
+      c.clip_sample = false;
+      break;
+    case SchedulerKind::ddpm:
+      break;
   }
   return c;
+}
+
+SchedulerConfig SchedulerConfig::defaults_for(const std::string& class_name) {
+  const auto kind = lookup_enum<SchedulerKind>(class_name);
+  if (!kind) {
+    throw NotImplementedError(zerodiff::str("scheduler '", class_name, "' is not supported (",
+                                            enum_list<SchedulerKind>(), ")"));
+  }
+  return defaults_for(*kind);
 }
 
 SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
@@ -101,27 +127,29 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
   get(j, "num_train_timesteps", c.num_train_timesteps);
   get(j, "beta_start", c.beta_start);
   get(j, "beta_end", c.beta_end);
-  get(j, "beta_schedule", c.beta_schedule);
+  get_mode(j, "beta_schedule", c.beta_schedule, "scheduler config");
   get(j, "trained_betas", c.trained_betas);
+  get_mode(j, "prediction_type", c.prediction_type, "scheduler config");
   {
-    std::string prediction(name_of(c.prediction_type));
-    get(j, "prediction_type", prediction);
-    const auto parsed = lookup_enum<PredictionType>(prediction);
-    ZD_CHECK_T(ConfigError, parsed.has_value(), "scheduler config: prediction_type '", prediction, "' is not one of ",
-               enum_list<PredictionType>());
-    c.prediction_type = *parsed;
+    std::string variance(name_of(c.variance_type));
+    get(j, "variance_type", variance);
+    const auto parsed = lookup_enum<VarianceType>(variance);
+    if (!parsed) {
+      throw NotImplementedError(zerodiff::str("DDPMScheduler: variance_type '", variance, "' is not supported (",
+                                              enum_list<VarianceType>(), ")"));
+    }
+    c.variance_type = *parsed;
   }
-  get(j, "variance_type", c.variance_type);
   get(j, "clip_sample", c.clip_sample);
   get(j, "clip_sample_range", c.clip_sample_range);
   get(j, "set_alpha_to_one", c.set_alpha_to_one);
   get(j, "steps_offset", c.steps_offset);
-  get(j, "timestep_spacing", c.timestep_spacing);
+  get_mode(j, "timestep_spacing", c.timestep_spacing, "scheduler config");
   get(j, "rescale_betas_zero_snr", c.rescale_betas_zero_snr);
   get(j, "thresholding", c.thresholding);
   get(j, "interpolation_type", c.interpolation_type);
   get(j, "use_karras_sigmas", c.use_karras_sigmas);
-  get(j, "final_sigmas_type", c.final_sigmas_type);
+  get_mode(j, "final_sigmas_type", c.final_sigmas_type, cls);
   get(j, "timestep_type", c.timestep_type);
   for (const char* flag : {"use_exponential_sigmas", "use_beta_sigmas"}) {
     bool on = false;
@@ -132,28 +160,28 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
 }
 
 nlohmann::json SchedulerConfig::to_json() const {
-  nlohmann::json j = {{"_class_name", class_name},
+  nlohmann::json j = {{"_class_name", std::string(name_of(class_name))},
                       {"num_train_timesteps", num_train_timesteps},
                       {"beta_start", beta_start},
                       {"beta_end", beta_end},
-                      {"beta_schedule", beta_schedule},
+                      {"beta_schedule", std::string(name_of(beta_schedule))},
                       {"trained_betas", nullptr},
                       {"prediction_type", std::string(name_of(prediction_type))},
                       {"steps_offset", steps_offset},
-                      {"timestep_spacing", timestep_spacing},
+                      {"timestep_spacing", std::string(name_of(timestep_spacing))},
                       {"rescale_betas_zero_snr", rescale_betas_zero_snr}};
   if (!trained_betas.empty()) j["trained_betas"] = trained_betas;
-  if (class_name == "DDPMScheduler" || class_name == "DDIMScheduler") {
+  if (class_name == SchedulerKind::ddpm || class_name == SchedulerKind::ddim) {
     j["clip_sample"] = clip_sample;
     j["clip_sample_range"] = clip_sample_range;
     j["thresholding"] = thresholding;
   }
-  if (class_name == "DDPMScheduler") j["variance_type"] = variance_type;
-  if (class_name == "DDIMScheduler") j["set_alpha_to_one"] = set_alpha_to_one;
-  if (class_name == "EulerDiscreteScheduler") {
+  if (class_name == SchedulerKind::ddpm) j["variance_type"] = std::string(name_of(variance_type));
+  if (class_name == SchedulerKind::ddim) j["set_alpha_to_one"] = set_alpha_to_one;
+  if (class_name == SchedulerKind::euler_discrete) {
     j["interpolation_type"] = interpolation_type;
     j["use_karras_sigmas"] = use_karras_sigmas;
-    j["final_sigmas_type"] = final_sigmas_type;
+    j["final_sigmas_type"] = std::string(name_of(final_sigmas_type));
     j["timestep_type"] = timestep_type;
   }
   return j;
@@ -182,11 +210,11 @@ at::Tensor make_betas(const SchedulerConfig& c) {
   at::Tensor betas;
   if (!c.trained_betas.empty()) {
     betas = at::tensor(c.trained_betas, at::TensorOptions().dtype(at::kDouble)).to(at::kFloat);
-  } else if (c.beta_schedule == "linear") {
+  } else if (c.beta_schedule == BetaSchedule::linear) {
     betas = at::linspace(c.beta_start, c.beta_end, T, f32);
-  } else if (c.beta_schedule == "scaled_linear") {
+  } else if (c.beta_schedule == BetaSchedule::scaled_linear) {
     betas = at::linspace(std::sqrt(c.beta_start), std::sqrt(c.beta_end), T, f32).pow(2);
-  } else if (c.beta_schedule == "squaredcos_cap_v2") {
+  } else {  // squaredcos_cap_v2
     // betas_for_alpha_bar(T, max_beta=0.999, alpha_transform_type="cosine"), in Python floats (double).
     auto alpha_bar = [](double t) { return std::pow(std::cos((t + 0.008) / 1.008 * M_PI / 2), 2); };
     std::vector<double> b(static_cast<size_t>(T));
@@ -195,9 +223,6 @@ at::Tensor make_betas(const SchedulerConfig& c) {
       b[static_cast<size_t>(i)] = std::min(1 - alpha_bar(t2) / alpha_bar(t1), 0.999);
     }
     betas = at::tensor(b, at::TensorOptions().dtype(at::kDouble)).to(at::kFloat);
-  } else {
-    throw ConfigError(zerodiff::str("scheduler config: beta_schedule '", c.beta_schedule,
-                                    "' is not one of linear, scaled_linear, squaredcos_cap_v2"));
   }
   ZD_CHECK_T(ConfigError, betas.numel() == T, "scheduler config: trained_betas has ", betas.numel(),
              " entries but num_train_timesteps is ", T);
@@ -205,25 +230,22 @@ at::Tensor make_betas(const SchedulerConfig& c) {
   return betas;
 }
 
-at::Tensor spaced_timesteps(const std::string& spacing, int64_t T, int64_t n, int64_t steps_offset) {
+at::Tensor spaced_timesteps(TimestepSpacing spacing, int64_t T, int64_t n, int64_t steps_offset) {
   check_steps(n, T);
   std::vector<int64_t> ts;
-  if (spacing == "linspace") {
+  if (spacing == TimestepSpacing::linspace) {
     for (double v : np_linspace(0.0, static_cast<double>(T - 1), n)) ts.push_back(static_cast<int64_t>(np_round(v)));
     std::reverse(ts.begin(), ts.end());
-  } else if (spacing == "leading") {
+  } else if (spacing == TimestepSpacing::leading) {
     const int64_t ratio = T / n;
     for (int64_t i = n - 1; i >= 0; --i) ts.push_back(i * ratio + steps_offset);
-  } else if (spacing == "trailing") {
+  } else {  // trailing
     // np.round(np.arange(T, 0, -T / n)).astype(int64) - 1
     const double ratio = static_cast<double>(T) / static_cast<double>(n);
     const auto count = static_cast<int64_t>(std::ceil((0.0 - T) / -ratio));
     for (int64_t i = 0; i < count; ++i) {
       ts.push_back(static_cast<int64_t>(np_round(static_cast<double>(T) + static_cast<double>(i) * -ratio)) - 1);
     }
-  } else {
-    throw ConfigError(zerodiff::str("scheduler config: timestep_spacing '", spacing,
-                                    "' is not one of leading, trailing, linspace"));
   }
   return at::tensor(ts, at::TensorOptions().dtype(at::kLong));
 }
@@ -240,11 +262,12 @@ NoiseScheduler::NoiseScheduler(SchedulerConfig config) : config_(std::move(confi
 }
 
 std::unique_ptr<NoiseScheduler> NoiseScheduler::create(const SchedulerConfig& config) {
-  if (config.class_name == "DDPMScheduler") return std::make_unique<DDPMScheduler>(config);
-  if (config.class_name == "DDIMScheduler") return std::make_unique<DDIMScheduler>(config);
-  if (config.class_name == "EulerDiscreteScheduler") return std::make_unique<EulerDiscreteScheduler>(config);
-  throw NotImplementedError(zerodiff::str("scheduler '", config.class_name,
-                                          "' is not supported (DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler)"));
+  switch (config.class_name) {
+    case SchedulerKind::ddpm: return std::make_unique<DDPMScheduler>(config);
+    case SchedulerKind::ddim: return std::make_unique<DDIMScheduler>(config);
+    case SchedulerKind::euler_discrete: return std::make_unique<EulerDiscreteScheduler>(config);
+  }
+  ZD_THROW("NoiseScheduler::create: invalid SchedulerKind ", static_cast<int>(config.class_name));
 }
 
 at::Tensor NoiseScheduler::add_noise(const at::Tensor& original, const at::Tensor& noise,
@@ -292,11 +315,6 @@ at::Tensor NoiseScheduler::predict_original(const at::Tensor& model_output, cons
 // ------------------------------------------------------------------ DDPM
 
 DDPMScheduler::DDPMScheduler(SchedulerConfig config) : NoiseScheduler(std::move(config)) {
-  const auto& v = config_.variance_type;
-  if (v != "fixed_small" && v != "fixed_small_log" && v != "fixed_large") {
-    throw NotImplementedError(zerodiff::str("DDPMScheduler: variance_type '", v,
-                                            "' is not supported (fixed_small, fixed_small_log, fixed_large)"));
-  }
 }
 
 void DDPMScheduler::set_timesteps(int64_t n) {
@@ -336,9 +354,9 @@ SchedulerStepOutput DDPMScheduler::step(const at::Tensor& model_output, double t
     const at::Tensor noise = draw_noise(model_output, options);
     float variance = std::max(beta_prod_t_prev / beta_prod_t * current_beta_t, 1e-20f);
     float scale = 0;
-    if (config_.variance_type == "fixed_small") {
+    if (config_.variance_type == VarianceType::fixed_small) {
       scale = std::pow(variance, 0.5f);
-    } else if (config_.variance_type == "fixed_small_log") {
+    } else if (config_.variance_type == VarianceType::fixed_small_log) {
       scale = std::exp(0.5f * std::log(variance));
     } else {  // fixed_large
       scale = std::pow(current_beta_t, 0.5f);
@@ -408,10 +426,6 @@ EulerDiscreteScheduler::EulerDiscreteScheduler(SchedulerConfig config) : NoiseSc
     throw NotImplementedError(zerodiff::str("EulerDiscreteScheduler: timestep_type '", config_.timestep_type,
                                             "' is not supported (discrete)"));
   }
-  if (config_.final_sigmas_type != "zero" && config_.final_sigmas_type != "sigma_min") {
-    throw ConfigError(zerodiff::str("EulerDiscreteScheduler: final_sigmas_type '", config_.final_sigmas_type,
-                                    "' is not one of zero, sigma_min"));
-  }
   if (config_.rescale_betas_zero_snr) {
     // Close to 0 without being 0 so the first sigma is not inf (FP16 smallest positive subnormal).
     alphas_cumprod_[-1] = std::pow(2.0, -24);
@@ -428,22 +442,19 @@ void EulerDiscreteScheduler::set_timesteps(int64_t n) {
   const int64_t T = config_.num_train_timesteps;
   check_steps(n, T);
   std::vector<float> ts;
-  const auto& spacing = config_.timestep_spacing;
-  if (spacing == "linspace") {
+  const TimestepSpacing spacing = config_.timestep_spacing;
+  if (spacing == TimestepSpacing::linspace) {
     for (double v : np_linspace(0.0, static_cast<double>(T - 1), n)) ts.push_back(static_cast<float>(v));
     std::reverse(ts.begin(), ts.end());
-  } else if (spacing == "leading") {
+  } else if (spacing == TimestepSpacing::leading) {
     const int64_t ratio = T / n;
     for (int64_t i = n - 1; i >= 0; --i) ts.push_back(static_cast<float>(i * ratio) + static_cast<float>(config_.steps_offset));
-  } else if (spacing == "trailing") {
+  } else {  // trailing
     const double ratio = static_cast<double>(T) / static_cast<double>(n);
     const auto count = static_cast<int64_t>(std::ceil(static_cast<double>(T) / ratio));
     for (int64_t i = 0; i < count; ++i) {
       ts.push_back(static_cast<float>(np_round(static_cast<double>(T) + static_cast<double>(i) * -ratio)) - 1.0f);
     }
-  } else {
-    throw ConfigError(zerodiff::str("scheduler config: timestep_spacing '", spacing,
-                                    "' is not one of leading, trailing, linspace"));
   }
   // sigmas of the training schedule (float32), linearly interpolated at the timesteps in float64 (np.interp).
   const at::Tensor train_sigmas = ((1.0 - alphas_cumprod_) / alphas_cumprod_).pow(0.5).contiguous();
@@ -465,7 +476,7 @@ void EulerDiscreteScheduler::set_timesteps(int64_t n) {
     sig.push_back(static_cast<float>(v));
   }
   float last = 0.0f;
-  if (config_.final_sigmas_type == "sigma_min") {
+  if (config_.final_sigmas_type == FinalSigmasType::sigma_min) {
     last = std::pow((1.0f - at_index(alphas_cumprod_, 0)) / at_index(alphas_cumprod_, 0), 0.5f);
   }
   sig.push_back(last);
@@ -489,7 +500,7 @@ void EulerDiscreteScheduler::init_step_index(double timestep) {
 
 double EulerDiscreteScheduler::init_noise_sigma() const {
   const float max_sigma = sigmas_.max().item<float>();
-  if (config_.timestep_spacing == "linspace" || config_.timestep_spacing == "trailing") return max_sigma;
+  if (config_.timestep_spacing != TimestepSpacing::leading) return max_sigma;  // linspace, trailing
   return std::pow(max_sigma * max_sigma + 1.0f, 0.5f);
 }
 

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string>
 
+#include "zerodiff/core/Enum.h"
+
 namespace zerodiff::models {
 
 /// The MLP activation of the encoder layers (transformers' ACT2FN names).
@@ -23,6 +25,13 @@ enum class CLIPActivation {
   gelu,        ///< "gelu": exact erf GELU (OpenCLIP ViT-H, SD 2.x)
   gelu_tanh,   ///< "gelu_new", "gelu_pytorch_tanh", "gelu_fast": the tanh approximation
 };
+/// CLIPActivation's name table (core/Enum.h): transformers' ACT2FN names, the tanh approximation under three.
+inline constexpr EnumName<CLIPActivation> kCLIPActivationNames[] = {{CLIPActivation::quick_gelu, "quick_gelu"},
+                                                                    {CLIPActivation::gelu, "gelu"},
+                                                                    {CLIPActivation::gelu_tanh, "gelu_new"},
+                                                                    {CLIPActivation::gelu_tanh, "gelu_pytorch_tanh"},
+                                                                    {CLIPActivation::gelu_tanh, "gelu_fast"}};
+constexpr std::span<const EnumName<CLIPActivation>> enum_names(CLIPActivation) { return kCLIPActivationNames; }
 
 /// Parses an ACT2FN name; throws NotImplementedError naming it when zerodiff does not implement it.
 CLIPActivation parse_clip_activation(const std::string& name);

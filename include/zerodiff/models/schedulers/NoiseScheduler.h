@@ -26,48 +26,88 @@ inline constexpr EnumName<PredictionType> kPredictionTypeNames[] = {{PredictionT
                                                                     {PredictionType::sample, "sample"}};
 constexpr std::span<const EnumName<PredictionType>> enum_names(PredictionType) { return kPredictionTypeNames; }
 
+/// The scheduler classes zerodiff implements, named as diffusers' "_class_name" (aliases: ddpm, ddim, euler).
+enum class SchedulerKind { ddpm, ddim, euler_discrete };
+inline constexpr EnumName<SchedulerKind> kSchedulerKindNames[] = {
+    {SchedulerKind::ddpm, "DDPMScheduler"}, {SchedulerKind::ddim, "DDIMScheduler"},
+    {SchedulerKind::euler_discrete, "EulerDiscreteScheduler"}, {SchedulerKind::ddpm, "ddpm"},
+    {SchedulerKind::ddim, "ddim"}, {SchedulerKind::euler_discrete, "euler"}};
+constexpr std::span<const EnumName<SchedulerKind>> enum_names(SchedulerKind) { return kSchedulerKindNames; }
+
+/// How betas are laid out over the training timesteps (diffusers' beta_schedule; trained_betas overrides it).
+enum class BetaSchedule { linear, scaled_linear, squaredcos_cap_v2 };
+inline constexpr EnumName<BetaSchedule> kBetaScheduleNames[] = {{BetaSchedule::linear, "linear"},
+                                                                {BetaSchedule::scaled_linear, "scaled_linear"},
+                                                                {BetaSchedule::squaredcos_cap_v2, "squaredcos_cap_v2"}};
+constexpr std::span<const EnumName<BetaSchedule>> enum_names(BetaSchedule) { return kBetaScheduleNames; }
+
+/// How set_timesteps spaces the inference timesteps (diffusers' timestep_spacing; Lin et al. 2023, Table 2).
+enum class TimestepSpacing { leading, trailing, linspace };
+inline constexpr EnumName<TimestepSpacing> kTimestepSpacingNames[] = {{TimestepSpacing::leading, "leading"},
+                                                                      {TimestepSpacing::trailing, "trailing"},
+                                                                      {TimestepSpacing::linspace, "linspace"}};
+constexpr std::span<const EnumName<TimestepSpacing>> enum_names(TimestepSpacing) { return kTimestepSpacingNames; }
+
+/// DDPM's posterior variance (diffusers' variance_type; the learned kinds are not supported).
+enum class VarianceType { fixed_small, fixed_small_log, fixed_large };
+inline constexpr EnumName<VarianceType> kVarianceTypeNames[] = {{VarianceType::fixed_small, "fixed_small"},
+                                                                {VarianceType::fixed_small_log, "fixed_small_log"},
+                                                                {VarianceType::fixed_large, "fixed_large"}};
+constexpr std::span<const EnumName<VarianceType>> enum_names(VarianceType) { return kVarianceTypeNames; }
+
+/// Euler's last sigma: 0, or the training schedule's smallest (diffusers' final_sigmas_type).
+enum class FinalSigmasType { zero, sigma_min };
+inline constexpr EnumName<FinalSigmasType> kFinalSigmasTypeNames[] = {{FinalSigmasType::zero, "zero"},
+                                                                      {FinalSigmasType::sigma_min, "sigma_min"}};
+constexpr std::span<const EnumName<FinalSigmasType>> enum_names(FinalSigmasType) { return kFinalSigmasTypeNames; }
+
 /// Every scheduler_config.json field zerodiff's schedulers read. Defaults are DDPM's; `defaults_for`
 /// gives each class's own defaults. Values outside the supported set throw from the constructors.
 struct SchedulerConfig {
-  std::string class_name = "DDPMScheduler";  ///< "_class_name"
+  SchedulerKind class_name = SchedulerKind::ddpm;  ///< "_class_name"
   int64_t num_train_timesteps = 1000;
   double beta_start = 0.0001;
   double beta_end = 0.02;
-  std::string beta_schedule = "linear";       ///< linear | scaled_linear | squaredcos_cap_v2
+  BetaSchedule beta_schedule = BetaSchedule::linear;
   std::vector<double> trained_betas;          ///< overrides beta_schedule when non-empty
   PredictionType prediction_type = PredictionType::epsilon;
-  std::string variance_type = "fixed_small";  ///< DDPM: fixed_small | fixed_small_log | fixed_large | fixed_large_log
+  VarianceType variance_type = VarianceType::fixed_small;  ///< DDPM
   bool clip_sample = true;                    ///< DDPM/DDIM: clamp the predicted x0
   double clip_sample_range = 1.0;
   bool set_alpha_to_one = true;               ///< DDIM: alpha_cumprod used past the last step
   int64_t steps_offset = 0;
-  std::string timestep_spacing = "leading";   ///< leading | trailing | linspace
+  TimestepSpacing timestep_spacing = TimestepSpacing::leading;
   bool rescale_betas_zero_snr = false;        ///< Lin et al. 2023, "Common Diffusion Noise Schedules ..."
   bool thresholding = false;                  ///< dynamic thresholding (unsupported: throws when true)
   std::string interpolation_type = "linear";  ///< Euler: sigma interpolation (linear only)
   bool use_karras_sigmas = false;             ///< Euler (unsupported: throws when true)
-  std::string final_sigmas_type = "zero";     ///< Euler: zero | sigma_min
+  FinalSigmasType final_sigmas_type = FinalSigmasType::zero;  ///< Euler
   std::string timestep_type = "discrete";     ///< Euler (discrete only)
 
-  /// Defaults of diffusers' `class_name` ("DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler").
+  /// Defaults of diffusers' class `kind`.
+  static SchedulerConfig defaults_for(SchedulerKind kind);
+  /// Defaults of the class named `class_name` (kSchedulerKindNames); throws NotImplementedError "scheduler 'X' is
+  /// not supported (DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler)" for any other name.
   static SchedulerConfig defaults_for(const std::string& class_name);
   /// Reads a scheduler_config.json object over the class's defaults. Unknown keys are ignored only
   /// when they are diffusers bookkeeping ("_diffusers_version") or fields of other schedulers; a field
-  /// with the wrong JSON type throws ConfigError naming it.
+  /// with the wrong JSON type throws ConfigError naming it; so does an unknown name of a mode (beta_schedule,
+  /// prediction_type, timestep_spacing, final_sigmas_type: "is not one of ..."), and a variance_type zerodiff does
+  /// not implement throws NotImplementedError.
   static SchedulerConfig from_json(const nlohmann::json& json);
   /// The config as diffusers writes it (with "_class_name").
   nlohmann::json to_json() const;
 };
 
 /// Betas [T] float32 for `config` (beta_schedule or trained_betas, then the zero-terminal-SNR rescale
-/// when enabled). Throws ConfigError for an unknown schedule.
+/// when enabled). Throws ConfigError when trained_betas does not have num_train_timesteps entries.
 at::Tensor make_betas(const SchedulerConfig& config);
 
 /// Rescales betas [T] so the final timestep has zero SNR (Lin et al. 2023, Algorithm 1), float32.
 at::Tensor rescale_zero_terminal_snr(const at::Tensor& betas);
 
 /// Inference timesteps [n] int64 for `spacing` over `num_train_timesteps`, as diffusers' set_timesteps.
-at::Tensor spaced_timesteps(const std::string& spacing, int64_t num_train_timesteps, int64_t n,
+at::Tensor spaced_timesteps(TimestepSpacing spacing, int64_t num_train_timesteps, int64_t n,
                             int64_t steps_offset);
 
 /// Output of NoiseScheduler::step.
