@@ -133,17 +133,17 @@ int run(int argc, char** argv) {
   std::vector<Config> configs;
   configs.push_back({"zero3, states in memory (reference)", "zero3", base, {}});
   zp::StrategyOptions g = base;
-  g.placement.policy = "auto";
+  g.placement.policy = zerodiff::memory::PlacementPolicyKind::automatic;
   g.placement.device_budget_bytes = int64_t{1} << 40;
   configs.push_back({"gemini auto, budget holds everything", "gemini", g, {}});
-  g.placement.policy = "static";
+  g.placement.policy = zerodiff::memory::PlacementPolicyKind::fixed_fractions;
   g.placement.offload_optim_frac = 1.0;
   configs.push_back({"gemini static, optimizer states in host memory", "gemini", g, {}});
   g.placement.disk = true;
   g.offload_dir = offload_dir;
   configs.push_back({"gemini static, optimizer states on disk", "gemini", g, {}});
   g.placement.disk = false;
-  g.placement.policy = "auto";
+  g.placement.policy = zerodiff::memory::PlacementPolicyKind::automatic;
   // Room for the activations and eight chunks (the running unit, the prefetched one, reduce buffers in flight):
   // the other shards are evicted and brought back every step.
   const int64_t chunk_bytes = base.chunk_numel * 4;

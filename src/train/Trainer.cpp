@@ -219,7 +219,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     options.hybrid_adam = c.optimizer.implementation == "hybrid_adam" &&
                           (all_float32 || !optimizer_auto_ || c.precision == "bf16-true");
     options.master_dtype = c.precision == "bf16-true" ? at::kBFloat16 : at::kFloat;
-    options.placement.policy = c.gemini.placement_policy;
+    options.placement.policy =
+        parse_enum<memory::PlacementPolicyKind>(c.gemini.placement_policy, "trainer.gemini.placement_policy");
     options.placement.device_budget_bytes = static_cast<int64_t>(c.gemini.device_budget_mb * 1024 * 1024);
     options.placement.offload_optim_frac = c.gemini.offload_optim_frac;
     options.placement.offload_param_frac = c.gemini.offload_param_frac;

@@ -806,7 +806,7 @@ int scenario_gemini() {
   }
   // A probe run with room for everything measures the step's non-model peak; the budget then holds that, four
   // gathered chunks and nothing else: shards must be evicted and the optimizer states stay in host memory.
-  options.placement.policy = "auto";
+  options.placement.policy = zerodiff::memory::PlacementPolicyKind::automatic;
   options.placement.device_budget_bytes = int64_t{1} << 32;
   auto probe = zp::make_strategy("gemini", group, options);
   const auto roomy = train_tiny(*probe, kSteps, 1, true);
@@ -832,7 +832,7 @@ int scenario_gemini() {
             << " shards in host memory after the run" << std::endl;
   // Disk: every optimizer block in files (read ahead, written behind), half the parameter shards on the host.
   const fs::path dir = fs::path(std::getenv("ZD_DIST_DIR")) / "offload";
-  options.placement.policy = "static";
+  options.placement.policy = zerodiff::memory::PlacementPolicyKind::fixed_fractions;
   options.placement.device_budget_bytes = budget;
   options.placement.offload_optim_frac = 1.0;
   options.placement.offload_param_frac = 0.5;
