@@ -213,7 +213,7 @@ class ReplicatedStrategy : public Strategy {
     ZD_CHECK(ddp_ || group_->size() == 1, "strategy single runs in one process, but the world has ", group_->size(),
              " processes; use trainer.strategy ddp, zero1, zero2 or zero3");
   }
-  std::string name() const override { return ddp_ ? "ddp" : "single"; }
+  StrategyKind kind() const override { return ddp_ ? StrategyKind::ddp : StrategyKind::single; }
 
   void setup(std::vector<ParamGroupSpec> groups, const std::vector<at::Tensor>& broadcast,
              const AdamWSettings& adamw) override {
@@ -304,7 +304,7 @@ class ZeroStrategy : public Strategy {
  public:
   ZeroStrategy(std::shared_ptr<dist::ProcessGroup> group, int stage, StrategyOptions options)
       : Strategy(std::move(group)), stage_(stage), options_(options) {}
-  std::string name() const override { return stage_ == 1 ? "zero1" : "zero2"; }
+  StrategyKind kind() const override { return stage_ == 1 ? StrategyKind::zero1 : StrategyKind::zero2; }
   bool sharded() const override { return true; }
 
   void setup(std::vector<ParamGroupSpec> groups, const std::vector<at::Tensor>& broadcast,
@@ -495,44 +495,61 @@ void Strategy::use_ema_weights(bool on) {
   no_sharded_ema(*this, "use_ema_weights");
 }
 
-std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr<dist::ProcessGroup> group,
+std::unique_ptr<Strategy> make_strategy(StrategyKind kind, std::shared_ptr<dist::ProcessGroup> group,
                                         StrategyOptions options) {
   ZD_CHECK(group != nullptr, "make_strategy: no process group");
   ZD_CHECK(options.bucket_numel >= 1, "bucket size must be >= 1 element, got ", options.bucket_numel);
-  if (name == "single") return std::make_unique<ReplicatedStrategy>(std::move(group), false, options);
-  if (name == "ddp") return std::make_unique<ReplicatedStrategy>(std::move(group), true, options);
-  if (name == "zero1") return std::make_unique<ZeroStrategy>(std::move(group), 1, options);
-  if (name == "zero2") return std::make_unique<ZeroStrategy>(std::move(group), 2, options);
-  if (name == "zero3") return detail::make_zero3(std::move(group), options, /*gemini=*/false);
-  if (name == "gemini") return detail::make_zero3(std::move(group), options, /*gemini=*/true);
-  throw Error(zerodiff::str("unknown strategy '", name, "' (single, ddp, zero1, zero2, zero3, gemini)"));
+  switch (kind) {
+    case StrategyKind::single: return std::make_unique<ReplicatedStrategy>(std::move(group), false, options);
+    case StrategyKind::ddp: return std::make_unique<ReplicatedStrategy>(std::move(group), true, options);
+    case StrategyKind::zero1: return std::make_unique<ZeroStrategy>(std::move(group), 1, options);
+    case StrategyKind::zero2: return std::make_unique<ZeroStrategy>(std::move(group), 2, options);
+    case StrategyKind::zero3: return detail::make_zero3(std::move(group), options, /*gemini=*/false);
+    case StrategyKind::gemini: return detail::make_zero3(std::move(group), options, /*gemini=*/true);
+  }
+  throw Error(zerodiff::str("make_strategy: ", static_cast<int>(kind), " is not a strategy (", enum_list<StrategyKind>(),
+                            ")"));
 }
 
-MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size) {
+std::unique_ptr<Strategy> make_strategy(std::string_view name, std::shared_ptr<dist::ProcessGroup> group,
+                                        StrategyOptions options) {
+  return make_strategy(parse_enum<StrategyKind>(name, "strategy"), std::move(group), std::move(options));
+}
+
+MemoryReport zero_memory_formula(StrategyKind strategy, int64_t numel, int world_size) {
   ZD_CHECK(world_size >= 1, "world size must be >= 1");
   MemoryReport r;
   const int64_t psi = numel, n = world_size;
   r.numel = psi;
   r.parameters = 4 * psi;
-  if (strategy == "single" || strategy == "ddp") {
-    r.gradients = 4 * psi;
-    r.optimizer_states = 8 * psi;
-  } else if (strategy == "zero1") {
-    r.gradients = 4 * psi;
-    r.master_weights = 4 * psi / n;
-    r.optimizer_states = 8 * psi / n;
-  } else if (strategy == "zero2") {
-    r.gradients = 4 * psi / n;
-    r.master_weights = 4 * psi / n;
-    r.optimizer_states = 8 * psi / n;
-  } else if (strategy == "zero3") {
-    r.parameters = 4 * psi / n;  // the fp32 shard is the master: no second copy
-    r.gradients = 4 * psi / n;
-    r.optimizer_states = 8 * psi / n;
-  } else {
-    throw Error(zerodiff::str("zero_memory_formula: no formula for strategy '", strategy, "'"));
+  switch (strategy) {
+    case StrategyKind::single:
+    case StrategyKind::ddp:
+      r.gradients = 4 * psi;
+      r.optimizer_states = 8 * psi;
+      return r;
+    case StrategyKind::zero1:
+      r.gradients = 4 * psi;
+      r.master_weights = 4 * psi / n;
+      r.optimizer_states = 8 * psi / n;
+      return r;
+    case StrategyKind::zero2:
+      r.gradients = 4 * psi / n;
+      r.master_weights = 4 * psi / n;
+      r.optimizer_states = 8 * psi / n;
+      return r;
+    case StrategyKind::zero3:
+      r.parameters = 4 * psi / n;  // the fp32 shard is the master: no second copy
+      r.gradients = 4 * psi / n;
+      r.optimizer_states = 8 * psi / n;
+      return r;
+    case StrategyKind::gemini: break;  // (what gemini holds where depends on its placement)
   }
-  return r;
+  throw Error(zerodiff::str("zero_memory_formula: no formula for strategy '", name_of(strategy), "'"));
+}
+
+MemoryReport zero_memory_formula(std::string_view strategy, int64_t numel, int world_size) {
+  return zero_memory_formula(parse_enum<StrategyKind>(strategy, "strategy"), numel, world_size);
 }
 
 }  // namespace zerodiff::parallel

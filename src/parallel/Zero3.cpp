@@ -64,7 +64,7 @@ class Zero3Strategy : public Strategy, public UnitHooks {
   ~Zero3Strategy() override {
     for (size_t i = 0; i < accumulators_.size(); ++i) accumulators_[i]->del_post_hook(hook_keys_[i]);
   }
-  std::string name() const override { return gemini_ ? "gemini" : "zero3"; }
+  StrategyKind kind() const override { return gemini_ ? StrategyKind::gemini : StrategyKind::zero3; }
   bool sharded() const override { return true; }
   bool replicated_parameters() const override { return false; }
   void set_units(std::vector<UnitSpec> units) override { units_ = std::move(units); }

@@ -227,7 +227,8 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
     options.placement.disk = !c.gemini.offload_dir.empty();
     options.offload_dir = c.gemini.offload_dir;
     options.ema = c.ema.enabled;  // zero3 / gemini keep it sharded like their master weights; others ignore it
-    strategy_ = parallel::make_strategy(c.strategy, group_, options);
+    strategy_ =
+        parallel::make_strategy(parse_enum<parallel::StrategyKind>(c.strategy, "trainer.strategy"), group_, options);
   }
   parallel::Strategy& strategy = *strategy_;
   // zero3 gathers parameters unit by unit: the module's units (it calls the hooks itself), or the whole model

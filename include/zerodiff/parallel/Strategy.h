@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -106,6 +107,9 @@ struct UnitSpec {
   std::vector<std::pair<std::string, at::Tensor>> params;
 };
 
+/// How parameters, gradients and AdamW states are spread over the ranks of `group` (the file comment describes the
+/// call sequence and each strategy). Made by make_strategy; not copyable. Every collective member must be called by
+/// every rank at the same point.
 class Strategy {
  public:
   explicit Strategy(std::shared_ptr<dist::ProcessGroup> group) : group_(std::move(group)) {}
@@ -113,8 +117,10 @@ class Strategy {
   Strategy(const Strategy&) = delete;
   Strategy& operator=(const Strategy&) = delete;
 
-  /// "single", "ddp", "zero1" or "zero2".
-  virtual std::string name() const = 0;
+  /// Which strategy this is.
+  virtual StrategyKind kind() const = 0;
+  /// Its name for logs: "single", "ddp", "zero1", "zero2", "zero3" or "gemini" (name_of(kind())).
+  std::string name() const { return std::string(name_of(kind())); }
   /// Whether the optimizer state is sharded (each rank saves its own file in checkpoints).
   virtual bool sharded() const { return false; }
   /// Whether every rank holds the whole parameters between steps (false for zero3: only shards; use
@@ -193,6 +199,7 @@ class Strategy {
   /// gemini's placement manager (tiers, device budget, peaks, evictions); null for the other strategies.
   virtual const memory::GeminiManager* gemini() const { return nullptr; }
 
+  /// The process group the strategy communicates over.
   dist::ProcessGroup& group() const { return *group_; }
   const std::shared_ptr<dist::ProcessGroup>& group_ptr() const { return group_; }
 
@@ -200,17 +207,25 @@ class Strategy {
   std::shared_ptr<dist::ProcessGroup> group_;
 };
 
-/// The strategy called `name` ("single", "ddp", "zero1", "zero2", "zero3", "gemini") over `group`. single needs a
-/// group of size 1. gemini is zero3 whose chunks and optimizer states are placed between the compute device, host
-/// memory and disk by memory::GeminiManager under options.placement (its own AdamW loop: the HybridAdam kernel on
-/// the CPU, ATen's fused AdamW on CUDA). Throws zerodiff::Error for unknown names.
-std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr<dist::ProcessGroup> group,
+/// The strategy `kind` over `group` (the file comment describes each). single needs a group of size 1. gemini is zero3
+/// whose chunks and optimizer states are placed between the compute device, host memory and disk by
+/// memory::GeminiManager under options.placement (its own AdamW loop: the HybridAdam kernel on the CPU, ATen's fused
+/// AdamW on CUDA). Throws zerodiff::Error for a null group, options.bucket_numel < 1, single on
+/// several ranks, or a kind outside StrategyKind (a bad cast).
+std::unique_ptr<Strategy> make_strategy(StrategyKind kind, std::shared_ptr<dist::ProcessGroup> group,
+                                        StrategyOptions options = {});
+/// The same by name ("single", "ddp", "zero1", "zero2", "zero3", "gemini"): parse_enum<StrategyKind>(name,
+/// "strategy"), so an unknown name throws ConfigError (a zerodiff::Error) listing the names.
+std::unique_ptr<Strategy> make_strategy(std::string_view name, std::shared_ptr<dist::ProcessGroup> group,
                                         StrategyOptions options = {});
 
 /// ZeRO's per-rank model-state bytes for Ψ fp32 trainable elements on N ranks with AdamW (Rajbhandari et al.
 /// 2020, §5, with K = 8 bytes of Adam state per element): the expected MemoryReport (numel, padded_numel left
-/// 0) of `strategy` ("ddp", "zero1", "zero2", "zero3"). zero1/zero2 keep whole fp32 parameters plus a 4Ψ/N
+/// 0) of `strategy` (single and ddp alike, zero1, zero2, zero3). zero1/zero2 keep whole fp32 parameters plus a 4Ψ/N
 /// master shard; zero3's fp32 parameter shard is its own master (4Ψ/N in `parameters`, 0 in master_weights).
-MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size);
+/// Throws zerodiff::Error for gemini (its bytes depend on the placement) and for world_size < 1.
+MemoryReport zero_memory_formula(StrategyKind strategy, int64_t numel, int world_size);
+/// The same by name: parse_enum<StrategyKind>(strategy, "strategy") (ConfigError for an unknown name).
+MemoryReport zero_memory_formula(std::string_view strategy, int64_t numel, int world_size);
 
 }  // namespace zerodiff::parallel
