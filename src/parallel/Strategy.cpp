@@ -11,7 +11,7 @@
 
 #include "GradientReducer.h"
 #include "StrategyUtil.h"
-#include "Zero3.h"
+#include "Zero3Strategy.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/optim/HybridAdam.h"
@@ -504,8 +504,8 @@ std::unique_ptr<Strategy> make_strategy(StrategyKind kind, std::shared_ptr<dist:
     case StrategyKind::ddp: return std::make_unique<ReplicatedStrategy>(std::move(group), true, options);
     case StrategyKind::zero1: return std::make_unique<ZeroStrategy>(std::move(group), 1, options);
     case StrategyKind::zero2: return std::make_unique<ZeroStrategy>(std::move(group), 2, options);
-    case StrategyKind::zero3: return detail::make_zero3(std::move(group), options, /*gemini=*/false);
-    case StrategyKind::gemini: return detail::make_zero3(std::move(group), options, /*gemini=*/true);
+    case StrategyKind::zero3:
+    case StrategyKind::gemini: return detail::make_zero3(std::move(group), std::move(options), kind);
   }
   throw Error(zerodiff::str("make_strategy: ", static_cast<int>(kind), " is not a strategy (", enum_list<StrategyKind>(),
                             ")"));
