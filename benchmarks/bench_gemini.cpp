@@ -26,6 +26,7 @@
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/memory/GeminiManager.h"
+#include "zerodiff/parallel/ChunkedStrategy.h"
 #include "zerodiff/parallel/Strategy.h"
 #include "zerodiff/parallel/UnitHooks.h"
 
@@ -89,7 +90,8 @@ Result run(const std::string& strategy_name, zp::StrategyOptions options, int64_
   std::sort(times.begin(), times.end());
   Result r;
   r.step_ms = times[times.size() / 2];
-  if (const auto* g = strategy->gemini()) {
+  const auto* chunked = dynamic_cast<const zp::ChunkedStrategy*>(strategy.get());
+  if (const auto* g = chunked != nullptr ? chunked->placement() : nullptr) {
     r.peak_device = g->peak_device_model_bytes();
     r.evictions = g->evictions();
     r.summary = g->summary();

@@ -29,7 +29,7 @@ void ChunkedEma::set_decay(double decay) {
 
 double ChunkedEma::take_decay() {
   ZD_CHECK(std::isfinite(decay_), "strategy ", strategy_,
-           " keeps a sharded EMA: call set_ema_decay(decay) before every step()");
+           " keeps a sharded EMA: call sharded_ema()->set_decay(decay) before every step()");
   const double d = decay_;
   decay_ = NAN;
   return d;

@@ -1,4 +1,5 @@
-// single / ddp / zero1 / zero2 (see zerodiff/parallel/Strategy.h for the contract and references).
+// single / ddp / zero1 / zero2, and make_strategy for all (see zerodiff/parallel/Strategy.h for the contract and
+// references; zero3 and gemini are in Zero3Strategy.cpp).
 #include "zerodiff/parallel/Strategy.h"
 
 #include <ATen/ATen.h>
@@ -471,29 +472,6 @@ class ZeroStrategy : public Strategy {
 };
 
 }  // namespace
-
-// The sharded-EMA members of strategies that keep none (single, ddp, zero1, zero2; zero3 without options.ema).
-namespace {
-[[noreturn]] void no_sharded_ema(const Strategy& s, const char* what) {
-  throw Error(zerodiff::str("strategy ", s.name(), " keeps no sharded EMA (", what,
-                            "); zero3 and gemini keep one when built with StrategyOptions::ema"));
-}
-}  // namespace
-
-void Strategy::set_ema_decay(double decay) {
-  (void)decay;
-  no_sharded_ema(*this, "set_ema_decay");
-}
-std::vector<std::pair<at::Tensor, at::Tensor>> Strategy::gather_ema() { no_sharded_ema(*this, "gather_ema"); }
-void Strategy::load_ema(const std::vector<std::pair<at::Tensor, at::Tensor>>& whole, const std::string& where) {
-  (void)whole;
-  (void)where;
-  no_sharded_ema(*this, "load_ema");
-}
-void Strategy::use_ema_weights(bool on) {
-  (void)on;
-  no_sharded_ema(*this, "use_ema_weights");
-}
 
 std::unique_ptr<Strategy> make_strategy(StrategyKind kind, std::shared_ptr<dist::ProcessGroup> group,
                                         StrategyOptions options) {

@@ -1,5 +1,5 @@
-// zero3 and gemini: parameters sharded in chunks (memory::ChunkManager), gathered per unit while it runs.
-// References: ZeRO stage 3 (Rajbhandari et al. 2020,
+// zero3 and gemini: parameters sharded in chunks (memory::ChunkManager), gathered per unit while it runs
+// (the public type: include/zerodiff/parallel/ChunkedStrategy.h). References: ZeRO stage 3 (Rajbhandari et al. 2020,
 // §5.3) and ColossalAI's GeminiDDP / ZeroDDP hooks (colossalai/zero/gemini): gather a unit's chunks before its forward,
 // release them after; gather again when the gradient of the unit's output arrives; reduce-scatter a chunk as soon as
 // all its gradients are in and keep only the shard.
@@ -40,12 +40,12 @@ namespace {
 
 using memory::TensorState;
 
-class Zero3Strategy final : public Strategy, public UnitHooks {
+class Zero3Strategy final : public ChunkedStrategy, public UnitHooks {
  public:
   /// `shards` is the shard optimizer `kind` uses (in memory for zero3, tiered for gemini).
   Zero3Strategy(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options, StrategyKind kind,
                 std::unique_ptr<ShardOptimizer> shards)
-      : Strategy(std::move(group)), options_(std::move(options)), kind_(kind), shards_(std::move(shards)) {
+      : ChunkedStrategy(std::move(group)), options_(std::move(options)), kind_(kind), shards_(std::move(shards)) {
     if (options_.ema) {
       ema_ = std::make_unique<ChunkedEma>(std::string(name_of(kind_)), *group_, *shards_, mutex_, held_full_);
     }
@@ -59,17 +59,12 @@ class Zero3Strategy final : public Strategy, public UnitHooks {
   bool replicated_parameters() const override { return false; }
   void set_units(std::vector<UnitSpec> units) override { units_ = std::move(units); }
   UnitHooks* unit_hooks() override { return this; }
-  const memory::ChunkManager* chunks() const override { return manager_.get(); }
-  const memory::GeminiManager* gemini() const override { return shards_->placement(); }
-
-  // The sharded EMA (ChunkedEma), with options.ema.
-  bool sharded_ema() const override { return ema_ != nullptr; }
-  void set_ema_decay(double decay) override { require_ema("set_ema_decay").set_decay(decay); }
-  std::vector<std::pair<at::Tensor, at::Tensor>> gather_ema() override { return require_ema("gather_ema").gather(); }
-  void load_ema(const std::vector<std::pair<at::Tensor, at::Tensor>>& whole, const std::string& where) override {
-    require_ema("load_ema").load(whole, where);
+  const memory::ChunkManager& chunks() const override {
+    ZD_CHECK(manager_ != nullptr, "strategy ", name(), ": chunks() before setup()");
+    return *manager_;
   }
-  void use_ema_weights(bool on) override { require_ema("use_ema_weights").use_ema_weights(on); }
+  const memory::GeminiManager* placement() const override { return shards_->placement(); }
+  ShardedEma* sharded_ema() override { return ema_.get(); }
 
   void setup(std::vector<ParamGroupSpec> groups, const std::vector<at::Tensor>& broadcast,
              const AdamWSettings& adamw) override {
@@ -490,13 +485,6 @@ class Zero3Strategy final : public Strategy, public UnitHooks {
   }
 
  private:
-  ChunkedEma& require_ema(const char* what) {
-    if (!ema_) {
-      throw Error(zerodiff::str("strategy ", name(), " was built without a sharded EMA (StrategyOptions::ema): ", what));
-    }
-    return *ema_;
-  }
-
   // Position of `unit` in the recorded order after `from` (the next occurrence), or its first occurrence.
   size_t position_of(size_t unit, size_t from) const {
     if (recording_) return order_.empty() ? kNoPosition : order_.size() - 1;
@@ -553,8 +541,8 @@ class Zero3Strategy final : public Strategy, public UnitHooks {
 
 }  // namespace
 
-std::unique_ptr<Strategy> make_zero3(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options,
-                                     StrategyKind kind) {
+std::unique_ptr<ChunkedStrategy> make_zero3(std::shared_ptr<dist::ProcessGroup> group, StrategyOptions options,
+                                            StrategyKind kind) {
   ZD_CHECK(group != nullptr, "make_zero3: no process group");
   std::unique_ptr<ShardOptimizer> shards;
   switch (kind) {

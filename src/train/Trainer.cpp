@@ -275,13 +275,13 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   const EMAOptions ema_options{c.ema.decay,     c.ema.min_decay, c.ema.update_after_step,
                                c.ema.use_warmup, c.ema.inv_gamma, c.ema.power};
   std::optional<EMA> ema;
-  const bool sharded_ema = c.ema.enabled && strategy.sharded_ema();
+  parallel::ShardedEma* const sharded_ema = c.ema.enabled ? strategy.sharded_ema() : nullptr;
   if (c.ema.enabled) check_ema_options(ema_options);
   // sharded: the names train::EMA would use (trainable parameters, a tied tensor under each of its names)
   std::vector<std::pair<std::string, at::Tensor>> ema_params;
   if (sharded_ema) {
     std::set<const void*> chunked;
-    for (const auto& [_, p] : strategy.chunks()->params()) chunked.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : sharded_ema->params()) chunked.insert(p.unsafeGetTensorImpl());
     for (const auto& p : module.model().named_parameters(true)) {
       if (!p.value().requires_grad()) continue;
       if (!chunked.count(p.value().unsafeGetTensorImpl())) {
@@ -298,7 +298,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   // The "ema" checkpoint file of the sharded EMA (rank 0's; collective: every rank calls it).
   auto gather_sharded_ema = [&] {
     std::map<const void*, at::Tensor> whole;
-    for (auto& [p, t] : strategy.gather_ema()) whole.emplace(p.unsafeGetTensorImpl(), std::move(t));
+    for (auto& [p, t] : sharded_ema->gather()) whole.emplace(p.unsafeGetTensorImpl(), std::move(t));
     io::TensorMap out;
     if (!is_rank0) return out;
     for (const auto& [name, p] : ema_params) out[name] = whole.at(p.unsafeGetTensorImpl());
@@ -348,7 +348,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
           }
           whole.emplace_back(p, it->second);
         }
-        strategy.load_ema(whole, where + "/ema.safetensors");
+        sharded_ema->load(whole, where + "/ema.safetensors");
       }
       const auto& rng = need("rng");
       if (!rng.count("generator") || !rng.count("torch_default")) {
@@ -602,7 +602,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
       ZD_CHECK(std::isfinite(grad_norm), "non-finite gradient norm at step ", step,
                " (the step is not applied; the last good checkpoint is kept; lower the learning rate or check the data)");
       // (the sharded EMA is updated inside step(), after AdamW, with the decay train::EMA would use after it)
-      if (sharded_ema) strategy.set_ema_decay(ema_decay_at(ema_options, step + 1));
+      if (sharded_ema) sharded_ema->set_decay(ema_decay_at(ema_options, step + 1));
       strategy.step();
     }
     if (scaler) scaler->update(found_inf);
@@ -732,11 +732,11 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   } else if (sharded_ema) {
     // The same with the sharded EMA: the parameter shards hold the EMA weights meanwhile (each rank its own part;
     // the units and the whole-model gathers of validation, sampling and export then see them), then the trained ones.
-    strategy.use_ema_weights(true);
+    sharded_ema->use_ema_weights(true);
     // Put the trained weights back even when validation, sampling or export throws (use_ema_weights is local to
     // each rank: no collective in the unwinding path; best effort there, logged); on success, below.
     struct RestoreTrained {
-      parallel::Strategy& s;
+      parallel::ShardedEma& s;
       bool armed = true;
       ~RestoreTrained() {
         if (!armed) return;
@@ -746,12 +746,12 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
           ZD_LOG_ERROR("could not put the trained weights back after the EMA export: ", e.what());
         }
       }
-    } restore{strategy};
+    } restore{*sharded_ema};
     validate();
     write_samples("final.png");
     export_final();
     restore.armed = false;
-    strategy.use_ema_weights(false);
+    sharded_ema->use_ema_weights(false);
   } else {
     validate();
     write_samples("final.png");
