@@ -26,6 +26,7 @@
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/memory/GeminiManager.h"
+#include "zerodiff/parallel/ChunkedStrategy.h"
 #include "zerodiff/parallel/Strategy.h"
 #include "zerodiff/parallel/UnitHooks.h"
 
@@ -89,7 +90,8 @@ Result run(const std::string& strategy_name, zp::StrategyOptions options, int64_
   std::sort(times.begin(), times.end());
   Result r;
   r.step_ms = times[times.size() / 2];
-  if (const auto* g = strategy->gemini()) {
+  const auto* chunked = dynamic_cast<const zp::ChunkedStrategy*>(strategy.get());
+  if (const auto* g = chunked != nullptr ? chunked->placement() : nullptr) {
     r.peak_device = g->peak_device_model_bytes();
     r.evictions = g->evictions();
     r.summary = g->summary();
@@ -133,17 +135,17 @@ int run(int argc, char** argv) {
   std::vector<Config> configs;
   configs.push_back({"zero3, states in memory (reference)", "zero3", base, {}});
   zp::StrategyOptions g = base;
-  g.placement.policy = "auto";
+  g.placement.policy = zerodiff::memory::PlacementPolicyKind::automatic;
   g.placement.device_budget_bytes = int64_t{1} << 40;
   configs.push_back({"gemini auto, budget holds everything", "gemini", g, {}});
-  g.placement.policy = "static";
+  g.placement.policy = zerodiff::memory::PlacementPolicyKind::fixed_fractions;
   g.placement.offload_optim_frac = 1.0;
   configs.push_back({"gemini static, optimizer states in host memory", "gemini", g, {}});
   g.placement.disk = true;
   g.offload_dir = offload_dir;
   configs.push_back({"gemini static, optimizer states on disk", "gemini", g, {}});
   g.placement.disk = false;
-  g.placement.policy = "auto";
+  g.placement.policy = zerodiff::memory::PlacementPolicyKind::automatic;
   // Room for the activations and eight chunks (the running unit, the prefetched one, reduce buffers in flight):
   // the other shards are evicted and brought back every step.
   const int64_t chunk_bytes = base.chunk_numel * 4;

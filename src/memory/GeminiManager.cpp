@@ -1,3 +1,4 @@
+// Gemini's placement manager (see zerodiff/memory/GeminiManager.h); the policies are in PlacementPolicy.cpp.
 #include "zerodiff/memory/GeminiManager.h"
 
 #include <ATen/ATen.h>
@@ -9,7 +10,9 @@
 #include <set>
 #include <sstream>
 
+#include "PlacementPolicy.h"
 #include "zerodiff/core/BuildConfig.h"
+#include "zerodiff/core/Enum.h"
 #include "zerodiff/core/Logging.h"
 
 #if ZERODIFF_CUDA
@@ -66,7 +69,8 @@ int64_t device_free_bytes(c10::Device device) {
   while (in >> key >> value >> unit) {
     if (key == "MemAvailable:") return value * 1024;
   }
-  throw Error("device_free_bytes: no MemAvailable in /proc/meminfo; set trainer.gemini.device_budget_mb");
+  throw Error("device_free_bytes: no MemAvailable in /proc/meminfo; give the device budget explicitly "
+              "(PlacementOptions::device_budget_bytes)");
 }
 
 GeminiManager::GeminiManager(ChunkManager& chunks, c10::Device device, PlacementOptions options,
@@ -76,17 +80,15 @@ GeminiManager::GeminiManager(ChunkManager& chunks, c10::Device device, Placement
       options_(std::move(options)),
       optim_block_bytes_(optim_block_bytes),
       group_(group != nullptr && group->size() > 1 ? group : nullptr) {
-  if (options_.policy != "static" && options_.policy != "auto") {
-    throw ConfigError(zerodiff::str("trainer.gemini.placement_policy: '", options_.policy,
-                                    "' is not a placement policy (static or auto)"));
-  }
   for (const auto& [name, f] : {std::make_pair("offload_optim_frac", options_.offload_optim_frac),
                                 std::make_pair("offload_param_frac", options_.offload_param_frac)}) {
     if (!(f >= 0.0 && f <= 1.0)) {
-      throw ConfigError(zerodiff::str("trainer.gemini.", name, ": must be in [0, 1], got ", f));
+      throw ConfigError(zerodiff::str("PlacementOptions::", name, " must be in [0, 1], got ", f));
     }
   }
-  ZD_CHECK(options_.device_budget_bytes >= 0, "GeminiManager: negative device budget ", options_.device_budget_bytes);
+  ZD_CHECK(options_.device_budget_bytes >= 0, "PlacementOptions::device_budget_bytes must be >= 0 (0: the device's "
+           "free memory), got ", options_.device_budget_bytes);
+  policy_ = detail::PlacementPolicy::create(options_);
   // (The CUDA tracer subtracts the model data on the device; the CPU one tells model data by ModelDataScope.)
   tracer_ = std::make_unique<MemoryTracer>(device_, [this] { return device_model_bytes(); });
   const size_t n = chunks_.num_chunks();
@@ -116,20 +118,14 @@ GeminiManager::GeminiManager(ChunkManager& chunks, c10::Device device, Placement
     budget_ = b.cpu().item<int64_t>();
   }
   const Tier host_optim = options_.disk ? Tier::disk : Tier::host;
-  if (options_.policy == "static") {
-    const auto last = [&](double frac) { return n - static_cast<size_t>(std::ceil(frac * static_cast<double>(n))); };
-    for (size_t c = 0; c < n; ++c) optim_tier_[c] = c >= last(options_.offload_optim_frac) ? host_optim : Tier::device;
-    for (size_t c = last(options_.offload_param_frac); c < n; ++c) {
-      if (!chunks_.chunk(c).keep_gathered()) move_shard(c, Tier::host);
-    }
-  } else {
-    for (size_t c = 0; c < n; ++c) optim_tier_[c] = host_optim;
+  for (size_t c = 0; c < n; ++c) optim_tier_[c] = policy_->initial_optim_tier(c, n, host_optim);
+  for (size_t c = 0; c < n; ++c) {
+    if (policy_->initial_shard_on_host(c, n) && !chunks_.chunk(c).keep_gathered()) move_shard(c, Tier::host);
   }
-  if (options_.policy == "auto") {
-    reserve(0, {}, "the parameter shards");
+  if (policy_->evicts_to_fit_setup()) {
+    reserve(0, {}, policy_->setup_placement());
   } else if (device_model_bytes() > budget_) {
-    fail(0, "the static placement (offload_optim_frac " + std::to_string(options_.offload_optim_frac) +
-                ", offload_param_frac " + std::to_string(options_.offload_param_frac) + ")");
+    fail(0, policy_->setup_placement());
   }
   reset_peaks();
 }
@@ -229,8 +225,6 @@ std::vector<size_t> GeminiManager::end_warmup(const std::vector<size_t>& order) 
   peaks_.clear();
   for (size_t i = 0; i < names.size(); ++i) peaks_[names[i]] = std::max(peaks_[names[i]], values[i]);
   max_peak_ = values.back();
-  std::vector<size_t> changed;
-  if (options_.policy != "auto") return changed;
   // The step's peak working set: per event, its non-model peak + the gathered chunks of its unit and the next.
   int64_t kept = 0;
   for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
@@ -253,14 +247,10 @@ std::vector<size_t> GeminiManager::end_warmup(const std::vector<size_t>& order) 
                                         chunks_.unit_name(schedule_[i].first));
     peak_need = std::max(peak_need, non_model_peak(m) + working);
   }
-  int64_t capacity = budget_ - peak_need - kept;
-  for (size_t c = 0; c < chunks_.num_chunks(); ++c) {
-    if (optim_tier_[c] != Tier::device && optim_block_bytes(c) <= capacity) {
-      capacity -= optim_block_bytes(c);
-      optim_tier_[c] = Tier::device;
-      changed.push_back(c);
-    }
-  }
+  std::vector<int64_t> block_bytes;
+  for (size_t c = 0; c < chunks_.num_chunks(); ++c) block_bytes.push_back(optim_block_bytes(c));
+  const std::vector<size_t> changed = policy_->blocks_to_device(budget_ - peak_need - kept, block_bytes, optim_tier_);
+  for (size_t c : changed) optim_tier_[c] = Tier::device;
   return changed;
 }
 
@@ -332,7 +322,9 @@ void GeminiManager::prepare_gather(const std::vector<size_t>& cs, const std::str
 }
 
 void GeminiManager::after_gather(size_t c) {
-  if (options_.policy == "auto" && shard_tier_[c] == Tier::host && fits(shard_bytes(c))) move_shard(c, Tier::device);
+  if (policy_->adopts_gathered_shards() && shard_tier_[c] == Tier::host && fits(shard_bytes(c))) {
+    move_shard(c, Tier::device);
+  }
   note();
 }
 
@@ -427,7 +419,7 @@ std::string GeminiManager::summary() const {
     optim_host += optim_tier_[c] == Tier::host;
     optim_disk += optim_tier_[c] == Tier::disk;
   }
-  return zerodiff::str("gemini (", options_.policy, "): budget ", mib(budget_), " MiB; ", chunks_.num_chunks(),
+  return zerodiff::str("gemini (", name_of(policy_->kind()), "): budget ", mib(budget_), " MiB; ", chunks_.num_chunks(),
                        " chunks, parameter shards on the device ", shard_dev, ", optimizer states device/host/disk ",
                        optim_dev, "/", optim_host, "/", optim_disk, "; peak model data on the device ", mib(peak_model_),
                        " MiB (with non-model estimate ", mib(peak_total_), " MiB); non-model peak ",

@@ -1,4 +1,5 @@
-// single / ddp / zero1 / zero2 (see zerodiff/parallel/Strategy.h for the contract and references).
+// single / ddp / zero1 / zero2, and make_strategy for all (see zerodiff/parallel/Strategy.h for the contract and
+// references; zero3 and gemini are in Zero3Strategy.cpp).
 #include "zerodiff/parallel/Strategy.h"
 
 #include <ATen/ATen.h>
@@ -11,7 +12,7 @@
 
 #include "GradientReducer.h"
 #include "StrategyUtil.h"
-#include "Zero3.h"
+#include "Zero3Strategy.h"
 #include "zerodiff/core/Error.h"
 #include "zerodiff/core/Logging.h"
 #include "zerodiff/optim/HybridAdam.h"
@@ -213,7 +214,7 @@ class ReplicatedStrategy : public Strategy {
     ZD_CHECK(ddp_ || group_->size() == 1, "strategy single runs in one process, but the world has ", group_->size(),
              " processes; use trainer.strategy ddp, zero1, zero2 or zero3");
   }
-  std::string name() const override { return ddp_ ? "ddp" : "single"; }
+  StrategyKind kind() const override { return ddp_ ? StrategyKind::ddp : StrategyKind::single; }
 
   void setup(std::vector<ParamGroupSpec> groups, const std::vector<at::Tensor>& broadcast,
              const AdamWSettings& adamw) override {
@@ -304,7 +305,7 @@ class ZeroStrategy : public Strategy {
  public:
   ZeroStrategy(std::shared_ptr<dist::ProcessGroup> group, int stage, StrategyOptions options)
       : Strategy(std::move(group)), stage_(stage), options_(options) {}
-  std::string name() const override { return stage_ == 1 ? "zero1" : "zero2"; }
+  StrategyKind kind() const override { return stage_ == 1 ? StrategyKind::zero1 : StrategyKind::zero2; }
   bool sharded() const override { return true; }
 
   void setup(std::vector<ParamGroupSpec> groups, const std::vector<at::Tensor>& broadcast,
@@ -472,67 +473,61 @@ class ZeroStrategy : public Strategy {
 
 }  // namespace
 
-// The sharded-EMA members of strategies that keep none (single, ddp, zero1, zero2; zero3 without options.ema).
-namespace {
-[[noreturn]] void no_sharded_ema(const Strategy& s, const char* what) {
-  throw Error(zerodiff::str("strategy ", s.name(), " keeps no sharded EMA (", what,
-                            "); zero3 and gemini keep one when built with StrategyOptions::ema"));
-}
-}  // namespace
-
-void Strategy::set_ema_decay(double decay) {
-  (void)decay;
-  no_sharded_ema(*this, "set_ema_decay");
-}
-std::vector<std::pair<at::Tensor, at::Tensor>> Strategy::gather_ema() { no_sharded_ema(*this, "gather_ema"); }
-void Strategy::load_ema(const std::vector<std::pair<at::Tensor, at::Tensor>>& whole, const std::string& where) {
-  (void)whole;
-  (void)where;
-  no_sharded_ema(*this, "load_ema");
-}
-void Strategy::use_ema_weights(bool on) {
-  (void)on;
-  no_sharded_ema(*this, "use_ema_weights");
-}
-
-std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr<dist::ProcessGroup> group,
+std::unique_ptr<Strategy> make_strategy(StrategyKind kind, std::shared_ptr<dist::ProcessGroup> group,
                                         StrategyOptions options) {
   ZD_CHECK(group != nullptr, "make_strategy: no process group");
   ZD_CHECK(options.bucket_numel >= 1, "bucket size must be >= 1 element, got ", options.bucket_numel);
-  if (name == "single") return std::make_unique<ReplicatedStrategy>(std::move(group), false, options);
-  if (name == "ddp") return std::make_unique<ReplicatedStrategy>(std::move(group), true, options);
-  if (name == "zero1") return std::make_unique<ZeroStrategy>(std::move(group), 1, options);
-  if (name == "zero2") return std::make_unique<ZeroStrategy>(std::move(group), 2, options);
-  if (name == "zero3") return detail::make_zero3(std::move(group), options, /*gemini=*/false);
-  if (name == "gemini") return detail::make_zero3(std::move(group), options, /*gemini=*/true);
-  throw Error(zerodiff::str("unknown strategy '", name, "' (single, ddp, zero1, zero2, zero3, gemini)"));
+  switch (kind) {
+    case StrategyKind::single: return std::make_unique<ReplicatedStrategy>(std::move(group), false, options);
+    case StrategyKind::ddp: return std::make_unique<ReplicatedStrategy>(std::move(group), true, options);
+    case StrategyKind::zero1: return std::make_unique<ZeroStrategy>(std::move(group), 1, options);
+    case StrategyKind::zero2: return std::make_unique<ZeroStrategy>(std::move(group), 2, options);
+    case StrategyKind::zero3:
+    case StrategyKind::gemini: return detail::make_zero3(std::move(group), std::move(options), kind);
+  }
+  throw Error(zerodiff::str("make_strategy: ", static_cast<int>(kind), " is not a strategy (", enum_list<StrategyKind>(),
+                            ")"));
 }
 
-MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size) {
+std::unique_ptr<Strategy> make_strategy(std::string_view name, std::shared_ptr<dist::ProcessGroup> group,
+                                        StrategyOptions options) {
+  return make_strategy(parse_enum<StrategyKind>(name, "strategy"), std::move(group), std::move(options));
+}
+
+MemoryReport zero_memory_formula(StrategyKind strategy, int64_t numel, int world_size) {
   ZD_CHECK(world_size >= 1, "world size must be >= 1");
   MemoryReport r;
   const int64_t psi = numel, n = world_size;
   r.numel = psi;
   r.parameters = 4 * psi;
-  if (strategy == "single" || strategy == "ddp") {
-    r.gradients = 4 * psi;
-    r.optimizer_states = 8 * psi;
-  } else if (strategy == "zero1") {
-    r.gradients = 4 * psi;
-    r.master_weights = 4 * psi / n;
-    r.optimizer_states = 8 * psi / n;
-  } else if (strategy == "zero2") {
-    r.gradients = 4 * psi / n;
-    r.master_weights = 4 * psi / n;
-    r.optimizer_states = 8 * psi / n;
-  } else if (strategy == "zero3") {
-    r.parameters = 4 * psi / n;  // the fp32 shard is the master: no second copy
-    r.gradients = 4 * psi / n;
-    r.optimizer_states = 8 * psi / n;
-  } else {
-    throw Error(zerodiff::str("zero_memory_formula: no formula for strategy '", strategy, "'"));
+  switch (strategy) {
+    case StrategyKind::single:
+    case StrategyKind::ddp:
+      r.gradients = 4 * psi;
+      r.optimizer_states = 8 * psi;
+      return r;
+    case StrategyKind::zero1:
+      r.gradients = 4 * psi;
+      r.master_weights = 4 * psi / n;
+      r.optimizer_states = 8 * psi / n;
+      return r;
+    case StrategyKind::zero2:
+      r.gradients = 4 * psi / n;
+      r.master_weights = 4 * psi / n;
+      r.optimizer_states = 8 * psi / n;
+      return r;
+    case StrategyKind::zero3:
+      r.parameters = 4 * psi / n;  // the fp32 shard is the master: no second copy
+      r.gradients = 4 * psi / n;
+      r.optimizer_states = 8 * psi / n;
+      return r;
+    case StrategyKind::gemini: break;  // (what gemini holds where depends on its placement)
   }
-  return r;
+  throw Error(zerodiff::str("zero_memory_formula: no formula for strategy '", name_of(strategy), "'"));
+}
+
+MemoryReport zero_memory_formula(std::string_view strategy, int64_t numel, int world_size) {
+  return zero_memory_formula(parse_enum<StrategyKind>(strategy, "strategy"), numel, world_size);
 }
 
 }  // namespace zerodiff::parallel

@@ -44,11 +44,12 @@ class WholeEmaKeeper final : public EmaKeeper {
 // The strategy's sharded EMA, under the names train::EMA would use.
 class ShardedEmaKeeper final : public EmaKeeper {
  public:
-  ShardedEmaKeeper(torch::nn::Module& model, const EMAOptions& options, parallel::Strategy& strategy, bool is_rank0)
-      : options_(options), strategy_(strategy), is_rank0_(is_rank0) {
+  ShardedEmaKeeper(torch::nn::Module& model, const EMAOptions& options, parallel::Strategy& strategy,
+                   parallel::ShardedEma& ema, bool is_rank0)
+      : options_(options), ema_(ema), is_rank0_(is_rank0) {
     // The names train::EMA would use: trainable parameters, a tied tensor under each of its names.
     std::set<const void*> chunked;
-    for (const auto& [_, p] : strategy.chunks()->params()) chunked.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : ema.params()) chunked.insert(p.unsafeGetTensorImpl());
     for (const auto& p : model.named_parameters(true)) {
       if (!p.value().requires_grad()) continue;
       if (!chunked.count(p.value().unsafeGetTensorImpl())) {
@@ -61,11 +62,11 @@ class ShardedEmaKeeper final : public EmaKeeper {
     }
   }
 
-  void before_step(int64_t step) override { strategy_.set_ema_decay(ema_decay_at(options_, step)); }
+  void before_step(int64_t step) override { ema_.set_decay(ema_decay_at(options_, step)); }
   void after_step(int64_t) override {}  // updated inside step(), after AdamW
   io::TensorMap state() override {
     std::map<const void*, at::Tensor> whole;
-    for (auto& [p, t] : strategy_.gather_ema()) whole.emplace(p.unsafeGetTensorImpl(), std::move(t));
+    for (auto& [p, t] : ema_.gather()) whole.emplace(p.unsafeGetTensorImpl(), std::move(t));
     io::TensorMap out;
     if (!is_rank0_) return out;
     for (const auto& [name, p] : params_) out[name] = whole.at(p.unsafeGetTensorImpl());
@@ -78,13 +79,13 @@ class ShardedEmaKeeper final : public EmaKeeper {
       if (it == saved.end()) throw IoError(zerodiff::str(where, ": no EMA weight for parameter '", name, "'"));
       whole.emplace_back(p, it->second);
     }
-    strategy_.load_ema(whole, where);
+    ema_.load(whole, where);
   }
-  void use_ema_weights(bool on) override { strategy_.use_ema_weights(on); }
+  void use_ema_weights(bool on) override { ema_.use_ema_weights(on); }
 
  private:
   EMAOptions options_;
-  parallel::Strategy& strategy_;
+  parallel::ShardedEma& ema_;
   bool is_rank0_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
 };
@@ -94,7 +95,9 @@ class ShardedEmaKeeper final : public EmaKeeper {
 std::unique_ptr<EmaKeeper> make_ema_keeper(const EMAOptions& options, torch::nn::Module& model,
                                            parallel::Strategy& strategy, bool is_rank0) {
   check_ema_options(options);
-  if (strategy.sharded_ema()) return std::make_unique<ShardedEmaKeeper>(model, options, strategy, is_rank0);
+  if (parallel::ShardedEma* sharded = strategy.sharded_ema()) {
+    return std::make_unique<ShardedEmaKeeper>(model, options, strategy, *sharded, is_rank0);
+  }
   return std::make_unique<WholeEmaKeeper>(model, options);
 }
 

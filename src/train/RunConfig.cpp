@@ -79,7 +79,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
   const StrategyKind formula = setup.kind == StrategyKind::zero1 || setup.kind == StrategyKind::zero2 ? setup.kind
                                : chunked                                                              ? StrategyKind::zero3
                                                                                                       : StrategyKind::ddp;
-  const auto f = parallel::zero_memory_formula(std::string(name_of(formula)), e.trainable, world_size);
+  const auto f = parallel::zero_memory_formula(formula, e.trainable, world_size);
   e.gradients = static_cast<double>(f.gradients);
   e.optimizer = static_cast<double>(f.optimizer_states);
   e.master = static_cast<double>(f.master_weights);
@@ -113,7 +113,7 @@ MemoryEstimate estimate_memory(TrainingModule& module, const TrainerConfig& trai
       const int64_t padding = memory::packing_padding(numels, chunk);
       const int64_t chunks = (e.trainable + padding) / chunk;
       // Shards hold the padding too: per rank (Ψ + padding) / N elements of parameters, gradients, AdamW states.
-      const auto padded = parallel::zero_memory_formula("zero3", e.trainable + padding, world_size);
+      const auto padded = parallel::zero_memory_formula(StrategyKind::zero3, e.trainable + padding, world_size);
       e.weights += static_cast<double>(padded.parameters - f.parameters);
       trained_weights = static_cast<double>(padded.parameters);
       e.gradients = static_cast<double>(padded.gradients);

@@ -23,7 +23,7 @@ StrategySetup strategy_setup(const TrainerConfig& config, const std::vector<Para
   o.hybrid_adam = config.optimizer.implementation == AdamImplementation::hybrid_adam &&
                   (all_float32 || !optimizer_auto || config.precision == Precision::bf16_true);
   o.master_dtype = master_dtype(config.precision);
-  o.placement.policy = std::string(name_of(config.gemini.placement_policy));
+  o.placement.policy = config.gemini.placement_policy;
   o.placement.device_budget_bytes = static_cast<int64_t>(config.gemini.device_budget_mb * 1024 * 1024);
   o.placement.offload_optim_frac = config.gemini.offload_optim_frac;
   o.placement.offload_param_frac = config.gemini.offload_param_frac;

@@ -387,7 +387,7 @@ FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::D
   if (c.precision == Precision::bf16_true) cast_trained_to_bfloat16(module.parameter_groups());
   const std::vector<ParameterGroup> groups = module.parameter_groups();
   const StrategySetup setup = strategy_setup(c, groups, optimizer_auto_);
-  strategy_ = parallel::make_strategy(std::string(name_of(setup.kind)), group_, setup.options);
+  strategy_ = parallel::make_strategy(setup.kind, group_, setup.options);
   parallel::Strategy& strategy = *strategy_;
   UnitBracket bracket(module, strategy);
   {

@@ -31,6 +31,7 @@
 #include "zerodiff/models/unet/UNet2DConditionModel.h"
 #include "zerodiff/nn/Autocast.h"
 #include "zerodiff/optim/GradScaler.h"
+#include "zerodiff/parallel/ChunkedStrategy.h"
 #include "zerodiff/parallel/FlatLayout.h"
 #include "zerodiff/parallel/Strategy.h"
 #include "zerodiff/train/EMA.h"
@@ -150,6 +151,16 @@ void expect_all_pass(const std::vector<RankRun>& runs) {
 }
 
 // ------------------------------------------------------------------ scenarios (rank side)
+
+// zero3 / gemini expose their chunks and gemini's placement through their own type (null for the other strategies).
+const zerodiff::memory::ChunkManager* chunks_of(const zp::Strategy& s) {
+  const auto* chunked = dynamic_cast<const zp::ChunkedStrategy*>(&s);
+  return chunked != nullptr ? &chunked->chunks() : nullptr;
+}
+const zerodiff::memory::GeminiManager* placement_of(const zp::Strategy& s) {
+  const auto* chunked = dynamic_cast<const zp::ChunkedStrategy*>(&s);
+  return chunked != nullptr ? chunked->placement() : nullptr;
+}
 
 #define WCHECK(cond, ...)                                                                            \
   do {                                                                                                \
@@ -293,7 +304,7 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
     // Clipping is active (norms are about 0.2): the global norm over ranks and shards must be right. Adam hides
     // a wrong gradient scale, so the norms are compared with the single-process run's too.
     norms.push_back(strategy.clip_grad_norm(0.05));
-    if (ema && strategy.sharded_ema()) strategy.set_ema_decay(zerodiff::train::ema_decay_at(*ema, s + 1));
+    if (ema && strategy.sharded_ema()) strategy.sharded_ema()->set_decay(zerodiff::train::ema_decay_at(*ema, s + 1));
     strategy.step();
     if (ref_ema) {
       strategy.gather_full_parameters();
@@ -304,7 +315,7 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
   TrainResult r;
   r.norms = norms;
   r.memory = strategy.memory();
-  if (const auto* g = strategy.gemini()) {  // (read before the whole-model gather below, which is outside the budget)
+  if (const auto* g = placement_of(strategy)) {  // (read before the whole-model gather below, which is outside the budget)
     r.gemini_peak = g->peak_device_model_bytes();
     r.gemini_total = g->peak_device_total_estimate();
     r.gemini_evictions = g->evictions();
@@ -319,7 +330,7 @@ TrainResult train_tiny(zp::Strategy& strategy, int steps, int accum, bool pertur
     for (const auto& [name, t] : ref_ema->shadow()) r.ema_ref[name] = t.clone();
     if (strategy.sharded_ema()) {
       std::map<const void*, at::Tensor> whole;
-      for (auto& [p, t] : strategy.gather_ema()) whole[p.unsafeGetTensorImpl()] = t;
+      for (auto& [p, t] : strategy.sharded_ema()->gather()) whole[p.unsafeGetTensorImpl()] = t;
       if (rank == 0) {
         for (auto& p : net.named_parameters(true)) {
           WCHECK(whole.count(p.value().unsafeGetTensorImpl()), "gather_ema has no entry for ", p.key());
@@ -410,7 +421,7 @@ int scenario_parity(std::string strategy_name, int accum) {
     close("parameters", m.parameters, f.parameters);
   }
 
-  if (const auto* chunks = strategy->chunks()) {
+  if (const auto* chunks = chunks_of(*strategy)) {
     // Between steps only the shards are resident; during the step at most the shards plus the chunks of a
     // window of three consecutive units (the running one, the one prefetched, the one whose gradients are
     // still arriving).
@@ -450,7 +461,7 @@ int scenario_parity(std::string strategy_name, int accum) {
     // Per micro-batch: every sharded chunk all-gathered in forward and again in backward, reduce-scattered once
     // (3Ψ); kept chunks are all-reduced only.
     int64_t kept_bytes = 0;
-    const auto* chunks = strategy->chunks();
+    const auto* chunks = chunks_of(*strategy);
     for (size_t c = 0; c < chunks->num_chunks(); ++c) {
       if (chunks->chunk(c).keep_gathered()) kept_bytes += chunks->chunk(c).chunk_numel() * 4;
     }
@@ -806,13 +817,13 @@ int scenario_gemini() {
   }
   // A probe run with room for everything measures the step's non-model peak; the budget then holds that, four
   // gathered chunks and nothing else: shards must be evicted and the optimizer states stay in host memory.
-  options.placement.policy = "auto";
+  options.placement.policy = zerodiff::memory::PlacementPolicyKind::automatic;
   options.placement.device_budget_bytes = int64_t{1} << 32;
   auto probe = zp::make_strategy("gemini", group, options);
   const auto roomy = train_tiny(*probe, kSteps, 1, true);
   same_as_zero3(roomy, "gemini, 4 GiB budget");
   WCHECK(roomy.gemini_evictions == 0, "evictions with a 4 GiB budget: ", roomy.gemini_evictions);
-  const auto* chunks = probe->chunks();
+  const auto* chunks = chunks_of(*probe);
   const int64_t chunk_bytes = chunks->chunk_numel() * 4;
   const int64_t budget = roomy.gemini_non_model + 4 * chunk_bytes;
   options.placement.device_budget_bytes = budget;
@@ -825,14 +836,14 @@ int scenario_gemini() {
          " B > budget ", budget);
   WCHECK(small.gemini_evictions > 0, "no shard was evicted under the small budget");
   int64_t shards_on_host = 0;
-  for (size_t c = 0; c < chunks->num_chunks(); ++c) shards_on_host += tight->gemini()->shard_tier(c) == zerodiff::memory::Tier::host;
+  for (size_t c = 0; c < chunks->num_chunks(); ++c) shards_on_host += placement_of(*tight)->shard_tier(c) == zerodiff::memory::Tier::host;
   std::cout << "  small budget: peak model data " << small.gemini_peak << " B <= " << budget << " B, with the "
             << "non-model peak " << small.gemini_total << " B <= " << budget << " B; "
             << small.gemini_evictions << " evictions; " << shards_on_host << " of " << chunks->num_chunks()
             << " shards in host memory after the run" << std::endl;
   // Disk: every optimizer block in files (read ahead, written behind), half the parameter shards on the host.
   const fs::path dir = fs::path(std::getenv("ZD_DIST_DIR")) / "offload";
-  options.placement.policy = "static";
+  options.placement.policy = zerodiff::memory::PlacementPolicyKind::fixed_fractions;
   options.placement.device_budget_bytes = budget;
   options.placement.offload_optim_frac = 1.0;
   options.placement.offload_param_frac = 0.5;
@@ -842,9 +853,9 @@ int scenario_gemini() {
     auto disk = zp::make_strategy("gemini", group, options);
     const auto on_disk = train_tiny(*disk, kSteps, 1, true);
     same_as_zero3(on_disk, "gemini, optimizer states on disk");
-    for (size_t c = 0; c < disk->chunks()->num_chunks(); ++c) {
-      WCHECK(disk->gemini()->optim_tier(c) == zerodiff::memory::Tier::disk, "chunk ", c, "'s optimizer states are on ",
-             zerodiff::memory::tier_name(disk->gemini()->optim_tier(c)));
+    for (size_t c = 0; c < chunks_of(*disk)->num_chunks(); ++c) {
+      WCHECK(placement_of(*disk)->optim_tier(c) == zerodiff::memory::Tier::disk, "chunk ", c,
+             "'s optimizer states are on ", zerodiff::memory::tier_name(placement_of(*disk)->optim_tier(c)));
     }
     WCHECK(on_disk.memory.optimizer_states == 0 && on_disk.memory.master_weights == 0,
            "optimizer states in memory between steps: ", on_disk.memory.optimizer_states, " B, masters ",

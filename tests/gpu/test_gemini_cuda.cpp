@@ -11,6 +11,7 @@
 #include "zerodiff/io/Diffusers.h"
 #include "zerodiff/memory/GeminiManager.h"
 #include "zerodiff/models/unet/UNet2DConditionModel.h"
+#include "zerodiff/parallel/ChunkedStrategy.h"
 #include "zerodiff/parallel/Strategy.h"
 
 namespace zp = zerodiff::parallel;
@@ -66,7 +67,8 @@ GeminiRun train(const std::string& strategy_name, zp::StrategyOptions options, i
   }
   torch::cuda::synchronize();
   r.allocator_peak = allocated_peak();
-  if (const auto* g = strategy->gemini()) {
+  const auto* chunked = dynamic_cast<const zp::ChunkedStrategy*>(strategy.get());
+  if (const auto* g = chunked != nullptr ? chunked->placement() : nullptr) {
     r.peak_model = g->peak_device_model_bytes();
     r.evictions = g->evictions();
     r.budget = g->budget();

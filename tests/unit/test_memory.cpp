@@ -79,6 +79,7 @@ TEST(Chunk, ParametersAreViewsThatSurviveReleaseAndGather) {
 
 // ------------------------------------------------------------------ Gemini: memory tracer and placement
 
+#include "zerodiff/core/Enum.h"
 #include "zerodiff/memory/GeminiManager.h"
 #include "zerodiff/memory/MemoryTracer.h"
 
@@ -149,7 +150,7 @@ TEST(MemoryTracer, MeasuresTheNonModelPeakOfEachMomentOnTheCpu) {
 TEST(GeminiManager, StaticPolicyPlacesTheLastFractionsOnTheHost) {
   FourUnits f;
   zm::PlacementOptions o;
-  o.policy = "static";
+  o.policy = zm::PlacementPolicyKind::fixed_fractions;
   o.device_budget_bytes = 1 << 20;
   o.offload_optim_frac = 0.5;
   o.offload_param_frac = 0.25;
@@ -175,7 +176,7 @@ TEST(GeminiManager, AutoPolicyEvictsTheShardUsedFurthestInTheFuture) {
   FourUnits f(100000);  // chunks of 400,000 B
   const int64_t chunk = 400000;
   zm::PlacementOptions o;
-  o.policy = "auto";
+  o.policy = zm::PlacementPolicyKind::automatic;
   o.device_budget_bytes = 3 * chunk + chunk / 2;  // three and a half chunks
   zm::GeminiManager g(*f.manager, torch::kCPU, o, 16);
   // Four shards do not fit: before the warm-up (order unknown) the lowest chunk index goes first.
@@ -221,11 +222,18 @@ TEST(GeminiManager, ABudgetBelowOneUnitFailsWithTheNumbers) {
     EXPECT_NE(msg.find("budget of 0 MiB cannot hold the chunks of unit 'u0'"), std::string::npos) << msg;
     EXPECT_NE(msg.find("trainer.gemini.device_budget_mb"), std::string::npos) << msg;
   }
+  // An unknown policy name cannot reach the manager any more (PlacementOptions::policy is a PlacementPolicyKind): it
+  // is rejected where the name is parsed.
+  EXPECT_THROW(zerodiff::parse_enum<zm::PlacementPolicyKind>("lru", "placement policy"), zerodiff::ConfigError);
   zm::PlacementOptions bad;
-  bad.policy = "lru";
-  EXPECT_THROW(zm::GeminiManager(*f.manager, torch::kCPU, bad), zerodiff::ConfigError);
-  bad.policy = "static";
+  bad.policy = zm::PlacementPolicyKind::fixed_fractions;
   bad.device_budget_bytes = 1 << 20;
   bad.offload_optim_frac = 1.5;
   EXPECT_THROW(zm::GeminiManager(*f.manager, torch::kCPU, bad), zerodiff::ConfigError);
+  try {  // the memory layer names its own option (a config reader adds the key path)
+    zm::GeminiManager never(*f.manager, torch::kCPU, bad);
+    FAIL() << "no ConfigError";
+  } catch (const zerodiff::ConfigError& e) {
+    EXPECT_STREQ(e.what(), "PlacementOptions::offload_optim_frac must be in [0, 1], got 1.5");
+  }
 }

@@ -14,17 +14,22 @@
 // "non-model data": MemoryTracer measures its peak per moment of the warm-up step (the first training step),
 // and from then on a moment may use at most budget − that peak for model data.
 //
-// Placement policies:
-//  * static — fixed fractions: the optimizer blocks of the last ceil(offload_optim_frac·C) chunks and the
-//    parameter shards of the last ceil(offload_param_frac·C) chunks live on the host (C chunks); the rest on
-//    the device. The budget is still enforced: a moment that does not fit evicts device shards to the host
-//    for good (they are not brought back), and raises BudgetError when that is not enough.
-//  * auto — optimizer blocks start on the host; after the warm-up step as many as fit next to the step's
-//    peak working set (non-model peak + the chunks of a unit and the next one, + backward_margin() in backward)
-//    move to the device, in chunk order. Parameter shards move to the device when gathered and stay while they fit; when a moment needs
-//    room, the shard whose next use (in the recorded unit order, forward then backward) is furthest away is
-//    evicted to the host (Belady's rule). During the warm-up step, whose order is not known yet, the lowest
-//    chunk index goes first (used last by backward).
+// Placement policies (PlacementOptions::policy; each is its own type inside the memory layer, created from the
+// kind once by the constructor: src/memory/PlacementPolicy.h, which GeminiManager asks at the three points where
+// the policies differ: the tiers at setup, the optimizer blocks moved to the device after the warm-up step, and
+// whether a host shard stays on the device after a gather; the budget, the accounting and the eviction rule are
+// the manager's own and the same for both):
+//  * static (PlacementPolicyKind::fixed_fractions, StaticPlacement) — fixed fractions: the optimizer blocks of the
+//    last ceil(offload_optim_frac·C) chunks and the parameter shards of the last ceil(offload_param_frac·C) chunks
+//    live on the host (C chunks); the rest on the device. The budget is still enforced: a moment that does not fit
+//    evicts device shards to the host for good (they are not brought back), and raises BudgetError when that is
+//    not enough.
+//  * auto (PlacementPolicyKind::automatic, AutoPlacement) — optimizer blocks start on the host; after the warm-up
+//    step as many as fit next to the step's peak working set (non-model peak + the chunks of a unit and the next
+//    one, + backward_margin() in backward) move to the device, in chunk order. Parameter shards move to the device
+//    when gathered and stay while they fit; when a moment needs room, the shard whose next use (in the recorded unit
+//    order, forward then backward) is furthest away is evicted to the host (Belady's rule). During the warm-up
+//    step, whose order is not known yet, the lowest chunk index goes first (used last by backward).
 // With an offload directory, optimizer blocks on the host tier are kept on disk between steps instead
 // (DiskStateStore: read-ahead of the next chunk, write-behind of the last).
 #pragma once
@@ -52,7 +57,7 @@ class BudgetError : public Error {
   using Error::Error;
 };
 
-/// Gemini's placement policies (the file comment describes each). Names as in trainer.gemini.placement_policy.
+/// Gemini's placement policies (the file comment describes each), by the names users write ("auto", "static").
 enum class PlacementPolicyKind { automatic, fixed_fractions };
 inline constexpr EnumName<PlacementPolicyKind> kPlacementPolicyNames[] = {{PlacementPolicyKind::automatic, "auto"},
                                                                           {PlacementPolicyKind::fixed_fractions, "static"}};
@@ -62,8 +67,10 @@ constexpr std::span<const EnumName<PlacementPolicyKind>> enum_names(PlacementPol
 enum class Tier { device, host, disk };
 const char* tier_name(Tier t);
 
+/// How GeminiManager places chunks. Its errors name these members ("PlacementOptions::offload_optim_frac ...");
+/// callers that read them from a config add the key path.
 struct PlacementOptions {
-  std::string policy = "auto";       ///< "static" or "auto"
+  PlacementPolicyKind policy = PlacementPolicyKind::automatic;  ///< auto or static (the file comment)
   int64_t device_budget_bytes = 0;   ///< device memory the run may use (0 = the device's free memory at setup)
   double offload_optim_frac = 0.0;   ///< static: fraction of chunks whose optimizer blocks live on the host
   double offload_param_frac = 0.0;   ///< static: fraction of chunks whose parameter shards live on the host
@@ -72,6 +79,10 @@ struct PlacementOptions {
 
 /// Whether a schedule event is a unit's forward or its backward.
 enum class Phase { forward, backward };
+
+namespace detail {
+class PlacementPolicy;  // src/memory/PlacementPolicy.h: one type per PlacementPolicyKind
+}  // namespace detail
 
 class GeminiManager {
  public:
@@ -82,8 +93,9 @@ class GeminiManager {
   /// warm-up happens on every rank at the same point instead of leaving the others waiting in a collective
   /// (a collective: every rank constructs its manager at the same point). A zero budget means the device's
   /// free memory now plus what is already allocated on it (CUDA: the caching allocator's allocated bytes; CPU:
-  /// the resident shards). Throws ConfigError for an unknown policy or a fraction outside [0, 1], BudgetError
-  /// when the budget is below what is resident from the start (the kept-gathered chunks, the static placement).
+  /// the resident shards). Throws ConfigError naming the PlacementOptions member for a policy outside
+  /// PlacementPolicyKind or a fraction outside [0, 1], zerodiff::Error for a negative budget, BudgetError when the
+  /// budget is below what is resident from the start (the kept-gathered chunks, the static placement).
   GeminiManager(ChunkManager& chunks, c10::Device device, PlacementOptions options, int64_t optim_block_bytes = 16,
                 dist::ProcessGroup* group = nullptr);
   ~GeminiManager();
@@ -177,6 +189,7 @@ class GeminiManager {
   ChunkManager& chunks_;
   c10::Device device_;
   PlacementOptions options_;
+  std::unique_ptr<detail::PlacementPolicy> policy_;  // made from options_.policy by the constructor
   int64_t optim_block_bytes_;
   int64_t budget_ = 0;
   std::vector<Tier> shard_tier_, optim_tier_;

@@ -9,13 +9,14 @@
 //              norm = strategy->clip_grad_norm(max);   // global L2 norm across ranks and shards
 //              strategy->step();                       // AdamW, then parameters are whole again on every rank
 //
-// EMA of the trained weights: single/ddp/zero1/zero2 hold whole parameters, so the Trainer keeps train::EMA itself.
-// zero3 and gemini with StrategyOptions::ema keep the EMA sharded like their master weights (sharded_ema()): an
-// fp32 [shard_numel] tensor per chunk beside the master shard (gemini: in the chunk's optimizer block, on its tier),
-// 4 bytes per trainable element / world size; set_ema_decay() before step() makes step() update it after AdamW,
-// with no communication. gather_ema()/load_ema() convert it from/to whole tensors (checkpoints, which store the
-// same "ema" file as the unsharded EMA), use_ema_weights() puts it into the parameter shards for export/sampling.
-// (ZeRO's rule for every model state, Rajbhandari et al. 2020: each rank keeps and updates only its own partition.)
+// The interface carries what every strategy does; a capability only some have is a query that returns null elsewhere
+// (never a member that throws), and what is particular to one strategy is reached through its own type:
+//  * EMA of the trained weights: single/ddp/zero1/zero2 hold whole parameters, so the Trainer keeps train::EMA
+//    itself. zero3 and gemini built with StrategyOptions::ema keep the EMA sharded like their master weights:
+//    sharded_ema() returns that capability (ShardedEma.h: decay per step, gather/load whole tensors for checkpoints,
+//    EMA weights into the shards for export); null for every other strategy.
+//  * zero3 and gemini are ChunkedStrategy (ChunkedStrategy.h): their chunk layout and gemini's placement manager are
+//    reached by dynamic_cast to that type (tests, benchmarks), not through this interface.
 //
 // Strategies (ZeRO: Rajbhandari et al. 2020, "ZeRO: Memory Optimizations Toward Training Trillion Parameter
 // Models"; DDP: Li et al. 2020, "PyTorch Distributed", and torch/csrc/distributed/c10d/reducer.cpp):
@@ -26,6 +27,11 @@
 //             AdamW states (FlatLayout), updates it, and the parameters are all-gathered bucket by bucket.
 //  * zero2  — zero1, plus gradients are reduce-scattered bucket by bucket during every backward into this
 //             rank's gradient shard; a parameter's full gradient is released as soon as its buckets are sent.
+//  * zero3  — parameters sharded in chunks and gathered unit by unit (ChunkedStrategy.h, src/parallel/
+//             Zero3Strategy.cpp): the strategy gathers, releases and reduce-scatters; each chunk's master shard,
+//             AdamW states and EMA shard stay in memory beside it (the in-memory shard optimizer).
+//  * gemini — zero3 whose shard optimizer is tiered: memory::GeminiManager places parameter shards (device / host)
+//             and optimizer blocks (device / host / disk) under a device budget (src/parallel/ShardOptimizer.h).
 // Parameters no rank used in a step keep no gradient and are skipped by AdamW (as torch's AdamW and DDP's
 // find_unused_parameters do); a parameter tensor appearing twice (tied weights) is trained once.
 #pragma once
@@ -35,14 +41,15 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "zerodiff/core/Enum.h"
 #include "zerodiff/dist/ProcessGroup.h"
 #include "zerodiff/io/Safetensors.h"
-#include "zerodiff/memory/ChunkManager.h"
 #include "zerodiff/memory/GeminiManager.h"
+#include "zerodiff/parallel/ShardedEma.h"
 #include "zerodiff/parallel/UnitHooks.h"
 
 namespace zerodiff::parallel {
@@ -95,7 +102,7 @@ struct StrategyOptions {
   at::ScalarType master_dtype = at::kFloat;
   memory::PlacementOptions placement;           ///< gemini: placement policy, device budget, offload fractions
   std::string offload_dir;                      ///< gemini: folder for optimizer states on disk (with placement.disk)
-  /// zero3 / gemini: keep an fp32 EMA of the trained weights sharded like the master weights (sharded_ema());
+  /// zero3 / gemini: keep an fp32 EMA of the trained weights sharded like the master weights (Strategy::sharded_ema);
   /// ignored by the other strategies (they hold whole parameters; the Trainer keeps train::EMA for them).
   bool ema = false;
 };
@@ -106,6 +113,9 @@ struct UnitSpec {
   std::vector<std::pair<std::string, at::Tensor>> params;
 };
 
+/// How parameters, gradients and AdamW states are spread over the ranks of `group` (the file comment describes the
+/// call sequence and each strategy). Made by make_strategy; not copyable. Every collective member must be called by
+/// every rank at the same point.
 class Strategy {
  public:
   explicit Strategy(std::shared_ptr<dist::ProcessGroup> group) : group_(std::move(group)) {}
@@ -113,8 +123,10 @@ class Strategy {
   Strategy(const Strategy&) = delete;
   Strategy& operator=(const Strategy&) = delete;
 
-  /// "single", "ddp", "zero1" or "zero2".
-  virtual std::string name() const = 0;
+  /// Which strategy this is.
+  virtual StrategyKind kind() const = 0;
+  /// Its name for logs: "single", "ddp", "zero1", "zero2", "zero3" or "gemini" (name_of(kind())).
+  std::string name() const { return std::string(name_of(kind())); }
   /// Whether the optimizer state is sharded (each rank saves its own file in checkpoints).
   virtual bool sharded() const { return false; }
   /// Whether every rank holds the whole parameters between steps (false for zero3: only shards; use
@@ -161,38 +173,15 @@ class Strategy {
   /// the wrong shape, or was saved with another world size / bucket layout.
   virtual void load_optimizer_state(const io::TensorMap& state, const std::string& where) = 0;
 
-  // ---------------------------------------------------------------- sharded EMA (zero3, gemini)
-
-  /// Whether this strategy keeps the EMA of the trained weights itself, sharded like its master weights (zero3 and
-  /// gemini built with StrategyOptions::ema). Set up by setup(): every shard starts as the master shard (the
-  /// parameters after the broadcast), as train::EMA snapshots the model. The other members of this block throw
-  /// zerodiff::Error when this is false.
-  virtual bool sharded_ema() const { return false; }
-  /// The decay the next step() applies to the EMA after its AdamW update: for every element of this rank's shards,
-  /// ema -= (1 - decay) * (ema - float(master)) (train::EMA::update's rule on the same fp32 values). Computed by the
-  /// caller (train::ema_decay_at); a step that is skipped (no step() call) leaves the EMA alone.
-  virtual void set_ema_decay(double decay);
-  /// Collective (every rank calls it): the EMA of every chunked parameter, whole: (the parameter tensor, an fp32 CPU
-  /// tensor of its shape), one entry per distinct tensor. Only rank 0 receives the entries (others get an empty
-  /// vector; they take part in the all-gathers, one chunk at a time: transient memory is one chunk).
-  virtual std::vector<std::pair<at::Tensor, at::Tensor>> gather_ema();
-  /// Every rank: replaces its EMA shards by the matching slices of `whole` (parameter tensor -> whole EMA of its
-  /// shape, any float dtype and device; as gather_ema() returns them). No communication. Throws IoError naming
-  /// `where` and the parameter when a chunked parameter is missing or has another shape.
-  virtual void load_ema(const std::vector<std::pair<at::Tensor, at::Tensor>>& whole, const std::string& where);
-  /// With `on`, the parameter shards (the compute copies the units gather) hold the EMA weights, in their dtype,
-  /// until use_ema_weights(false) puts the trained weights back exactly (a copy of the shards is kept meanwhile;
-  /// the master weights and AdamW states are untouched). For export, validation and sampling at the end of a run;
-  /// no step() in between. No communication; not while gather_full_parameters() holds the model.
-  virtual void use_ema_weights(bool on);
+  /// The EMA of the trained weights this strategy keeps itself, sharded like its master weights (ShardedEma.h): zero3
+  /// and gemini built with StrategyOptions::ema; null for every other strategy (the caller then keeps train::EMA over
+  /// whole parameters). Owned by the strategy. A query: never throws.
+  virtual ShardedEma* sharded_ema() { return nullptr; }
 
   /// Model-state bytes held by this rank now.
   virtual MemoryReport memory() const = 0;
-  /// zero3's chunks (layout and resident-byte accounting); null for the other strategies.
-  virtual const memory::ChunkManager* chunks() const { return nullptr; }
-  /// gemini's placement manager (tiers, device budget, peaks, evictions); null for the other strategies.
-  virtual const memory::GeminiManager* gemini() const { return nullptr; }
 
+  /// The process group the strategy communicates over.
   dist::ProcessGroup& group() const { return *group_; }
   const std::shared_ptr<dist::ProcessGroup>& group_ptr() const { return group_; }
 
@@ -200,17 +189,25 @@ class Strategy {
   std::shared_ptr<dist::ProcessGroup> group_;
 };
 
-/// The strategy called `name` ("single", "ddp", "zero1", "zero2", "zero3", "gemini") over `group`. single needs a
-/// group of size 1. gemini is zero3 whose chunks and optimizer states are placed between the compute device, host
-/// memory and disk by memory::GeminiManager under options.placement (its own AdamW loop: the HybridAdam kernel on
-/// the CPU, ATen's fused AdamW on CUDA). Throws zerodiff::Error for unknown names.
-std::unique_ptr<Strategy> make_strategy(const std::string& name, std::shared_ptr<dist::ProcessGroup> group,
+/// The strategy `kind` over `group` (the file comment describes each). single needs a group of size 1. zero3 and gemini
+/// return a ChunkedStrategy; gemini is zero3 whose chunks and optimizer states are placed between the compute device,
+/// host memory and disk by memory::GeminiManager under options.placement (its own AdamW loop: the HybridAdam kernel on
+/// the CPU, ATen's fused AdamW on CUDA). Throws zerodiff::Error for a null group, options.bucket_numel < 1, single on
+/// several ranks, or a kind outside StrategyKind (a bad cast).
+std::unique_ptr<Strategy> make_strategy(StrategyKind kind, std::shared_ptr<dist::ProcessGroup> group,
+                                        StrategyOptions options = {});
+/// The same by name ("single", "ddp", "zero1", "zero2", "zero3", "gemini"): parse_enum<StrategyKind>(name,
+/// "strategy"), so an unknown name throws ConfigError (a zerodiff::Error) listing the names.
+std::unique_ptr<Strategy> make_strategy(std::string_view name, std::shared_ptr<dist::ProcessGroup> group,
                                         StrategyOptions options = {});
 
 /// ZeRO's per-rank model-state bytes for Ψ fp32 trainable elements on N ranks with AdamW (Rajbhandari et al.
 /// 2020, §5, with K = 8 bytes of Adam state per element): the expected MemoryReport (numel, padded_numel left
-/// 0) of `strategy` ("ddp", "zero1", "zero2", "zero3"). zero1/zero2 keep whole fp32 parameters plus a 4Ψ/N
+/// 0) of `strategy` (single and ddp alike, zero1, zero2, zero3). zero1/zero2 keep whole fp32 parameters plus a 4Ψ/N
 /// master shard; zero3's fp32 parameter shard is its own master (4Ψ/N in `parameters`, 0 in master_weights).
-MemoryReport zero_memory_formula(const std::string& strategy, int64_t numel, int world_size);
+/// Throws zerodiff::Error for gemini (its bytes depend on the placement) and for world_size < 1.
+MemoryReport zero_memory_formula(StrategyKind strategy, int64_t numel, int world_size);
+/// The same by name: parse_enum<StrategyKind>(strategy, "strategy") (ConfigError for an unknown name).
+MemoryReport zero_memory_formula(std::string_view strategy, int64_t numel, int world_size);
 
 }  // namespace zerodiff::parallel

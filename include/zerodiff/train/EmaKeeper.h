@@ -14,6 +14,7 @@
 #include <string>
 
 #include "zerodiff/io/Safetensors.h"
+#include "zerodiff/parallel/ShardedEma.h"
 #include "zerodiff/parallel/Strategy.h"
 #include "zerodiff/train/EMA.h"
 
