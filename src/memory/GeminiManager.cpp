@@ -407,8 +407,8 @@ void GeminiManager::add_transient(int64_t bytes, const std::string& what) {
       " MiB + parameter shards that cannot move ", mib(shards), " MiB + optimizer states on the device ", mib(optim),
       " MiB + transient buffers ", mib(transient_), " MiB + non-model memory ", mib(nm), " MiB (",
       tracer_->tracing() ? "live, warm-up step" : "warm-up peak of this moment", ") = ", mib(need),
-      " MiB. Raise trainer.gemini.device_budget_mb to at least ", std::ceil(mib(need)),
-      ", or lower trainer.zero3_chunk_size_mb (smaller chunks) or the batch size"));
+      " MiB. Raise the device budget (PlacementOptions::device_budget_bytes) to at least ", std::ceil(mib(need)),
+      " MiB, or use smaller chunks or a smaller batch"));
 }
 
 std::string GeminiManager::summary() const {

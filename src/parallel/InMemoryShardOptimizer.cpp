@@ -38,7 +38,7 @@ class InMemoryShardOptimizer final : public ShardOptimizer {
   io::TensorMap state() override { return shard_state(*optimizer_, segment_tensors_, segment_keys(), shard_layout()); }
 
   void load_state(const io::TensorMap& saved, const std::string& where) override {
-    load_shard_state(*optimizer_, segment_tensors_, segment_keys(), shard_layout(), "trainer.zero3_chunk_size_mb",
+    load_shard_state(*optimizer_, segment_tensors_, segment_keys(), shard_layout(), "chunk size in MiB",
                      saved, where);
     for (size_t c = 0; c < blocks_.size(); ++c) {
       if (!blocks_[c].master.is_alias_of(local(c))) local(c).copy_(blocks_[c].master);

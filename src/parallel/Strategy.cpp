@@ -178,7 +178,7 @@ void warn_bucket_count(const FlatLayout& layout) {
   if (layout.buckets().size() > 4096) {
     ZD_LOG_WARN(layout.buckets().size(), " gradient buckets of ", layout.bucket_numel(),
                 " elements per step: every bucket is one collective, so steps will be slow; "
-                "raise trainer.bucket_size_mb (PyTorch DDP uses 25)");
+                "raise the bucket size (StrategyOptions::bucket_numel; PyTorch DDP uses 25 MiB)");
   }
 }
 
@@ -212,7 +212,7 @@ class ReplicatedStrategy : public Strategy {
   ReplicatedStrategy(std::shared_ptr<dist::ProcessGroup> group, bool ddp, StrategyOptions options)
       : Strategy(std::move(group)), ddp_(ddp), options_(options) {
     ZD_CHECK(ddp_ || group_->size() == 1, "strategy single runs in one process, but the world has ", group_->size(),
-             " processes; use trainer.strategy ddp, zero1, zero2 or zero3");
+             " processes; use strategy ddp, zero1, zero2, zero3 or gemini");
   }
   StrategyKind kind() const override { return ddp_ ? StrategyKind::ddp : StrategyKind::single; }
 
@@ -429,7 +429,7 @@ class ZeroStrategy : public Strategy {
     return detail::shard_state(*optimizer_, segments_, segment_keys(), shard_layout());
   }
   void load_optimizer_state(const io::TensorMap& saved, const std::string& where) override {
-    detail::load_shard_state(*optimizer_, segments_, segment_keys(), shard_layout(), "trainer.bucket_size_mb", saved,
+    detail::load_shard_state(*optimizer_, segments_, segment_keys(), shard_layout(), "bucket size in MiB", saved,
                              where);
   }
   MemoryReport memory() const override {

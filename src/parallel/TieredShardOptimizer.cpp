@@ -122,7 +122,7 @@ class TieredShardOptimizer final : public ShardOptimizer {
   }
 
   void load_state(const io::TensorMap& saved, const std::string& where) override {
-    check_shard_layout(shard_layout(), "trainer.zero3_chunk_size_mb", saved, where);
+    check_shard_layout(shard_layout(), "chunk size in MiB", saved, where);
     torch::NoGradGuard no_grad;
     const auto keys = segment_keys();
     for (size_t c = 0; c < chunks_->num_chunks(); ++c) {
@@ -242,10 +242,10 @@ class TieredShardOptimizer final : public ShardOptimizer {
     if (options_.placement.disk) {
       if (master_dtype != at::kFloat) {
         throw NotImplementedError("gemini: optimizer states on disk are float32 only; with bf16-true keep them in "
-                                  "host memory (leave trainer.gemini.offload_dir empty)");
+                                  "host memory (PlacementOptions::disk false)");
       }
       ZD_CHECK(!options_.offload_dir.empty(), "gemini: optimizer states on disk need an offload directory "
-                                              "(trainer.gemini.offload_dir)");
+                                              "(StrategyOptions::offload_dir)");
       disk_ = std::make_unique<memory::DiskStateStore>(options_.offload_dir, group_.rank());
       disk_->set_pinned(device.is_cuda());
     }

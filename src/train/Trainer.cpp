@@ -371,6 +371,17 @@ void export_final_model(TrainingModule& module, parallel::Strategy& strategy, di
 
 FitResult Trainer::fit(TrainingModule& module, data::DataLoader& loader, data::DataLoader* validation,
                        const std::string& resume, int64_t stop_at_step) {
+  try {
+    return run_fit(module, loader, validation, resume, stop_at_step);
+  } catch (const memory::BudgetError& e) {
+    // The memory layer names its own options; these are the run config's keys behind them.
+    throw memory::BudgetError(zerodiff::str(e.what(), " (run config: trainer.gemini.device_budget_mb, "
+                                                      "trainer.zero3_chunk_size_mb, data.batch_size)"));
+  }
+}
+
+FitResult Trainer::run_fit(TrainingModule& module, data::DataLoader& loader, data::DataLoader* validation,
+                           const std::string& resume, int64_t stop_at_step) {
   const TrainerConfig& c = config_;
   const int rank = env_.rank, world = env_.world_size;
   const bool is_rank0 = rank == 0;

@@ -218,3 +218,27 @@ TEST(TrainingState, SaveAndRestoreAreOnePair) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(FitErrors, TheRunConfigKeysAreAddedToAGeminiBudgetError) {
+  // The memory layer names its own option; fit adds the run config's keys behind it.
+  zt::TrainerConfig c = config(fresh("gemini_budget"), 2);
+  c.strategy = zp::StrategyKind::gemini;
+  c.gemini.device_budget_mb = 0.0001;  // ~100 bytes: not even one gathered chunk fits
+  ToyModule module;
+  zd::DataLoader loader(shapes(), loader_options(4));
+  zt::Trainer trainer(c);
+  try {
+    trainer.fit(module, loader);
+    FAIL() << "no BudgetError";
+  } catch (const zerodiff::memory::BudgetError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("PlacementOptions::device_budget_bytes"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("(run config: trainer.gemini.device_budget_mb, trainer.zero3_chunk_size_mb, data.batch_size)"),
+              std::string::npos)
+        << msg;
+  }
+}
+
+}  // namespace

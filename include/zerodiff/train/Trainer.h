@@ -272,6 +272,8 @@ class Trainer {
   /// (the same timesteps and noise every time, and the training generator untouched, so a resumed run
   /// continues exactly). The mean of each figure is logged and appended to metrics.jsonl as "val_<name>"
   /// ("val_loss" for the loss). A module without validation_step is skipped with one warning.
+  /// Errors of the lower layers name their own options; fit adds the run config's keys behind them (a gemini
+  /// memory::BudgetError ends "(run config: trainer.gemini.device_budget_mb, ...)").
   FitResult fit(TrainingModule& module, data::DataLoader& loader, data::DataLoader* validation,
                 const std::string& resume = "", int64_t stop_at_step = 0);
 
@@ -288,6 +290,9 @@ class Trainer {
   const parallel::Strategy* strategy() const { return strategy_.get(); }
 
  private:
+  FitResult run_fit(TrainingModule& module, data::DataLoader& loader, data::DataLoader* validation,
+                    const std::string& resume, int64_t stop_at_step);
+
   bool optimizer_auto_ = false;  // implementation auto: resolved in the constructor, revisited in fit()
   TrainerConfig config_;
   dist::LaunchEnv env_;
