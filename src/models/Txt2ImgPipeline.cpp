@@ -197,7 +197,8 @@ Txt2ImgPipeline Txt2ImgPipeline::from_pretrained(const std::string& dir, const s
   try {
     sched = SchedulerConfig::from_json(sched_json);
   } catch (const NotImplementedError& e) {
-    if (lookup_enum<SchedulerKind>(cls)) throw;  // a class zerodiff implements: its config is at fault
+    const auto kind = lookup_enum<SchedulerKind>(cls);
+    if (kind && name_of(*kind) == cls) throw;  // a class zerodiff implements: its config is at fault
     // diffusers users swap samplers with DDIMScheduler.from_config(pipe.scheduler.config); do the same.
     ZD_LOG_WARN(dir, ": scheduler ", cls, " is not implemented by zerodiff; using DDIMScheduler with its config");
     nlohmann::json j;

@@ -499,7 +499,7 @@ FitResult Trainer::run_fit(TrainingModule& module, data::DataLoader& loader, dat
   if (last_saved_step != step && step != resumed_step) save();
   result.steps = step;
   result.last_checkpoint = last_ckpt;
-  if (step == c.max_steps) {
+  if (step >= c.max_steps) {  // (a run resumed past max_steps exports too)
     // The end-of-run validation, samples and export use the EMA weights when there is an EMA.
     std::optional<EmaWeightsScope> ema_weights;
     if (ema) ema_weights.emplace(*ema);

@@ -88,8 +88,9 @@ int64_t TrainingState::restore(const io::Checkpoint& ckpt) {
   agreed(p_.group, "restoring the checkpoint", [&] {
     const std::string optimizer_file =
         p_.strategy.sharded() && world > 1 ? zerodiff::str(".rank-", rank, "-of-", world) : std::string();
+    const io::TensorMap& optimizer = need("optimizer");
     try {
-      p_.strategy.load_optimizer_state(need("optimizer"), where + "/optimizer" + optimizer_file + ".safetensors");
+      p_.strategy.load_optimizer_state(optimizer, where + "/optimizer" + optimizer_file + ".safetensors");
     } catch (const IoError& e) {
       // The parallel layer names its own options; these are the run config's keys behind them.
       throw IoError(zerodiff::str(e.what(), " (run config: trainer.strategy, trainer.bucket_size_mb for ddp / zero1 / "

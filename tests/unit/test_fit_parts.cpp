@@ -242,3 +242,23 @@ TEST(FitErrors, TheRunConfigKeysAreAddedToAGeminiBudgetError) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(FitEnd, ARunResumedPastMaxStepsStillExports) {
+  // A checkpoint at step 3 resumed with max_steps 2: nothing to train, but validation, samples and the export run.
+  const std::string dir = fresh("past_max_steps");
+  {
+    ToyModule module;
+    zd::DataLoader loader(shapes(), loader_options(4));
+    zt::Trainer(config(dir, 4)).fit(module, loader, "", /*stop_at_step=*/3);
+  }
+  ToyModule module;
+  zd::DataLoader loader(shapes(), loader_options(4));
+  const zt::FitResult r = zt::Trainer(config(dir, 2)).fit(module, loader, "latest");
+  EXPECT_EQ(r.steps, 3);
+  ASSERT_FALSE(r.export_dir.empty());
+  EXPECT_TRUE(fs::exists(fs::path(r.export_dir) / "model.safetensors"));
+}
+
+}  // namespace

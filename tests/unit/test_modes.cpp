@@ -4,6 +4,7 @@
 
 #include "zerodiff/core/Config.h"
 #include "zerodiff/core/Logging.h"
+#include "zerodiff/models/Txt2ImgPipeline.h"
 #include "zerodiff/train/RunConfig.h"
 
 namespace {
@@ -57,9 +58,10 @@ TEST(Modes, AnUnknownNameListsTheTableAndSuggests) {
   EXPECT_NE(error_of({"attention=zerodiff"}).find("key 'attention' must be one of auto, sdpa, math; got 'zerodiff'"),
             std::string::npos);
   EXPECT_NE(error_of({"text_to_image.prediction_type=noise"})
-                .find("key 'text_to_image.prediction_type' must be one of epsilon, v_prediction, sample; got 'noise'"),
+                .find("key 'text_to_image.prediction_type' must be one of epsilon, v_prediction; got 'noise'"),
             std::string::npos);
-  EXPECT_NE(error_of({"text_to_image.prediction_type=sample"}).find("must be epsilon or v_prediction"),
+  // sample is a scheduler's prediction type, not one a run trains.
+  EXPECT_NE(error_of({"text_to_image.prediction_type=sample"}).find("must be one of epsilon, v_prediction; got 'sample'"),
             std::string::npos);
 }
 
@@ -72,7 +74,9 @@ TEST(Modes, TheReferenceListsTheSameNames) {
   EXPECT_EQ(keys.at("trainer.gemini.placement_policy").type, "one of auto | static");
   EXPECT_EQ(keys.at("attention").type, "one of auto | sdpa | math");
   EXPECT_EQ(keys.at("log_level").type, "one of trace | debug | info | warn | error | off");  // no alias
-  EXPECT_EQ(keys.at("text_to_image.prediction_type").type, "one of epsilon | v_prediction | sample or null");
+  EXPECT_EQ(keys.at("text_to_image.prediction_type").type, "one of epsilon | v_prediction or null");
+  EXPECT_EQ(keys.at("text_to_image.sample_scheduler").type,
+            "one of DDIMScheduler | EulerDiscreteScheduler | DDPMScheduler");
   EXPECT_EQ(keys.at("text_to_image.prediction_type").default_value, "null");
 }
 
@@ -90,6 +94,33 @@ TEST(Modes, NamesParseAndPrintThroughTheTable) {
   EXPECT_EQ(zerodiff::log::parse_level("WARNING"), zerodiff::log::Level::warn);
   EXPECT_EQ(zerodiff::enum_list<zerodiff::log::Level>(), "trace, debug, info, warn, error, off");
   EXPECT_EQ(zerodiff::name_of(static_cast<zt::Precision>(17)), "<invalid>");
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Modes, SchedulerConfigsCheckTheModesTheirClassUses) {
+  namespace zm = zerodiff::models;
+  // Another class's field with a value only that class knows is no error (diffusers' configs carry them).
+  const auto ddim = zm::SchedulerConfig::from_json({{"_class_name", "DDIMScheduler"}, {"variance_type", "learned_range"},
+                                                    {"final_sigmas_type", "other"}});
+  EXPECT_EQ(ddim.class_name, zm::SchedulerKind::ddim);
+  EXPECT_EQ(ddim.variance_type, zm::VarianceType::fixed_small);
+  EXPECT_THROW(zm::SchedulerConfig::from_json({{"_class_name", "DDPMScheduler"}, {"variance_type", "learned_range"}}),
+               zerodiff::NotImplementedError);
+  EXPECT_THROW(zm::SchedulerConfig::from_json({{"_class_name", "EulerDiscreteScheduler"}, {"final_sigmas_type", "other"}}),
+               zerodiff::ConfigError);
+  // trained_betas make beta_schedule unused.
+  const auto trained = zm::SchedulerConfig::from_json(
+      {{"num_train_timesteps", 2}, {"trained_betas", {0.1, 0.2}}, {"beta_schedule", "custom"}});
+  EXPECT_EQ(trained.trained_betas.size(), 2u);
+  // _class_name takes diffusers' class names; ddim / euler / ddpm are zerodiff-sample's flag spellings only.
+  EXPECT_THROW(zm::SchedulerConfig::from_json({{"_class_name", "ddim"}}), zerodiff::NotImplementedError);
+  EXPECT_EQ(zm::scheduler_kind("Euler"), zm::SchedulerKind::euler_discrete);
+  // to_json writes the names.
+  EXPECT_EQ(ddim.to_json()["_class_name"], "DDIMScheduler");
+  EXPECT_EQ(ddim.to_json()["timestep_spacing"], "leading");
 }
 
 }  // namespace

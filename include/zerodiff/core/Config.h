@@ -98,6 +98,13 @@ class Reader {
     choice(key, text, names_of(allowed), doc, required);
     if (auto parsed = lookup_enum<E>(text)) value = *parsed;
   }
+  /// Optional mode key restricted to some of its enum's values; null or "" leaves it empty (none).
+  template <NamedEnum E>
+  void choice(std::string_view key, std::optional<E>& value, std::span<const E> allowed, std::string_view doc = {},
+              bool required = false) {
+    declare(key);
+    read_optional_enum(key, value, names_of(allowed), required);
+  }
   /// Semantic check after reading: throws "<loc>: key '<path>' <message>" when !ok.
   template <class... Args>
   void check(bool ok, std::string_view key, const Args&... message) {
@@ -134,19 +141,25 @@ class Reader {
       choice(key, text, enum_choices<T>(), {}, required);
       if (auto parsed = lookup_enum<T>(text)) value = *parsed;
     } else if constexpr (detail::is_optional_enum<T>::value) {
-      using E = typename T::value_type;
-      std::optional<std::string> text;
-      if (value) text = std::string(name_of(*value));
-      read(key, text, required);
-      if (!text || text->empty()) {  // null or "": none
-        value.reset();
-        return;
-      }
-      check_choice(key, *text, enum_choices<E>());
-      value = lookup_enum<E>(*text);
+      read_optional_enum(key, value, enum_choices<typename T::value_type>(), required);
     } else {
       read(key, value, required);
     }
+  }
+
+  // An optional mode: null or "" is none; other words must be in `choices`.
+  template <class E>
+  void read_optional_enum(std::string_view key, std::optional<E>& value, const std::vector<std::string>& choices,
+                          bool required) {
+    std::optional<std::string> text;
+    if (value) text = std::string(name_of(*value));
+    read(key, text, required);
+    if (!text || text->empty()) {
+      value.reset();
+      return;
+    }
+    check_choice(key, *text, choices);
+    value = lookup_enum<E>(*text);
   }
 
   void declare(std::string_view key);
@@ -250,6 +263,14 @@ class Documenter {
               bool required = false) {
     std::string text(name_of(value));
     choice(key, text, names_of(allowed), doc, required);
+  }
+  template <NamedEnum E>
+  void choice(std::string_view key, std::optional<E>& value, std::span<const E> allowed, std::string_view doc = {},
+              bool required = false) {
+    std::string type = "one of ";
+    for (const auto& name : names_of(allowed)) type += (type.size() > 7 ? " | " : "") + name;
+    keys_.push_back({join(key), type + " or null", value ? std::string(name_of(*value)) : "null", required,
+                     std::string(doc)});
   }
   void choice(std::string_view key, std::string& value, const std::vector<std::string>& choices,
               std::string_view doc = {}, bool required = false) {

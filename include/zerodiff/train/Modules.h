@@ -35,6 +35,13 @@ constexpr std::span<const EnumName<ReconstructionLoss>> enum_names(Reconstructio
   return kReconstructionLossNames;
 }
 
+/// What a text-to-image run may train the UNet to predict (a scheduler may also say `sample`; not trained here).
+inline constexpr models::PredictionType kTrainedPredictionTypes[] = {models::PredictionType::epsilon,
+                                                                     models::PredictionType::v_prediction};
+/// The samplers of the sample grids, in the order the reference lists them.
+inline constexpr models::SchedulerKind kSampleSchedulers[] = {
+    models::SchedulerKind::ddim, models::SchedulerKind::euler_discrete, models::SchedulerKind::ddpm};
+
 struct TextToImageConfig {
   std::string pretrained;    ///< a diffusers Stable Diffusion folder (all components); or the fields below
   std::string unet;          ///< folder with config.json (+ weights to fine-tune) or a config.json (from scratch)
@@ -75,20 +82,19 @@ struct TextToImageConfig {
       "Encode each training image once and reuse its VAE posterior (a fresh latent sample every step); needs "
       "deterministic images (data.random_flip false; data.center_crop true unless synthetic); CPU memory: "
       "2 x latent size per sample");
-    v("prediction_type", prediction_type, "epsilon or v_prediction; empty or null = the scheduler's");
+    v.choice("prediction_type", prediction_type, std::span<const models::PredictionType>(kTrainedPredictionTypes),
+             "epsilon or v_prediction; empty or null = the scheduler's");
     v("noise_offset", noise_offset, "Offset noise strength (0 = off)");
     v("snr_gamma", snr_gamma, "Min-SNR-gamma loss weighting (0 = off; 5 is the paper's)");
     v("clip_skip", clip_skip, "Text encoder layers skipped from the end");
     v("sample_steps", sample_steps, "Sampling steps of the sample grids");
     v("sample_guidance_scale", sample_guidance_scale, "Classifier-free guidance scale of the sample grids");
-    v("sample_scheduler", sample_scheduler,
-      "Sampler of the sample grids");
+    v.choice("sample_scheduler", sample_scheduler, std::span<const models::SchedulerKind>(kSampleSchedulers),
+             "Sampler of the sample grids");
     v.check(!text_encoder_lr || *text_encoder_lr > 0, "text_encoder_lr", "must be > 0, got ", text_encoder_lr.value_or(0));
     v.check(!text_encoder_lr || train_text_encoder, "text_encoder_lr", "needs train_text_encoder: true");
     v.check(noise_offset >= 0, "noise_offset", "must be >= 0, got ", noise_offset);
     v.check(snr_gamma >= 0, "snr_gamma", "must be >= 0, got ", snr_gamma);
-    v.check(prediction_type != models::PredictionType::sample, "prediction_type",
-            "must be epsilon or v_prediction, got 'sample' (training a sample-predicting model is not supported)");
     v.check(sample_steps >= 1, "sample_steps", "must be >= 1, got ", sample_steps);
   }
 };

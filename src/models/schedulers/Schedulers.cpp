@@ -71,12 +71,14 @@ at::Tensor expand_like(at::Tensor coef, const at::Tensor& like) {
 namespace {
 
 // A mode field of scheduler_config.json: absent or null keeps `out`; a name outside the mode's table throws
-// ConfigError "<where>: <key> '<name>' is not one of a, b, c".
+// ConfigError "<where>: <key> '<name>' is not one of a, b, c" when the class uses the field (`used`), and keeps
+// `out` otherwise (diffusers' configs carry other classes' fields; a value only they know is not an error).
 template <class E>
-void get_mode(const nlohmann::json& j, const char* key, E& out, const std::string& where) {
+void get_mode(const nlohmann::json& j, const char* key, E& out, const std::string& where, bool used = true) {
   std::string name(name_of(out));
   get(j, key, name);
   const auto parsed = lookup_enum<E>(name);
+  if (!parsed && !used) return;
   ZD_CHECK_T(ConfigError, parsed.has_value(), where, ": ", key, " '", name, "' is not one of ", enum_list<E>());
   out = *parsed;
 }
@@ -104,7 +106,7 @@ SchedulerConfig SchedulerConfig::defaults_for(SchedulerKind kind) {
 
 SchedulerConfig SchedulerConfig::defaults_for(const std::string& class_name) {
   const auto kind = lookup_enum<SchedulerKind>(class_name);
-  if (!kind) {
+  if (!kind || name_of(*kind) != class_name) {  // the class names only (ddim, euler, ddpm are flag spellings)
     throw NotImplementedError(zerodiff::str("scheduler '", class_name, "' is not supported (",
                                             enum_list<SchedulerKind>(), ")"));
   }
@@ -127,18 +129,18 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
   get(j, "num_train_timesteps", c.num_train_timesteps);
   get(j, "beta_start", c.beta_start);
   get(j, "beta_end", c.beta_end);
-  get_mode(j, "beta_schedule", c.beta_schedule, "scheduler config");
   get(j, "trained_betas", c.trained_betas);
+  get_mode(j, "beta_schedule", c.beta_schedule, "scheduler config", /*used=*/c.trained_betas.empty());
   get_mode(j, "prediction_type", c.prediction_type, "scheduler config");
   {
     std::string variance(name_of(c.variance_type));
     get(j, "variance_type", variance);
     const auto parsed = lookup_enum<VarianceType>(variance);
-    if (!parsed) {
+    if (!parsed && c.class_name == SchedulerKind::ddpm) {  // only DDPM uses it
       throw NotImplementedError(zerodiff::str("DDPMScheduler: variance_type '", variance, "' is not supported (",
                                               enum_list<VarianceType>(), ")"));
     }
-    c.variance_type = *parsed;
+    if (parsed) c.variance_type = *parsed;
   }
   get(j, "clip_sample", c.clip_sample);
   get(j, "clip_sample_range", c.clip_sample_range);
@@ -149,7 +151,7 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j) {
   get(j, "thresholding", c.thresholding);
   get(j, "interpolation_type", c.interpolation_type);
   get(j, "use_karras_sigmas", c.use_karras_sigmas);
-  get_mode(j, "final_sigmas_type", c.final_sigmas_type, cls);
+  get_mode(j, "final_sigmas_type", c.final_sigmas_type, cls, /*used=*/c.class_name == SchedulerKind::euler_discrete);
   get(j, "timestep_type", c.timestep_type);
   for (const char* flag : {"use_exponential_sigmas", "use_beta_sigmas"}) {
     bool on = false;
