@@ -19,6 +19,7 @@
 
 namespace zerodiff::memory::detail {
 
+/// Where gemini keeps each chunk's shard and optimizer block (AutoPlacement, StaticPlacement below).
 class PlacementPolicy {
  public:
   /// The policy `options.policy` names, keeping the offload fractions it needs. Throws ConfigError naming

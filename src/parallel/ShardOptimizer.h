@@ -68,6 +68,7 @@ inline at::Tensor local_shard(const memory::Chunk& chunk) {
   return chunk.keep_gathered() ? chunk.full() : chunk.shard();
 }
 
+/// What happens to this rank's shards in the optimizer step (the file comment): in memory (zero3) or tiered (gemini).
 class ShardOptimizer {
  public:
   /// `options` are the strategy's (master_dtype, hybrid_adam, ema, placement, offload_dir are read); `group` is the

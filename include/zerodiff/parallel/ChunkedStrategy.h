@@ -19,6 +19,7 @@
 
 namespace zerodiff::parallel {
 
+/// zero3's and gemini's own type (the file comment): its chunks and its placement, for tests and benchmarks.
 class ChunkedStrategy : public Strategy {
  public:
   using Strategy::Strategy;

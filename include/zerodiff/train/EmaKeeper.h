@@ -20,6 +20,7 @@
 
 namespace zerodiff::train {
 
+/// The EMA of a fit's trained weights (whole or sharded; see the file comment). Made by make_ema_keeper.
 class EmaKeeper {
  public:
   virtual ~EmaKeeper() = default;

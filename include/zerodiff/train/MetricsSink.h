@@ -32,6 +32,7 @@ struct StepMetrics {
   std::map<std::string, double> logs;    ///< the module's extra figures (StepOutput::logs)
 };
 
+/// Where a fit reports its steps and validations (the file comment says what each output holds).
 class MetricsSink {
  public:
   /// Opens output_dir/metrics.jsonl (and output_dir/tensorboard with `tensorboard`) on rank 0, continuing a run

@@ -52,6 +52,7 @@ struct TrainingStateParts {
   int64_t seed;               ///< trainer.seed, recorded in trainer_state.json
 };
 
+/// A fit's checkpointed state over its parts (the file comment lists each part and its file).
 class TrainingState {
  public:
   explicit TrainingState(TrainingStateParts parts) : p_(parts) {}
